@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: format, lints, unit/integration tests,
+# fixture tests, and the differential test against OPA's own Go evaluator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# OPA's evaluator as a C library (PyPI opa-golib-python-bindings); the wheel says
+# Python >= 3.14 but ships a plain .so that any Python loads through ctypes.
+export OPA_GOLIB_LIB="${OPA_GOLIB_LIB:-$(scripts/fetch-opa-golib.sh)}"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
