@@ -10,6 +10,15 @@
 //! about HTTP, or evaluate Rego (compiling policy is `lockstep-policy`'s job).
 #![forbid(unsafe_code)]
 
+pub mod canonical;
+pub mod error;
+pub mod glob;
+pub mod hash;
+pub mod jws;
+pub mod keys;
 pub mod model;
+mod pem_text;
+pub mod structured;
 
+pub use error::BundleError;
 pub use model::{Bundle, BundleFile, Manifest, Module};

@@ -1,0 +1,568 @@
+//! Signature algorithms, and the keys that go with them.
+//!
+//! Follows OPA (`v1/bundle/keys.go`, `verify.go`): HMAC keys are the literal bytes of the
+//! configured string; RSA and ECDSA keys are PEM. Verification accepts `PUBLIC KEY`,
+//! `RSA PUBLIC KEY`, `RSA PRIVATE KEY`, `PRIVATE KEY`, `EC PRIVATE KEY` and `CERTIFICATE`
+//! blocks; signing accepts the three private-key blocks. The key must also fit the
+//! algorithm (an RSA key cannot verify ES256, a P-384 key cannot verify ES256).
+
+use std::path::Path;
+
+use p256::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
+use rand_core::{OsRng, RngCore};
+use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
+use rsa::{RsaPrivateKey, RsaPublicKey};
+
+use crate::error::{BundleError, Result};
+use crate::pem_text;
+
+/// The JWS algorithms OPA supports for bundle signatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    ES256,
+    ES384,
+    ES512,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    HS256,
+    HS384,
+    HS512,
+}
+
+/// The key family an algorithm needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Hmac,
+    Rsa,
+    Ecdsa,
+}
+
+/// OPA's default signing algorithm.
+pub const DEFAULT_ALGORITHM: Algorithm = Algorithm::RS256;
+
+impl Algorithm {
+    /// Every algorithm.
+    pub const ALL: [Algorithm; 12] = [
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::ES512,
+        Algorithm::RS256,
+        Algorithm::RS384,
+        Algorithm::RS512,
+        Algorithm::PS256,
+        Algorithm::PS384,
+        Algorithm::PS512,
+        Algorithm::HS256,
+        Algorithm::HS384,
+        Algorithm::HS512,
+    ];
+
+    /// Parses a JWA name (case-sensitive); anything else is `unknown signature algorithm: X`.
+    pub fn from_name(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name() == name)
+            .ok_or_else(|| BundleError::UnknownAlgorithm(name.to_string()))
+    }
+
+    /// The JWA name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::ES256 => "ES256",
+            Algorithm::ES384 => "ES384",
+            Algorithm::ES512 => "ES512",
+            Algorithm::RS256 => "RS256",
+            Algorithm::RS384 => "RS384",
+            Algorithm::RS512 => "RS512",
+            Algorithm::PS256 => "PS256",
+            Algorithm::PS384 => "PS384",
+            Algorithm::PS512 => "PS512",
+            Algorithm::HS256 => "HS256",
+            Algorithm::HS384 => "HS384",
+            Algorithm::HS512 => "HS512",
+        }
+    }
+
+    /// Which kind of key the algorithm needs.
+    pub fn family(self) -> Family {
+        match self {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => Family::Hmac,
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => Family::Rsa,
+            Algorithm::ES256 | Algorithm::ES384 | Algorithm::ES512 => Family::Ecdsa,
+        }
+    }
+}
+
+impl std::fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A key ready to verify signatures of one algorithm family.
+#[derive(Clone)]
+pub enum VerificationKey {
+    Hmac(Vec<u8>),
+    Rsa(RsaPublicKey),
+    P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
+    P521(p521::ecdsa::VerifyingKey),
+}
+
+impl std::fmt::Debug for VerificationKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            VerificationKey::Hmac(_) => "Hmac",
+            VerificationKey::Rsa(_) => "Rsa",
+            VerificationKey::P256(_) => "P256",
+            VerificationKey::P384(_) => "P384",
+            VerificationKey::P521(_) => "P521",
+        };
+        write!(f, "VerificationKey::{kind}(..)")
+    }
+}
+
+/// A key ready to sign with one algorithm family.
+#[derive(Clone)]
+pub enum SigningKey {
+    Hmac(Vec<u8>),
+    Rsa(Box<RsaPrivateKey>),
+    P256(p256::ecdsa::SigningKey),
+    P384(p384::ecdsa::SigningKey),
+    P521(p521::ecdsa::SigningKey),
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        let kind = match self {
+            SigningKey::Hmac(_) => "Hmac",
+            SigningKey::Rsa(_) => "Rsa",
+            SigningKey::P256(_) => "P256",
+            SigningKey::P384(_) => "P384",
+            SigningKey::P521(_) => "P521",
+        };
+        write!(f, "SigningKey::{kind}(..)")
+    }
+}
+
+/// Any public key we can read, before checking it against an algorithm.
+enum PublicKey {
+    Rsa(RsaPublicKey),
+    P256(p256::PublicKey),
+    P384(p384::PublicKey),
+    P521(p521::PublicKey),
+}
+
+/// Any private key we can read.
+enum PrivateKey {
+    Rsa(Box<RsaPrivateKey>),
+    P256(p256::SecretKey),
+    P384(p384::SecretKey),
+    P521(p521::SecretKey),
+}
+
+impl PrivateKey {
+    fn public(&self) -> PublicKey {
+        match self {
+            PrivateKey::Rsa(k) => PublicKey::Rsa(k.to_public_key()),
+            PrivateKey::P256(k) => PublicKey::P256(k.public_key()),
+            PrivateKey::P384(k) => PublicKey::P384(k.public_key()),
+            PrivateKey::P521(k) => PublicKey::P521(k.public_key()),
+        }
+    }
+}
+
+fn key_type_name(rsa: bool, curve: &str) -> String {
+    if rsa {
+        "RSA".to_string()
+    } else {
+        format!("ECDSA {curve}")
+    }
+}
+
+fn mismatch(key_type: String, alg: Algorithm) -> BundleError {
+    BundleError::KeyAlgorithmMismatch {
+        key_type,
+        algorithm: alg.name().to_string(),
+    }
+}
+
+fn parse_err(kind: &str, e: impl std::fmt::Display) -> BundleError {
+    BundleError::KeyParse {
+        kind: kind.to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn parse_spki(der: &[u8]) -> Result<PublicKey> {
+    if let Ok(k) = RsaPublicKey::from_public_key_der(der) {
+        return Ok(PublicKey::Rsa(k));
+    }
+    if let Ok(k) = p256::PublicKey::from_public_key_der(der) {
+        return Ok(PublicKey::P256(k));
+    }
+    if let Ok(k) = p384::PublicKey::from_public_key_der(der) {
+        return Ok(PublicKey::P384(k));
+    }
+    match p521::PublicKey::from_public_key_der(der) {
+        Ok(k) => Ok(PublicKey::P521(k)),
+        Err(e) => Err(parse_err("public key (PKIX)", e)),
+    }
+}
+
+fn parse_pkcs8(der: &[u8]) -> Result<PrivateKey> {
+    if let Ok(k) = RsaPrivateKey::from_pkcs8_der(der) {
+        return Ok(PrivateKey::Rsa(Box::new(k)));
+    }
+    if let Ok(k) = p256::SecretKey::from_pkcs8_der(der) {
+        return Ok(PrivateKey::P256(k));
+    }
+    if let Ok(k) = p384::SecretKey::from_pkcs8_der(der) {
+        return Ok(PrivateKey::P384(k));
+    }
+    match p521::SecretKey::from_pkcs8_der(der) {
+        Ok(k) => Ok(PrivateKey::P521(k)),
+        Err(e) => Err(parse_err("private key (PKCS #8)", e)),
+    }
+}
+
+fn parse_sec1(der: &[u8]) -> Result<PrivateKey> {
+    if let Ok(k) = p256::SecretKey::from_sec1_der(der) {
+        return Ok(PrivateKey::P256(k));
+    }
+    if let Ok(k) = p384::SecretKey::from_sec1_der(der) {
+        return Ok(PrivateKey::P384(k));
+    }
+    match p521::SecretKey::from_sec1_der(der) {
+        Ok(k) => Ok(PrivateKey::P521(k)),
+        Err(e) => Err(parse_err("EC private key", e)),
+    }
+}
+
+fn parse_pkcs1_private(der: &[u8]) -> Result<PrivateKey> {
+    RsaPrivateKey::from_pkcs1_der(der)
+        .map(|k| PrivateKey::Rsa(Box::new(k)))
+        .map_err(|e| parse_err("RSA private key", e))
+}
+
+/// Turns a parsed public key into a verifier for `alg`, or refuses a wrong family/curve.
+fn verifier_for(key: PublicKey, alg: Algorithm) -> Result<VerificationKey> {
+    match (key, alg) {
+        (PublicKey::Rsa(k), a) if a.family() == Family::Rsa => Ok(VerificationKey::Rsa(k)),
+        (PublicKey::P256(k), Algorithm::ES256) => Ok(VerificationKey::P256(k.into())),
+        (PublicKey::P384(k), Algorithm::ES384) => Ok(VerificationKey::P384(k.into())),
+        (PublicKey::P521(k), Algorithm::ES512) => {
+            let point = k.to_sec1_bytes();
+            p521::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+                .map(VerificationKey::P521)
+                .map_err(|e| parse_err("EC public key", e))
+        }
+        (PublicKey::Rsa(_), a) => Err(mismatch(key_type_name(true, ""), a)),
+        (PublicKey::P256(_), a) => Err(mismatch(key_type_name(false, "P-256"), a)),
+        (PublicKey::P384(_), a) => Err(mismatch(key_type_name(false, "P-384"), a)),
+        (PublicKey::P521(_), a) => Err(mismatch(key_type_name(false, "P-521"), a)),
+    }
+}
+
+fn signer_for(key: PrivateKey, alg: Algorithm) -> Result<SigningKey> {
+    match (key, alg) {
+        (PrivateKey::Rsa(k), a) if a.family() == Family::Rsa => Ok(SigningKey::Rsa(k)),
+        (PrivateKey::P256(k), Algorithm::ES256) => Ok(SigningKey::P256(k.into())),
+        (PrivateKey::P384(k), Algorithm::ES384) => Ok(SigningKey::P384(k.into())),
+        (PrivateKey::P521(k), Algorithm::ES512) => {
+            p521::ecdsa::SigningKey::from_bytes(&k.to_bytes())
+                .map(SigningKey::P521)
+                .map_err(|e| parse_err("EC private key", e))
+        }
+        (PrivateKey::Rsa(_), a) => Err(mismatch(key_type_name(true, ""), a)),
+        (PrivateKey::P256(_), a) => Err(mismatch(key_type_name(false, "P-256"), a)),
+        (PrivateKey::P384(_), a) => Err(mismatch(key_type_name(false, "P-384"), a)),
+        (PrivateKey::P521(_), a) => Err(mismatch(key_type_name(false, "P-521"), a)),
+    }
+}
+
+fn hmac_key(bytes: &[u8]) -> Result<Vec<u8>> {
+    if bytes.is_empty() {
+        // An empty secret would make every signature forgeable.
+        return Err(parse_err("HMAC secret", "the secret is empty"));
+    }
+    Ok(bytes.to_vec())
+}
+
+/// Parses a configured verification key (`keys.<id>.key`) for `alg`.
+///
+/// HMAC: the literal bytes. Otherwise a PEM block; no block gives
+/// `failed to parse PEM block containing the key`.
+pub fn parse_verification_key(key: &str, alg: Algorithm) -> Result<VerificationKey> {
+    if alg.family() == Family::Hmac {
+        return hmac_key(key.as_bytes()).map(VerificationKey::Hmac);
+    }
+    let block = pem_text::decode_first(key).ok_or(BundleError::PemParse)?;
+    let public = match block.label.as_str() {
+        "RSA PUBLIC KEY" => PublicKey::Rsa(
+            RsaPublicKey::from_pkcs1_der(&block.der).map_err(|e| parse_err("RSA public key", e))?,
+        ),
+        "PUBLIC KEY" => parse_spki(&block.der)?,
+        "RSA PRIVATE KEY" => parse_pkcs1_private(&block.der)?.public(),
+        "PRIVATE KEY" => parse_pkcs8(&block.der)?.public(),
+        "EC PRIVATE KEY" => parse_sec1(&block.der)?.public(),
+        "CERTIFICATE" => parse_spki(certificate_spki(&block.der)?)?,
+        other => return Err(BundleError::UnsupportedPemBlock(other.to_string())),
+    };
+    verifier_for(public, alg)
+}
+
+/// Parses signing key material (already loaded, see [`load_signing_key`]) for `alg`.
+pub fn parse_signing_key(material: &[u8], alg: Algorithm) -> Result<SigningKey> {
+    if alg.family() == Family::Hmac {
+        return hmac_key(material).map(SigningKey::Hmac);
+    }
+    let text = String::from_utf8_lossy(material);
+    let block = pem_text::decode_first(&text).ok_or(BundleError::PemParse)?;
+    let private = match block.label.as_str() {
+        "RSA PRIVATE KEY" => parse_pkcs1_private(&block.der)?,
+        "PRIVATE KEY" => parse_pkcs8(&block.der)?,
+        "EC PRIVATE KEY" => parse_sec1(&block.der)?,
+        other => return Err(BundleError::UnsupportedKeyType(other.to_string())),
+    };
+    signer_for(private, alg)
+}
+
+/// Resolves a `--signing-key` value the way OPA does and parses it for `alg`.
+///
+/// A value starting with `-----BEGIN` is inline PEM; otherwise an existing path is read;
+/// otherwise the value itself is the key material (an HMAC secret, or text that will fail
+/// with `failed to parse PEM block containing the key`).
+pub fn load_signing_key(value: &str, alg: Algorithm) -> Result<SigningKey> {
+    parse_signing_key(&resolve_key_value(value)?, alg)
+}
+
+/// The key material a `--signing-key`/`--verification-key` value stands for (see [`load_signing_key`]).
+pub fn resolve_key_value(value: &str) -> Result<Vec<u8>> {
+    if value.starts_with("-----BEGIN") {
+        return Ok(value.as_bytes().to_vec());
+    }
+    let path = Path::new(value);
+    match std::fs::metadata(path) {
+        Ok(_) => std::fs::read(path).map_err(|e| BundleError::KeyFile {
+            path: value.to_string(),
+            message: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(value.as_bytes().to_vec()),
+        // e.g. a value too long to be a file name: it is key text, as for a missing file.
+        Err(_) if value.is_empty() || value.len() > 4096 || value.contains('\0') => {
+            Ok(value.as_bytes().to_vec())
+        }
+        Err(e) => Err(BundleError::KeyFile {
+            path: value.to_string(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// Extracts the SubjectPublicKeyInfo DER from an X.509 certificate with a minimal DER walk:
+/// Certificate ::= SEQUENCE { tbs SEQUENCE { [0] version OPTIONAL, serial, sigAlg, issuer,
+/// validity, subject, subjectPublicKeyInfo, ... }, ... }.
+fn certificate_spki(der: &[u8]) -> Result<&[u8]> {
+    let bad = |m: &str| parse_err("certificate", m);
+    let (cert, _) = der_tlv(der).ok_or_else(|| bad("not a DER sequence"))?;
+    let (tbs, _) = der_tlv(cert.content).ok_or_else(|| bad("missing tbsCertificate"))?;
+    if cert.tag != 0x30 || tbs.tag != 0x30 {
+        return Err(bad("not a certificate"));
+    }
+    let mut rest = tbs.content;
+    let (first, after) = der_tlv(rest).ok_or_else(|| bad("truncated tbsCertificate"))?;
+    if first.tag == 0xa0 {
+        rest = after;
+    }
+    // Skip serialNumber, signature, issuer, validity, subject.
+    for _ in 0..5 {
+        let (_, after) = der_tlv(rest).ok_or_else(|| bad("truncated tbsCertificate"))?;
+        rest = after;
+    }
+    let (spki, _) = der_tlv(rest).ok_or_else(|| bad("missing subjectPublicKeyInfo"))?;
+    if spki.tag != 0x30 {
+        return Err(bad("subjectPublicKeyInfo is not a sequence"));
+    }
+    Ok(spki.whole)
+}
+
+struct Tlv<'a> {
+    tag: u8,
+    content: &'a [u8],
+    whole: &'a [u8],
+}
+
+/// Reads one DER TLV (single-byte tags, definite lengths); returns it and the rest.
+fn der_tlv(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
+    let tag = *input.first()?;
+    let first_len = *input.get(1)?;
+    let (len, header) = if first_len < 0x80 {
+        (usize::from(first_len), 2usize)
+    } else {
+        let n = usize::from(first_len & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let mut len = 0usize;
+        for b in input.get(2..2 + n)? {
+            len = (len << 8) | usize::from(*b);
+        }
+        (len, 2 + n)
+    };
+    let end = header.checked_add(len)?;
+    let content = input.get(header..end)?;
+    let whole = input.get(..end)?;
+    Some((
+        Tlv {
+            tag,
+            content,
+            whole,
+        },
+        input.get(end..)?,
+    ))
+}
+
+/// A fresh key pair as text: `(private, public)`.
+///
+/// ECDSA: PKCS #8 `PRIVATE KEY` + SPKI `PUBLIC KEY` on the algorithm's curve.
+/// RSA (RS*/PS*): 2048-bit, PKCS #8 + SPKI. HMAC: 32 random bytes as lowercase hex; the
+/// secret is both halves (the hex text itself is the key, as OPA uses the string's bytes).
+pub fn generate_keypair(alg: Algorithm) -> Result<(String, String)> {
+    let gen_err = |e: &dyn std::fmt::Display| BundleError::KeyGeneration(e.to_string());
+    match alg {
+        Algorithm::ES256 => {
+            let k = p256::SecretKey::random(&mut OsRng);
+            let private = k.to_pkcs8_pem(LineEnding::LF).map_err(|e| gen_err(&e))?;
+            let public = k
+                .public_key()
+                .to_public_key_pem(LineEnding::LF)
+                .map_err(|e| gen_err(&e))?;
+            Ok((private.to_string(), public))
+        }
+        Algorithm::ES384 => {
+            let k = p384::SecretKey::random(&mut OsRng);
+            let private = k.to_pkcs8_pem(LineEnding::LF).map_err(|e| gen_err(&e))?;
+            let public = k
+                .public_key()
+                .to_public_key_pem(LineEnding::LF)
+                .map_err(|e| gen_err(&e))?;
+            Ok((private.to_string(), public))
+        }
+        Algorithm::ES512 => {
+            let k = p521::SecretKey::random(&mut OsRng);
+            let private = k.to_pkcs8_pem(LineEnding::LF).map_err(|e| gen_err(&e))?;
+            let public = k
+                .public_key()
+                .to_public_key_pem(LineEnding::LF)
+                .map_err(|e| gen_err(&e))?;
+            Ok((private.to_string(), public))
+        }
+        a if a.family() == Family::Rsa => {
+            let k = RsaPrivateKey::new(&mut OsRng, 2048).map_err(|e| gen_err(&e))?;
+            let private = k.to_pkcs8_der().map_err(|e| gen_err(&e))?;
+            let public = k
+                .to_public_key()
+                .to_public_key_der()
+                .map_err(|e| gen_err(&e))?;
+            Ok((
+                pem_text::encode("PRIVATE KEY", private.as_bytes()),
+                pem_text::encode("PUBLIC KEY", public.as_bytes()),
+            ))
+        }
+        _ => {
+            let mut secret = [0u8; 32];
+            OsRng.try_fill_bytes(&mut secret).map_err(|e| gen_err(&e))?;
+            let text = hex::encode(secret);
+            Ok((text.clone(), text))
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn algorithm_names() {
+        for a in Algorithm::ALL {
+            assert_eq!(Algorithm::from_name(a.name()).unwrap(), a);
+        }
+        assert_eq!(
+            Algorithm::from_name("RS007").unwrap_err().to_string(),
+            "unknown signature algorithm: RS007"
+        );
+        assert!(Algorithm::from_name("none").is_err());
+        assert!(Algorithm::from_name("rs256").is_err());
+    }
+
+    #[test]
+    fn generated_keys_parse_back_for_their_algorithm_only() {
+        for alg in [
+            Algorithm::ES256,
+            Algorithm::ES384,
+            Algorithm::ES512,
+            Algorithm::HS256,
+        ] {
+            let (private, public) = generate_keypair(alg).unwrap();
+            assert!(parse_signing_key(private.as_bytes(), alg).is_ok(), "{alg}");
+            assert!(parse_verification_key(&public, alg).is_ok(), "{alg}");
+            assert!(parse_verification_key(&private, alg).is_ok(), "{alg}");
+        }
+        let (_, p256_public) = generate_keypair(Algorithm::ES256).unwrap();
+        assert_eq!(
+            parse_verification_key(&p256_public, Algorithm::ES384)
+                .unwrap_err()
+                .to_string(),
+            "key of type ECDSA P-256 cannot be used with algorithm ES384"
+        );
+        assert_eq!(
+            parse_verification_key(&p256_public, Algorithm::RS256)
+                .unwrap_err()
+                .to_string(),
+            "key of type ECDSA P-256 cannot be used with algorithm RS256"
+        );
+    }
+
+    #[test]
+    fn non_pem_is_refused_for_asymmetric_algorithms() {
+        assert_eq!(
+            parse_verification_key("secret", Algorithm::RS256).unwrap_err(),
+            BundleError::PemParse
+        );
+        assert_eq!(
+            parse_signing_key(b"secret", Algorithm::ES256).unwrap_err(),
+            BundleError::PemParse
+        );
+        assert!(
+            matches!(parse_verification_key("secret", Algorithm::HS256).unwrap(), VerificationKey::Hmac(k) if k == b"secret")
+        );
+    }
+
+    #[test]
+    fn der_walk_never_panics_on_garbage() {
+        for len in 0..64 {
+            let garbage: Vec<u8> = (0..len).map(|i| (i * 37 + 0x30) as u8).collect();
+            let _ = certificate_spki(&garbage);
+        }
+        assert!(certificate_spki(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+}
