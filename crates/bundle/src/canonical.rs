@@ -23,6 +23,16 @@ const MAX_DEPTH: usize = 512;
 /// `"` and `\` escaped, `\b \f \n \r \t` short forms, other controls as `\u00xx`
 /// (lowercase hex), U+2028/U+2029 escaped, everything else (including `<>&` and DEL) raw.
 pub fn write_go_json_string(s: &str, out: &mut impl Write) -> io::Result<()> {
+    write_go_string(s, out, false)
+}
+
+/// Like [`write_go_json_string`] but with Go's default HTML escaping (`<`, `>`, `&` as
+/// `\u003c`, `\u003e`, `\u0026`), as `json.Marshal`/`json.MarshalIndent` write them.
+pub fn write_go_json_string_html(s: &str, out: &mut impl Write) -> io::Result<()> {
+    write_go_string(s, out, true)
+}
+
+fn write_go_string(s: &str, out: &mut impl Write, escape_html: bool) -> io::Result<()> {
     out.write_all(b"\"")?;
     let bytes = s.as_bytes();
     let mut start = 0;
@@ -37,6 +47,7 @@ pub fn write_go_json_string(s: &str, out: &mut impl Write) -> io::Result<()> {
             0x08 => Some(b"\\b"),
             0x0c => Some(b"\\f"),
             0x00..=0x1f => None,
+            b'<' | b'>' | b'&' if escape_html => None,
             // U+2028 / U+2029 are E2 80 A8 / E2 80 A9 in UTF-8.
             0xe2 if bytes.get(i + 1) == Some(&0x80)
                 && matches!(bytes.get(i + 2), Some(0xa8) | Some(0xa9)) =>

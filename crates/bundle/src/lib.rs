@@ -18,7 +18,9 @@ pub mod jws;
 pub mod keys;
 pub mod model;
 mod pem_text;
+pub mod signing;
 pub mod structured;
+pub mod verify;
 
 pub use error::BundleError;
 pub use model::{Bundle, BundleFile, Manifest, Module};
