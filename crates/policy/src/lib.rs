@@ -1,1 +1,42 @@
-//! placeholder
+//! lockstep-policy: compiling bundles into regorus engines and evaluating them
+//! with OPA's semantics.
+//!
+//! This crate owns:
+//! - **compiling** a bundle's modules and data into a [`PolicySet`] (one fresh
+//!   regorus engine per bundle, configured for OPA parity, plus the compile-time
+//!   checks OPA does and regorus does not: undefined functions, unsupported or
+//!   stubbed builtins, rule/data path conflicts);
+//! - **evaluation**: OPA result sets for queries, rule and data-path lookups, and
+//!   [`DecisionFn`] for hot paths (bytecode VM with interpreter fallback);
+//! - the **`opa test`-compatible runner** ([`testing`]) and its pretty and JSON
+//!   reports;
+//! - the **active snapshot** type ([`PolicyHandle`], [`Snapshot`]) that an agent
+//!   or gateway swaps atomically on activation.
+//!
+//! It must not fetch anything or parse archives: bundles arrive already read, as
+//! [`lockstep_bundle::Module`]s and a JSON data document.
+//!
+//! Deliberate differences from OPA are listed in the crate README-level docs of
+//! each module; the most visible ones: a bundle must use one Rego version for
+//! all its modules, and OPA builtins regorus lacks or stubs (`http.send`,
+//! `crypto.*`, `io.jwt.*`, ...) are refused at compile time.
+
+#![forbid(unsafe_code)]
+
+mod ast;
+mod checks;
+mod decision;
+mod engine;
+mod error;
+mod policy;
+mod result;
+mod snapshot;
+pub mod testing;
+
+pub use checks::unsupported_builtins;
+pub use decision::{Backend, DecisionFn};
+pub use engine::CompileOptions;
+pub use error::{CompileError, Diagnostic, EvalError, SourceLocation};
+pub use policy::{Input, PolicySet};
+pub use result::{ExpressionValue, QueryLocation, QueryResult, ResultSet};
+pub use snapshot::{PolicyHandle, Snapshot};

@@ -1,0 +1,422 @@
+//! A small, typed view of the parsed modules, read from regorus's AST JSON export.
+//!
+//! regorus has no API that lists rules, imports or calls. Its `get_ast_as_json`
+//! (feature `ast`) exports every module; this file walks that JSON generically, so a
+//! new expression variant in regorus does not break the walk, only what we extract
+//! from the node kinds we know (`Var`, `RefDot`, `RefBrack`, `Call`, rule heads).
+
+use serde_json::Value as Json;
+
+use crate::error::{CompileError, SourceLocation};
+
+/// One component of a rule head or function reference.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum RefPart {
+    /// A name known when parsing: `a` in `a.b`, `"x.y"` in `p["x.y"]`.
+    Name(String),
+    /// Computed while evaluating: `x` in `p[x] := 1`.
+    Dynamic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RuleKind {
+    /// `p := v`, `p if ...`, `a.b.c := v`, `p[x] := v` (head without `contains`).
+    Complete,
+    /// `p contains x`.
+    Set,
+    /// `f(x) := v`.
+    Function,
+    /// `default p := v` or `default f(_) := v`.
+    Default,
+}
+
+/// The span of the last static name of a rule head, for renaming duplicate tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ByteSpan {
+    pub start: usize,
+    pub end: usize,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RuleInfo {
+    pub kind: RuleKind,
+    /// The head reference, relative to the package.
+    pub head: Vec<RefPart>,
+    pub location: SourceLocation,
+    /// Byte span of each static name in `head` (None for dynamic parts).
+    pub name_spans: Vec<Option<ByteSpan>>,
+    pub is_function: bool,
+}
+
+impl RuleInfo {
+    /// The leading static names of the head (`a.b` for `a.b[x] := 1`).
+    pub fn ground_prefix(&self) -> Vec<String> {
+        self.head
+            .iter()
+            .map_while(|p| match p {
+                RefPart::Name(n) => Some(n.clone()),
+                RefPart::Dynamic => None,
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ImportInfo {
+    /// e.g. `["data", "mcp", "roles"]`.
+    pub path: Vec<String>,
+    /// The name the import binds: the alias, or the last path component.
+    pub alias: String,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CallInfo {
+    /// `None` when the function reference has a computed part.
+    pub name: Option<Vec<String>>,
+    pub location: SourceLocation,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ModuleInfo {
+    pub file: String,
+    /// Package path without the leading `data` (quoted components decoded).
+    pub package: Vec<String>,
+    pub imports: Vec<ImportInfo>,
+    pub rules: Vec<RuleInfo>,
+    pub calls: Vec<CallInfo>,
+}
+
+/// Read the engine's modules. `packages` comes from `get_policy_package_components`
+/// (same order as the AST export), which decodes quoted package components for us.
+pub(crate) fn read_modules(engine: &regorus::Engine) -> Result<Vec<ModuleInfo>, CompileError> {
+    let text = engine
+        .get_ast_as_json()
+        .map_err(|e| CompileError::Internal(format!("cannot export AST: {e:#}")))?;
+    let json: Json = serde_json::from_str(&text)
+        .map_err(|e| CompileError::Internal(format!("cannot read AST export: {e}")))?;
+    let packages = engine
+        .get_policy_package_components()
+        .map_err(|e| CompileError::Internal(format!("cannot read packages: {e:#}")))?;
+    let modules = json
+        .as_array()
+        .ok_or_else(|| CompileError::Internal("AST export is not an array".into()))?;
+    if modules.len() != packages.len() {
+        return Err(CompileError::Internal(
+            "AST export and package list disagree".into(),
+        ));
+    }
+    Ok(modules
+        .iter()
+        .zip(packages)
+        .map(|(m, pkg)| read_module(m, pkg.source_file, pkg.components))
+        .collect())
+}
+
+fn read_module(m: &Json, file: String, package: Vec<String>) -> ModuleInfo {
+    let contents = m
+        .pointer("/source/contents")
+        .and_then(Json::as_str)
+        .unwrap_or_default();
+    let ast = m.get("ast").unwrap_or(&Json::Null);
+    let imports = ast
+        .get("imports")
+        .and_then(Json::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|i| read_import(i, contents))
+                .collect()
+        })
+        .unwrap_or_default();
+    let rules = ast
+        .get("rules")
+        .and_then(Json::as_array)
+        .map(|list| list.iter().filter_map(|r| read_rule(r, &file)).collect())
+        .unwrap_or_default();
+    let mut calls = Vec::new();
+    if let Some(rules) = ast.get("rules") {
+        collect_calls(rules, &file, &mut calls);
+    }
+    ModuleInfo {
+        file,
+        package,
+        imports,
+        rules,
+        calls,
+    }
+}
+
+fn read_import(i: &Json, contents: &str) -> Option<ImportInfo> {
+    let path = ref_names(i.get("refr")?)?;
+    // The alias is exported as a bare span; its text is in the source.
+    let alias = match i.get("as").and_then(span_of) {
+        Some(span) => contents.get(span.start..span.end)?.to_string(),
+        None => path.last()?.clone(),
+    };
+    Some(ImportInfo { path, alias })
+}
+
+fn read_rule(r: &Json, file: &str) -> Option<RuleInfo> {
+    if let Some(d) = r.get("Default") {
+        let refr = d.get("refr")?;
+        let (head, name_spans) = ref_parts(refr);
+        let is_function = d
+            .get("args")
+            .and_then(Json::as_array)
+            .is_some_and(|a| !a.is_empty());
+        return Some(RuleInfo {
+            kind: RuleKind::Default,
+            head,
+            name_spans,
+            location: location(d.get("span").or_else(|| refr_span(refr))?, file),
+            is_function,
+        });
+    }
+    let spec = r.get("Spec")?;
+    let head = spec.get("head")?;
+    let (kind, inner) = if let Some(h) = head.get("Compr") {
+        (RuleKind::Complete, h)
+    } else if let Some(h) = head.get("Set") {
+        (RuleKind::Set, h)
+    } else if let Some(h) = head.get("Func") {
+        (RuleKind::Function, h)
+    } else {
+        return None;
+    };
+    let refr = inner.get("refr")?;
+    let (parts, name_spans) = ref_parts(refr);
+    Some(RuleInfo {
+        kind,
+        head: parts,
+        name_spans,
+        location: location(spec.get("span").or_else(|| refr_span(refr))?, file),
+        is_function: kind == RuleKind::Function,
+    })
+}
+
+/// Flatten a reference (`Var`, `RefDot`, `RefBrack` chain) into its parts.
+fn ref_parts(refr: &Json) -> (Vec<RefPart>, Vec<Option<ByteSpan>>) {
+    let mut parts = Vec::new();
+    let mut spans = Vec::new();
+    push_ref_parts(refr, &mut parts, &mut spans);
+    (parts, spans)
+}
+
+fn push_ref_parts(refr: &Json, parts: &mut Vec<RefPart>, spans: &mut Vec<Option<ByteSpan>>) {
+    if let Some(v) = refr.get("Var") {
+        match v.get("value").and_then(Json::as_str) {
+            Some(name) => {
+                parts.push(RefPart::Name(name.to_string()));
+                spans.push(v.get("span").and_then(span_of));
+            }
+            None => {
+                parts.push(RefPart::Dynamic);
+                spans.push(None);
+            }
+        }
+    } else if let Some(d) = refr.get("RefDot") {
+        if let Some(inner) = d.get("refr") {
+            push_ref_parts(inner, parts, spans);
+        }
+        // `field` is exported as `[span, "name"]`.
+        let field = d.get("field").and_then(Json::as_array);
+        let name = field.and_then(|f| f.get(1)).and_then(Json::as_str);
+        match name {
+            Some(name) => {
+                parts.push(RefPart::Name(name.to_string()));
+                spans.push(field.and_then(|f| f.first()).and_then(span_of));
+            }
+            None => {
+                parts.push(RefPart::Dynamic);
+                spans.push(None);
+            }
+        }
+    } else if let Some(b) = refr.get("RefBrack") {
+        if let Some(inner) = b.get("refr") {
+            push_ref_parts(inner, parts, spans);
+        }
+        let index = b.get("index");
+        match index.and_then(|i| i.get("String")) {
+            Some(s) => {
+                let name = s.get("value").and_then(Json::as_str).unwrap_or_default();
+                parts.push(RefPart::Name(name.to_string()));
+                spans.push(None);
+            }
+            None => {
+                parts.push(RefPart::Dynamic);
+                spans.push(None);
+            }
+        }
+    } else {
+        parts.push(RefPart::Dynamic);
+        spans.push(None);
+    }
+}
+
+/// The static names of a reference, or None if any part is computed.
+fn ref_names(refr: &Json) -> Option<Vec<String>> {
+    let (parts, _) = ref_parts(refr);
+    parts
+        .into_iter()
+        .map(|p| match p {
+            RefPart::Name(n) => Some(n),
+            RefPart::Dynamic => None,
+        })
+        .collect()
+}
+
+fn refr_span(refr: &Json) -> Option<&Json> {
+    refr.as_object()
+        .and_then(|o| o.values().next())
+        .and_then(|v| v.get("span"))
+}
+
+/// The span of the leftmost variable of a reference (`crypto` in `crypto.sha256`).
+fn root_var_span(refr: &Json) -> Option<&Json> {
+    if let Some(v) = refr.get("Var") {
+        return v.get("span");
+    }
+    let inner = refr
+        .get("RefDot")
+        .or_else(|| refr.get("RefBrack"))
+        .and_then(|r| r.get("refr"))?;
+    root_var_span(inner)
+}
+
+fn span_of(span: &Json) -> Option<ByteSpan> {
+    let start = usize::try_from(span.get("start")?.as_u64()?).ok()?;
+    let end = usize::try_from(span.get("end")?.as_u64()?).ok()?;
+    Some(ByteSpan { start, end })
+}
+
+fn location(span: &Json, file: &str) -> SourceLocation {
+    let num = |k: &str| {
+        span.get(k)
+            .and_then(Json::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0)
+    };
+    SourceLocation {
+        file: file.to_string(),
+        row: num("line"),
+        col: num("col"),
+    }
+}
+
+/// Every `Call` node below `node`, in source order of the walk.
+fn collect_calls(node: &Json, file: &str, out: &mut Vec<CallInfo>) {
+    match node {
+        Json::Object(map) => {
+            if let Some(call) = map.get("Call") {
+                if let Some(fcn) = call.get("fcn") {
+                    // The root variable's span: a call's own span points at its `(`.
+                    let span = root_var_span(fcn).or_else(|| call.get("span"));
+                    out.push(CallInfo {
+                        name: ref_names(fcn),
+                        location: span.map(|s| location(s, file)).unwrap_or(SourceLocation {
+                            file: file.to_string(),
+                            row: 0,
+                            col: 0,
+                        }),
+                    });
+                }
+            }
+            for v in map.values() {
+                collect_calls(v, file, out);
+            }
+        }
+        Json::Array(items) => {
+            for v in items {
+                collect_calls(v, file, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `data.a.b["c.d"]`: the canonical rule path regorus accepts for a package path.
+pub(crate) fn rule_path(components: &[String]) -> String {
+    let mut out = String::from("data");
+    for c in components {
+        if is_identifier(c) {
+            out.push('.');
+            out.push_str(c);
+        } else {
+            out.push('[');
+            // serde_json's string escaping is also valid Rego string syntax.
+            out.push_str(&Json::String(c.clone()).to_string());
+            out.push(']');
+        }
+    }
+    out
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
+    use super::*;
+
+    fn info(src: &str) -> ModuleInfo {
+        let mut e = regorus::Engine::new();
+        e.add_policy("m.rego".into(), src.into()).unwrap();
+        read_modules(&e).unwrap().remove(0)
+    }
+
+    #[test]
+    fn reads_package_imports_rules_and_calls() {
+        let m = info(
+            "package p.q[\"x.y\"]\nimport data.lib as l\nimport data.other\n\
+             test_a if { l.f(1); count([]) == 0 }\nd.e[x] := 1 if x := 2\n\
+             s contains 1\ng(x) := x\ndefault h(_) := 0\n",
+        );
+        assert_eq!(m.package, vec!["p", "q", "x.y"]);
+        assert_eq!(m.imports[0].path, vec!["data", "lib"]);
+        assert_eq!(m.imports[0].alias, "l");
+        assert_eq!(m.imports[1].alias, "other");
+        let kinds: Vec<_> = m.rules.iter().map(|r| r.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                RuleKind::Complete,
+                RuleKind::Complete,
+                RuleKind::Set,
+                RuleKind::Function,
+                RuleKind::Default
+            ]
+        );
+        assert_eq!(m.rules[0].location.row, 4);
+        assert_eq!(m.rules[1].ground_prefix(), vec!["d", "e"]);
+        assert_eq!(m.rules[1].head[2], RefPart::Dynamic);
+        assert!(m.rules[4].is_function);
+        let names: Vec<_> = m
+            .calls
+            .iter()
+            .map(|c| c.name.clone().unwrap().join("."))
+            .collect();
+        assert_eq!(names, vec!["l.f", "count"]);
+        assert_eq!(m.calls[0].location.row, 4);
+    }
+
+    #[test]
+    fn rule_paths_quote_non_identifiers() {
+        let c = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            rule_path(&c(&["mcp", "tool_access", "allow"])),
+            "data.mcp.tool_access.allow"
+        );
+        assert_eq!(
+            rule_path(&c(&["graph", "1.0.0", "deny"])),
+            "data.graph[\"1.0.0\"].deny"
+        );
+    }
+}

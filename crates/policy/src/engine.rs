@@ -1,0 +1,268 @@
+//! Building one regorus engine from a bundle's modules and data, with the settings
+//! that make it behave like OPA, and the compile-time checks regorus lacks.
+//!
+//! A fresh engine per bundle is not a choice: regorus cannot remove or replace a
+//! module, and adding one twice makes every rule conflict with itself.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
+
+use lockstep_bundle::Module;
+use regorus::utils::limits::ExecutionTimerConfig;
+use regorus::{Engine, PolicyLengthConfig};
+
+use crate::ast::{ModuleInfo, read_modules};
+use crate::checks::{check_calls, check_path_conflicts};
+use crate::error::{CompileError, Diagnostic};
+
+/// How to turn modules and data into an engine. `Default` is what lockstep uses
+/// everywhere: OPA's semantics, every check on.
+#[derive(Debug, Clone)]
+pub struct CompileOptions {
+    /// OPA's default is false: a builtin error (`to_number("x")`) makes the
+    /// expression undefined. regorus defaults to true (an error); we set false.
+    /// Note regorus documents that not every builtin honours the flag.
+    pub strict_builtin_errors: bool,
+    /// Refuse calls to undefined functions and to OPA builtins regorus lacks or stubs.
+    pub check_calls: bool,
+    /// Refuse rules whose path is also set by data, as OPA does.
+    pub check_path_conflicts: bool,
+    /// Abort any single evaluation after this long (regorus's execution timer).
+    pub eval_timeout: Option<Duration>,
+    /// regorus's parser limits. Its defaults (1024 columns, 20,000 lines, 1 MiB)
+    /// reject generated Rego that OPA loads; ours are far above any hand-written file.
+    pub max_columns: u32,
+    pub max_lines: usize,
+    pub max_file_bytes: usize,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        Self {
+            strict_builtin_errors: false,
+            check_calls: true,
+            check_path_conflicts: true,
+            eval_timeout: None,
+            max_columns: 1_000_000,
+            max_lines: 10_000_000,
+            max_file_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// An engine with every module and the data loaded and analysed.
+pub(crate) struct Built {
+    pub engine: Engine,
+    pub modules: Vec<ModuleInfo>,
+    pub rego_v0: bool,
+}
+
+/// Settings only the test runner needs.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Extras {
+    pub gather_prints: bool,
+}
+
+pub(crate) fn build(
+    modules: &[Module],
+    data: &serde_json::Value,
+    opts: &CompileOptions,
+    extras: Extras,
+) -> Result<Built, CompileError> {
+    let rego_v0 = single_rego_version(modules)?;
+    let mut engine = configured_engine(opts, rego_v0, extras);
+
+    let mut diags = Vec::new();
+    for m in modules {
+        if let Err(e) = engine.add_policy(m.path.clone(), m.source.clone()) {
+            diags.push(Diagnostic::from_regorus(&e, "rego_parse_error"));
+        }
+    }
+    if !diags.is_empty() {
+        return Err(CompileError::Policy(diags));
+    }
+
+    let infos = read_modules(&engine)?;
+    if opts.check_calls {
+        diags.extend(check_calls(&infos));
+    }
+    // Before add_data: once loaded, regorus would silently let data win.
+    if opts.check_path_conflicts {
+        diags.extend(check_path_conflicts(&infos, data));
+    }
+    if !diags.is_empty() {
+        return Err(CompileError::Policy(diags));
+    }
+
+    if !data.is_object() {
+        return Err(CompileError::Data(format!(
+            "the data document must be an object, got {}",
+            json_kind(data)
+        )));
+    }
+    let value = regorus::Value::deserialize_from(data).map_err(CompileError::Data)?;
+    engine
+        .add_data(value)
+        .map_err(|e| CompileError::Data(format!("{e:#}")))?;
+
+    // The first evaluation runs regorus's analysis (unsafe variables, recursion,
+    // scheduling) and marks the engine prepared: clones made after it share the
+    // analysis instead of redoing it on every request. A trivial query prepares
+    // without evaluating any rule, so no rule can fail here on the empty input.
+    engine.eval_query("true".to_string(), false).map_err(|e| {
+        CompileError::Policy(vec![Diagnostic::from_regorus(&e, "rego_compile_error")])
+    })?;
+
+    Ok(Built {
+        engine,
+        modules: infos,
+        rego_v0,
+    })
+}
+
+/// regorus applies `set_rego_v0` to the whole engine, so all modules must agree.
+fn single_rego_version(modules: &[Module]) -> Result<bool, CompileError> {
+    let mut v0_file = None;
+    let mut v1_file = None;
+    for m in modules {
+        match m.rego_version {
+            0 => v0_file = v0_file.or(Some(&m.path)),
+            1 => v1_file = v1_file.or(Some(&m.path)),
+            version => {
+                return Err(CompileError::InvalidRegoVersion {
+                    file: m.path.clone(),
+                    version,
+                });
+            }
+        }
+    }
+    match (v0_file, v1_file) {
+        (Some(v0), Some(v1)) => Err(CompileError::MixedRegoVersions {
+            v0_file: v0.clone(),
+            v1_file: v1.clone(),
+        }),
+        (v0, _) => Ok(v0.is_some()),
+    }
+}
+
+fn configured_engine(opts: &CompileOptions, rego_v0: bool, extras: Extras) -> Engine {
+    let mut engine = Engine::new();
+    engine.set_rego_v0(rego_v0);
+    engine.set_strict_builtin_errors(opts.strict_builtin_errors);
+    engine.set_gather_prints(extras.gather_prints);
+    let defaults = PolicyLengthConfig::default();
+    engine.set_policy_length_config(PolicyLengthConfig {
+        max_col: NonZeroU32::new(opts.max_columns).unwrap_or(defaults.max_col),
+        max_file_bytes: NonZeroUsize::new(opts.max_file_bytes).unwrap_or(defaults.max_file_bytes),
+        max_lines: NonZeroUsize::new(opts.max_lines).unwrap_or(defaults.max_lines),
+    });
+    if let Some(limit) = opts.eval_timeout {
+        engine.set_execution_timer_config(ExecutionTimerConfig {
+            limit,
+            // Check the clock often enough for a ms-scale limit to be honoured.
+            check_interval: NonZeroU32::MIN,
+        });
+    }
+    engine
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// serde_json -> regorus without cloning the JSON tree.
+pub(crate) trait DeserializeFrom: Sized {
+    fn deserialize_from(v: &serde_json::Value) -> Result<Self, String>;
+}
+
+impl DeserializeFrom for regorus::Value {
+    fn deserialize_from(v: &serde_json::Value) -> Result<Self, String> {
+        use serde::Deserialize;
+        regorus::Value::deserialize(v).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
+    use super::*;
+
+    fn module(path: &str, source: &str, rego_version: i64) -> Module {
+        Module {
+            path: path.into(),
+            source: source.into(),
+            rego_version,
+        }
+    }
+
+    #[test]
+    fn mixed_versions_are_refused_with_both_files_named() {
+        let err = single_rego_version(&[
+            module("a.rego", "package a", 1),
+            module("b.rego", "package b", 0),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("b.rego is v0") && text.contains("a.rego is v1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_rego_version_is_refused() {
+        let err = single_rego_version(&[module("a.rego", "package a", 2)]).unwrap_err();
+        assert!(matches!(
+            err,
+            CompileError::InvalidRegoVersion { version: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn every_parse_error_is_reported() {
+        let err = build(
+            &[
+                module("a.rego", "package a\n\nx := \n", 1),
+                module("b.rego", "package b\n\ny if {\n", 1),
+            ],
+            &serde_json::json!({}),
+            &CompileOptions::default(),
+            Extras::default(),
+        )
+        .err()
+        .unwrap();
+        let diags = err.diagnostics();
+        assert_eq!(diags.len(), 2, "{err}");
+        assert!(diags.iter().all(|d| d.code == "rego_parse_error"));
+        assert_eq!(diags[0].location.as_ref().unwrap().file, "a.rego");
+        assert_eq!(diags[1].location.as_ref().unwrap().file, "b.rego");
+    }
+
+    #[test]
+    fn data_must_be_an_object() {
+        let err = build(
+            &[],
+            &serde_json::json!([1]),
+            &CompileOptions::default(),
+            Extras::default(),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "invalid data: the data document must be an object, got an array"
+        );
+    }
+}
