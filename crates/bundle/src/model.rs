@@ -25,6 +25,11 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// Compact JSON, as written to `/.manifest`.
+    pub fn to_json_bytes(&self) -> Result<Vec<u8>, crate::BundleError> {
+        serde_json::to_vec(self).map_err(|e| crate::BundleError::ManifestDecode(e.to_string()))
+    }
+
     /// Roots as OPA sees them: missing means `[""]`, slashes trimmed.
     pub fn effective_roots(&self) -> Vec<String> {
         match &self.roots {
@@ -63,6 +68,62 @@ pub struct Bundle {
     pub files: Vec<BundleFile>,
     /// The raw `.signatures.json`, when present.
     pub signatures: Option<crate::model::SignaturesConfig>,
+    /// `patch.json` of a delta bundle (a bundle is delta iff this has at least one op).
+    pub patch: Option<Patch>,
+    /// The verified signature, when the bundle was read with verification and was signed.
+    pub verified_signature: Option<crate::verify::DecodedSignature>,
+}
+
+impl Bundle {
+    /// True for a delta bundle (`patch.json` with at least one operation).
+    pub fn is_delta(&self) -> bool {
+        self.patch.as_ref().is_some_and(|p| !p.data.is_empty())
+    }
+
+    /// The file at `path` (no leading `/`).
+    pub fn file(&self, path: &str) -> Option<&BundleFile> {
+        self.files.iter().find(|f| f.path == path)
+    }
+
+    /// Replaces the `.manifest` file's bytes with the serialised [`Bundle::manifest`]
+    /// (call after changing the manifest, before signing or writing).
+    pub fn sync_manifest_file(&mut self) -> Result<(), crate::BundleError> {
+        let bytes = self.manifest.to_json_bytes()?;
+        match self.files.iter_mut().find(|f| f.path == MANIFEST_PATH) {
+            Some(f) => f.bytes = bytes,
+            None => {
+                self.files.push(BundleFile {
+                    path: MANIFEST_PATH.to_string(),
+                    bytes,
+                });
+                self.files.sort_by(|a, b| a.path.cmp(&b.path));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Path of the manifest file inside a bundle.
+pub const MANIFEST_PATH: &str = ".manifest";
+/// Path of the signatures file inside a bundle.
+pub const SIGNATURES_PATH: &str = ".signatures.json";
+
+/// `patch.json`: `{"data": [{"op", "path", "value"}, ...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Patch {
+    #[serde(default)]
+    pub data: Vec<PatchOperation>,
+}
+
+/// One delta operation (`upsert`, `remove`, `replace`; others fail at activation).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PatchOperation {
+    #[serde(default)]
+    pub op: String,
+    #[serde(default)]
+    pub path: String,
+    #[serde(default)]
+    pub value: Value,
 }
 
 /// `.signatures.json`: `{"signatures": ["<JWS>"], "plugin": "..."}`.
