@@ -435,6 +435,26 @@ fn der_tlv(input: &[u8]) -> Option<(Tlv<'_>, &[u8])> {
     ))
 }
 
+/// The SPKI `PUBLIC KEY` PEM for a private key PEM (`RSA PRIVATE KEY`, `PRIVATE KEY`,
+/// `EC PRIVATE KEY`): what to hand to verifiers.
+pub fn public_key_pem(private_pem: &str) -> Result<String> {
+    let block = pem_text::decode_first(private_pem).ok_or(BundleError::PemParse)?;
+    let private = match block.label.as_str() {
+        "RSA PRIVATE KEY" => parse_pkcs1_private(&block.der)?,
+        "PRIVATE KEY" => parse_pkcs8(&block.der)?,
+        "EC PRIVATE KEY" => parse_sec1(&block.der)?,
+        other => return Err(BundleError::UnsupportedKeyType(other.to_string())),
+    };
+    let der = match private.public() {
+        PublicKey::Rsa(k) => k.to_public_key_der(),
+        PublicKey::P256(k) => k.to_public_key_der(),
+        PublicKey::P384(k) => k.to_public_key_der(),
+        PublicKey::P521(k) => k.to_public_key_der(),
+    }
+    .map_err(|e| parse_err("public key", e))?;
+    Ok(pem_text::encode("PUBLIC KEY", der.as_bytes()))
+}
+
 /// A fresh key pair as text: `(private, public)`.
 ///
 /// ECDSA: PKCS #8 `PRIVATE KEY` + SPKI `PUBLIC KEY` on the algorithm's curve.
