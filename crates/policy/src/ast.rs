@@ -74,6 +74,8 @@ pub(crate) struct CallInfo {
     /// `None` when the function reference has a computed part.
     pub name: Option<Vec<String>>,
     pub location: SourceLocation,
+    /// Byte offset of the reference's first variable (`greeting` in `greeting(x)`).
+    pub root_start: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +86,8 @@ pub(crate) struct ModuleInfo {
     pub imports: Vec<ImportInfo>,
     pub rules: Vec<RuleInfo>,
     pub calls: Vec<CallInfo>,
+    /// Whether any statement uses `with`.
+    pub has_with: bool,
 }
 
 /// Read the engine's modules. `packages` comes from `get_policy_package_components`
@@ -130,11 +134,16 @@ fn read_module(m: &Json, file: String, package: Vec<String>) -> ModuleInfo {
     let rules = ast
         .get("rules")
         .and_then(Json::as_array)
-        .map(|list| list.iter().filter_map(|r| read_rule(r, &file)).collect())
+        .map(|list| {
+            list.iter()
+                .filter_map(|r| read_rule(r, &file, contents))
+                .collect()
+        })
         .unwrap_or_default();
     let mut calls = Vec::new();
+    let mut has_with = false;
     if let Some(rules) = ast.get("rules") {
-        collect_calls(rules, &file, &mut calls);
+        collect_calls(rules, &file, contents, &mut calls, &mut has_with);
     }
     ModuleInfo {
         file,
@@ -142,6 +151,7 @@ fn read_module(m: &Json, file: String, package: Vec<String>) -> ModuleInfo {
         imports,
         rules,
         calls,
+        has_with,
     }
 }
 
@@ -155,7 +165,7 @@ fn read_import(i: &Json, contents: &str) -> Option<ImportInfo> {
     Some(ImportInfo { path, alias })
 }
 
-fn read_rule(r: &Json, file: &str) -> Option<RuleInfo> {
+fn read_rule(r: &Json, file: &str, contents: &str) -> Option<RuleInfo> {
     if let Some(d) = r.get("Default") {
         let refr = d.get("refr")?;
         let (head, name_spans) = ref_parts(refr);
@@ -167,7 +177,7 @@ fn read_rule(r: &Json, file: &str) -> Option<RuleInfo> {
             kind: RuleKind::Default,
             head,
             name_spans,
-            location: location(d.get("span").or_else(|| refr_span(refr))?, file),
+            location: location(d.get("span").or_else(|| refr_span(refr))?, file, contents),
             is_function,
         });
     }
@@ -188,7 +198,11 @@ fn read_rule(r: &Json, file: &str) -> Option<RuleInfo> {
         kind,
         head: parts,
         name_spans,
-        location: location(spec.get("span").or_else(|| refr_span(refr))?, file),
+        location: location(
+            spec.get("span").or_else(|| refr_span(refr))?,
+            file,
+            contents,
+        ),
         is_function: kind == RuleKind::Function,
     })
 }
@@ -288,45 +302,85 @@ fn span_of(span: &Json) -> Option<ByteSpan> {
     Some(ByteSpan { start, end })
 }
 
-fn location(span: &Json, file: &str) -> SourceLocation {
+/// A span's location with OPA's column: regorus counts a tab as 4 columns, OPA
+/// as one character, so the column is recomputed from the byte offset.
+fn location(span: &Json, file: &str, contents: &str) -> SourceLocation {
     let num = |k: &str| {
         span.get(k)
             .and_then(Json::as_u64)
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(0)
     };
+    let col = span_of(span)
+        .and_then(|s| contents.get(..s.start))
+        .map(|before| {
+            let line = before.rsplit('\n').next().unwrap_or_default();
+            u32::try_from(line.chars().count() + 1).unwrap_or(u32::MAX)
+        })
+        .unwrap_or_else(|| num("col"));
     SourceLocation {
         file: file.to_string(),
         row: num("line"),
-        col: num("col"),
+        col,
     }
 }
 
-/// Every `Call` node below `node`, in source order of the walk.
-fn collect_calls(node: &Json, file: &str, out: &mut Vec<CallInfo>) {
+/// Convert a regorus column (tab = 4) on `line` to OPA's (tab = 1).
+pub(crate) fn opa_column(line: &str, regorus_col: u32) -> u32 {
+    let mut visual = 1u32;
+    let mut col = 1u32;
+    for ch in line.chars() {
+        if visual >= regorus_col {
+            break;
+        }
+        visual = visual.saturating_add(if ch == '\t' { 4 } else { 1 });
+        col = col.saturating_add(1);
+    }
+    col
+}
+
+/// Every `Call` node below `node`, and whether any statement has `with`.
+fn collect_calls(
+    node: &Json,
+    file: &str,
+    contents: &str,
+    out: &mut Vec<CallInfo>,
+    has_with: &mut bool,
+) {
     match node {
         Json::Object(map) => {
-            if let Some(call) = map.get("Call") {
-                if let Some(fcn) = call.get("fcn") {
-                    // The root variable's span: a call's own span points at its `(`.
-                    let span = root_var_span(fcn).or_else(|| call.get("span"));
-                    out.push(CallInfo {
-                        name: ref_names(fcn),
-                        location: span.map(|s| location(s, file)).unwrap_or(SourceLocation {
+            if map
+                .get("with_mods")
+                .and_then(Json::as_array)
+                .is_some_and(|w| !w.is_empty())
+            {
+                *has_with = true;
+            }
+            if let Some(call) = map.get("Call")
+                && let Some(fcn) = call.get("fcn")
+            {
+                // The root variable's span: a call's own span points at its `(`.
+                let root = root_var_span(fcn);
+                let span = root.or_else(|| call.get("span"));
+                out.push(CallInfo {
+                    name: ref_names(fcn),
+                    location: span
+                        .map(|s| location(s, file, contents))
+                        .unwrap_or(SourceLocation {
                             file: file.to_string(),
                             row: 0,
                             col: 0,
                         }),
-                    });
-                }
+                    root_start: root.and_then(span_of).map(|s| s.start),
+                });
             }
             for v in map.values() {
-                collect_calls(v, file, out);
+                collect_calls(v, file, contents, out, has_with);
             }
         }
         Json::Array(items) => {
             for v in items {
-                collect_calls(v, file, out);
+                collect_calls(v, file, contents, out, has_with);
             }
         }
         _ => {}

@@ -96,10 +96,10 @@ impl DecisionFn {
 
     /// The entrypoint's value for `input`; `None` when undefined.
     pub fn eval(&self, input: &Input) -> Result<Option<Json>, EvalError> {
-        if let Some(rvm) = &self.rvm {
-            if let Ok(value) = rvm.eval(self.policy.data(), input) {
-                return to_json(value);
-            }
+        if let Some(rvm) = &self.rvm
+            && let Ok(value) = rvm.eval(self.policy.data(), input)
+        {
+            return to_json(value);
         }
         self.policy
             .eval_data_path_input(&self.entrypoint, Some(input))

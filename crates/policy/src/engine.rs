@@ -12,8 +12,9 @@ use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{Engine, PolicyLengthConfig};
 
 use crate::ast::{ModuleInfo, read_modules};
-use crate::checks::{check_calls, check_path_conflicts};
+use crate::checks::{check_calls, check_path_conflicts, qualify_local_calls};
 use crate::error::{CompileError, Diagnostic};
+use crate::sources::Sources;
 
 /// How to turn modules and data into an engine. `Default` is what lockstep uses
 /// everywhere: OPA's semantics, every check on.
@@ -53,36 +54,42 @@ impl Default for CompileOptions {
 /// An engine with every module and the data loaded and analysed.
 pub(crate) struct Built {
     pub engine: Engine,
+    /// The modules as written (before any [`Edit`]).
     pub modules: Vec<ModuleInfo>,
+    /// The sources the engine was loaded with (after edits), for error columns.
+    pub sources: Sources,
     pub rego_v0: bool,
 }
 
 /// Settings only the test runner needs.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Extras {
     pub gather_prints: bool,
+    /// Source edits to apply before loading (renamed duplicate tests).
+    pub edits: Vec<Edit>,
+}
+
+/// A replacement of `start..end` (byte offsets) in module number `module`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Edit {
+    pub module: usize,
+    pub start: usize,
+    pub end: usize,
+    pub text: String,
 }
 
 pub(crate) fn build(
     modules: &[Module],
     data: &serde_json::Value,
     opts: &CompileOptions,
-    extras: Extras,
+    extras: &Extras,
 ) -> Result<Built, CompileError> {
     let rego_v0 = single_rego_version(modules)?;
-    let mut engine = configured_engine(opts, rego_v0, extras);
-
-    let mut diags = Vec::new();
-    for m in modules {
-        if let Err(e) = engine.add_policy(m.path.clone(), m.source.clone()) {
-            diags.push(Diagnostic::from_regorus(&e, "rego_parse_error"));
-        }
-    }
-    if !diags.is_empty() {
-        return Err(CompileError::Policy(diags));
-    }
+    let sources = Sources::new(modules);
+    let mut engine = load(modules, opts, rego_v0, extras, &sources)?;
 
     let infos = read_modules(&engine)?;
+    let mut diags = Vec::new();
     if opts.check_calls {
         diags.extend(check_calls(&infos));
     }
@@ -93,6 +100,19 @@ pub(crate) fn build(
     if !diags.is_empty() {
         return Err(CompileError::Policy(diags));
     }
+
+    let mut edits = extras.edits.clone();
+    if infos.iter().any(|m| m.has_with) {
+        edits.extend(qualify_local_calls(&infos));
+    }
+    let sources = if edits.is_empty() {
+        sources
+    } else {
+        let edited = apply_edits(modules, &edits);
+        let sources = Sources::new(&edited);
+        engine = load(&edited, opts, rego_v0, extras, &sources)?;
+        sources
+    };
 
     if !data.is_object() {
         return Err(CompileError::Data(format!(
@@ -110,14 +130,55 @@ pub(crate) fn build(
     // analysis instead of redoing it on every request. A trivial query prepares
     // without evaluating any rule, so no rule can fail here on the empty input.
     engine.eval_query("true".to_string(), false).map_err(|e| {
-        CompileError::Policy(vec![Diagnostic::from_regorus(&e, "rego_compile_error")])
+        CompileError::Policy(vec![
+            sources.fix(Diagnostic::from_regorus(&e, "rego_compile_error")),
+        ])
     })?;
 
     Ok(Built {
         engine,
         modules: infos,
+        sources,
         rego_v0,
     })
+}
+
+/// A configured engine with every module parsed; all parse errors reported.
+fn load(
+    modules: &[Module],
+    opts: &CompileOptions,
+    rego_v0: bool,
+    extras: &Extras,
+    sources: &Sources,
+) -> Result<Engine, CompileError> {
+    let mut engine = configured_engine(opts, rego_v0, extras);
+    let mut diags = Vec::new();
+    for m in modules {
+        if let Err(e) = engine.add_policy(m.path.clone(), m.source.clone()) {
+            diags.push(sources.fix(Diagnostic::from_regorus(&e, "rego_parse_error")));
+        }
+    }
+    if diags.is_empty() {
+        Ok(engine)
+    } else {
+        Err(CompileError::Policy(diags))
+    }
+}
+
+/// Apply edits to module sources (from the end of each file, so earlier
+/// offsets stay valid). Edits outside the text are ignored.
+fn apply_edits(modules: &[Module], edits: &[Edit]) -> Vec<Module> {
+    let mut out = modules.to_vec();
+    for (idx, module) in out.iter_mut().enumerate() {
+        let mut mine: Vec<&Edit> = edits.iter().filter(|e| e.module == idx).collect();
+        mine.sort_by_key(|e| std::cmp::Reverse(e.start));
+        for e in mine {
+            if module.source.get(e.start..e.end).is_some() {
+                module.source.replace_range(e.start..e.end, &e.text);
+            }
+        }
+    }
+    out
 }
 
 /// regorus applies `set_rego_v0` to the whole engine, so all modules must agree.
@@ -145,7 +206,7 @@ fn single_rego_version(modules: &[Module]) -> Result<bool, CompileError> {
     }
 }
 
-fn configured_engine(opts: &CompileOptions, rego_v0: bool, extras: Extras) -> Engine {
+fn configured_engine(opts: &CompileOptions, rego_v0: bool, extras: &Extras) -> Engine {
     let mut engine = Engine::new();
     engine.set_rego_v0(rego_v0);
     engine.set_strict_builtin_errors(opts.strict_builtin_errors);
@@ -239,7 +300,7 @@ mod tests {
             ],
             &serde_json::json!({}),
             &CompileOptions::default(),
-            Extras::default(),
+            &Extras::default(),
         )
         .err()
         .unwrap();
@@ -256,7 +317,7 @@ mod tests {
             &[],
             &serde_json::json!([1]),
             &CompileOptions::default(),
-            Extras::default(),
+            &Extras::default(),
         )
         .err()
         .unwrap();

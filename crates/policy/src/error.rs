@@ -79,10 +79,10 @@ impl Diagnostic {
                     Some(loc) => nested.push(loc.to_string()),
                     None => {}
                 }
-            } else if message.is_none() {
-                if let Some(rest) = line.strip_prefix("error: ") {
-                    message = Some(rest.trim().to_string());
-                }
+            } else if message.is_none()
+                && let Some(rest) = line.strip_prefix("error: ")
+            {
+                message = Some(rest.trim().to_string());
             }
         }
         let mut message = match message {

@@ -31,6 +31,7 @@ mod error;
 mod policy;
 mod result;
 mod snapshot;
+mod sources;
 pub mod testing;
 
 pub use checks::unsupported_builtins;

@@ -12,11 +12,12 @@ use lockstep_bundle::Module;
 use regorus::Engine;
 use serde_json::Value as Json;
 
-use crate::ast::{ModuleInfo, rule_path};
+use crate::ast::rule_path;
 use crate::decision::DecisionFn;
-use crate::engine::{CompileOptions, DeserializeFrom, Extras, build};
+use crate::engine::{Built, CompileOptions, DeserializeFrom, Extras, build};
 use crate::error::{CompileError, EvalError};
 use crate::result::ResultSet;
+use crate::sources::Sources;
 
 /// An input document converted once to regorus's value type, so a hot path that
 /// evaluates several rules for one request converts it only once.
@@ -52,6 +53,7 @@ struct Inner {
     rule_paths: HashSet<String>,
     packages: Vec<String>,
     rego_v0: bool,
+    sources: Sources,
 }
 
 impl std::fmt::Debug for PolicySet {
@@ -75,18 +77,20 @@ impl PolicySet {
         data: Json,
         opts: &CompileOptions,
     ) -> Result<Self, CompileError> {
-        let built = build(modules, &data, opts, Extras::default())?;
-        Ok(Self::from_built(
-            built.engine,
-            &built.modules,
-            built.rego_v0,
-        ))
+        let built = build(modules, &data, opts, &Extras::default())?;
+        Ok(Self::from_built(built))
     }
 
-    pub(crate) fn from_built(engine: Engine, modules: &[ModuleInfo], rego_v0: bool) -> Self {
+    pub(crate) fn from_built(built: Built) -> Self {
+        let Built {
+            engine,
+            modules,
+            sources,
+            rego_v0,
+        } = built;
         let mut rule_paths = HashSet::new();
         let mut packages = Vec::new();
-        for m in modules {
+        for m in &modules {
             let pkg = rule_path(&m.package);
             if !packages.contains(&pkg) {
                 packages.push(pkg);
@@ -105,6 +109,7 @@ impl PolicySet {
                 rule_paths,
                 packages,
                 rego_v0,
+                sources,
             }),
         }
     }
@@ -116,7 +121,7 @@ impl PolicySet {
         let mut engine = self.engine_with(input.as_ref());
         let results = engine
             .eval_query(query.to_string(), false)
-            .map_err(|e| EvalError::from_regorus(&e))?;
+            .map_err(|e| self.eval_error(&e))?;
         ResultSet::from_regorus(&results)
     }
 
@@ -137,7 +142,7 @@ impl PolicySet {
         let mut engine = self.engine_with(input);
         let value = engine
             .eval_rule(path.to_string())
-            .map_err(|e| EvalError::from_regorus(&e))?;
+            .map_err(|e| self.eval_error(&e))?;
         to_json(value)
     }
 
@@ -166,13 +171,13 @@ impl PolicySet {
                 // regorus refuses some rule shapes (e.g. prefixes of ref heads)
                 // that a query handles; anything else is a real evaluation error.
                 Err(e) if format!("{e:#}").contains("not a valid rule path") => {}
-                Err(e) => return Err(EvalError::from_regorus(&e)),
+                Err(e) => return Err(self.eval_error(&e)),
             }
         }
         let mut engine = self.engine_with(input);
         let results = engine
             .eval_query(path.to_string(), false)
-            .map_err(|e| EvalError::from_regorus(&e))?;
+            .map_err(|e| self.eval_error(&e))?;
         let set = ResultSet::from_regorus(&results)?;
         Ok(set.into_first_value())
     }
@@ -200,6 +205,14 @@ impl PolicySet {
 
     pub(crate) fn data(&self) -> &regorus::Value {
         &self.inner.data
+    }
+
+    /// An evaluation error, with OPA's columns.
+    pub(crate) fn eval_error(&self, e: &anyhow::Error) -> EvalError {
+        match EvalError::from_regorus(e) {
+            EvalError::Eval(d) => EvalError::Eval(self.inner.sources.fix(d)),
+            other => other,
+        }
     }
 
     /// A clone of the prepared engine, with the input set.

@@ -11,7 +11,8 @@
 
 use std::collections::HashSet;
 
-use crate::ast::{ModuleInfo, RefPart};
+use crate::ast::{ModuleInfo, RefPart, rule_path};
+use crate::engine::Edit;
 use crate::error::Diagnostic;
 
 /// OPA builtins registered in regorus that do not behave like OPA's.
@@ -259,6 +260,41 @@ pub(crate) fn check_calls(modules: &[ModuleInfo]) -> Vec<Diagnostic> {
     diags
 }
 
+/// Edits that qualify calls to functions of the caller's own package
+/// (`greeting(x)` becomes `data.lib.greeting(x)`).
+///
+/// Why: regorus applies a function mock (`with data.lib.greeting as fake`) only
+/// to calls written with the qualified or imported path, not to unqualified calls
+/// inside the function's package, where OPA applies it everywhere. Qualifying
+/// those calls makes regorus resolve them exactly as before while letting the
+/// mock reach them.
+pub(crate) fn qualify_local_calls(modules: &[ModuleInfo]) -> Vec<Edit> {
+    let functions = user_functions(modules);
+    let mut edits = Vec::new();
+    for (idx, m) in modules.iter().enumerate() {
+        for call in &m.calls {
+            let (Some(name), Some(start)) = (&call.name, call.root_start) else {
+                continue;
+            };
+            let Some(first) = name.first() else { continue };
+            if first == "data" || m.imports.iter().any(|i| &i.alias == first) {
+                continue;
+            }
+            let mut local = m.package.clone();
+            local.extend(name.iter().cloned());
+            if functions.contains(&local) {
+                edits.push(Edit {
+                    module: idx,
+                    start,
+                    end: start,
+                    text: format!("{}.", rule_path(&m.package)),
+                });
+            }
+        }
+    }
+    edits
+}
+
 /// Full paths (without `data`) of every function the bundle defines.
 fn user_functions(modules: &[ModuleInfo]) -> HashSet<Vec<String>> {
     let mut set = HashSet::new();
@@ -287,12 +323,12 @@ fn problem(m: &ModuleInfo, name: &[String], functions: &HashSet<Vec<String>>) ->
         return (!functions.contains(rest)).then(|| format!("undefined function {joined}"));
     }
     // An import alias shadows builtins of the same name (as in OPA and regorus).
-    if let Some(imp) = m.imports.iter().find(|i| &i.alias == first) {
-        if imp.path.first().map(String::as_str) == Some("data") {
-            let mut full: Vec<String> = imp.path.iter().skip(1).cloned().collect();
-            full.extend(rest.iter().cloned());
-            return (!functions.contains(&full)).then(|| format!("undefined function {joined}"));
-        }
+    if let Some(imp) = m.imports.iter().find(|i| &i.alias == first)
+        && imp.path.first().map(String::as_str) == Some("data")
+    {
+        let mut full: Vec<String> = imp.path.iter().skip(1).cloned().collect();
+        full.extend(rest.iter().cloned());
+        return (!functions.contains(&full)).then(|| format!("undefined function {joined}"));
     }
     // A function of the calling module's package.
     let mut local = m.package.clone();

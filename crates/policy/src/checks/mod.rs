@@ -4,6 +4,6 @@
 mod calls;
 mod conflicts;
 
-pub(crate) use calls::check_calls;
 pub use calls::unsupported_builtins;
+pub(crate) use calls::{check_calls, qualify_local_calls};
 pub(crate) use conflicts::check_path_conflicts;
