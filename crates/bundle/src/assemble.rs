@@ -108,6 +108,21 @@ pub(crate) fn assemble(entries: Vec<RawEntry>, opts: &ReadOptions) -> Result<Bun
             modules.push((e.path.clone(), source, package));
         } else if base == "policy.wasm" {
             wasm_paths.push(e.path.clone());
+        } else if base == "data.json" && opts.lazy_data {
+            let first =
+                crate::canonical::validate_json(&e.bytes).map_err(|err| BundleError::DataLoad {
+                    path: e.name.clone(),
+                    message: match err {
+                        crate::canonical::RawJsonError::Invalid(m)
+                        | crate::canonical::RawJsonError::Io(m) => m,
+                    },
+                })?;
+            if data::data_key(&e.path).is_empty() && first != b'{' {
+                return Err(BundleError::DataLoad {
+                    path: e.name.clone(),
+                    message: "root value must be object".into(),
+                });
+            }
         } else if base == "data.json" {
             let value = parse_json(&e.bytes).map_err(|m| BundleError::DataLoad {
                 path: e.name.clone(),
@@ -169,6 +184,7 @@ pub(crate) fn assemble(entries: Vec<RawEntry>, opts: &ReadOptions) -> Result<Bun
         patch.as_ref(),
         &data,
         is_delta,
+        opts.lazy_data,
     )?;
 
     files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -274,6 +290,7 @@ fn validate_roots(
     patch: Option<&Patch>,
     data: &Value,
     is_delta: bool,
+    lazy_data: bool,
 ) -> Result<()> {
     let roots = manifest.effective_roots();
     roots::check_overlaps(&roots)?;
@@ -325,7 +342,7 @@ fn validate_roots(
             });
         }
     }
-    if !is_delta {
+    if !is_delta && !lazy_data {
         roots::check_data(&roots, data)?;
     }
     Ok(())

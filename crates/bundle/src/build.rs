@@ -28,6 +28,8 @@ pub struct BuildOptions {
     pub limits: Limits,
     /// Verify inputs that carry a `.signatures.json` with this config.
     pub verification: Option<VerificationConfig>,
+    /// See [`ReadOptions::lazy_data`]: validate data files as JSON only, leave `data` empty.
+    pub lazy_data: bool,
 }
 
 /// Builds a validated, unsigned bundle from `inputs`.
@@ -77,6 +79,7 @@ pub fn build_bundle<P: AsRef<Path>>(inputs: &[P], opts: &BuildOptions) -> Result
     let read_opts = ReadOptions {
         limits: opts.limits,
         skip_verify: true,
+        lazy_data: opts.lazy_data,
         ..ReadOptions::default()
     };
     let mut bundle = assemble(entries, &read_opts)?;

@@ -162,6 +162,20 @@ pub fn write_canonical_json_bytes(input: &[u8], out: &mut impl Write) -> Result<
         })
 }
 
+/// Checks that `input` is one valid JSON document (Go's `json.Valid`) without building
+/// anything; returns the first byte of the value (`{`, `[`, ...) on success.
+pub fn validate_json(input: &[u8]) -> Result<u8, RawJsonError> {
+    let scanner = Scanner { buf: input };
+    let start = scanner.skip_ws(0);
+    let end = scanner.skip_value(start, 0)?;
+    if scanner.skip_ws(end) != input.len() {
+        return Err(RawJsonError::Invalid(format!(
+            "invalid character after top-level value at offset {end}"
+        )));
+    }
+    Ok(input.get(start).copied().unwrap_or(b' '))
+}
+
 /// Canonical JSON of a raw document as a string (tests, small documents).
 pub fn canonical_json_bytes_string(input: &[u8]) -> Result<String, RawJsonError> {
     let mut out = Vec::new();
@@ -334,7 +348,7 @@ impl Scanner<'_> {
         match self.at(pos) {
             Some(b'{') => {
                 // Remember (decoded key, value offset); sort; last duplicate wins as in Go.
-                let mut members: Vec<(String, usize)> = Vec::new();
+                let mut members: Vec<(std::borrow::Cow<'_, str>, usize)> = Vec::new();
                 let mut p = self.skip_ws(pos + 1);
                 let end;
                 if self.at(p) == Some(b'}') {
@@ -342,7 +356,13 @@ impl Scanner<'_> {
                 } else {
                     loop {
                         let key_end = self.skip_string(p)?;
-                        let key = self.decode_string(p, key_end);
+                        // Borrow keys that need no unescaping (the common case) instead of
+                        // allocating one String per key.
+                        let raw = self.buf.get(p + 1..key_end - 1).unwrap_or_default();
+                        let key = match std::str::from_utf8(raw) {
+                            Ok(k) if is_canonical_string_body(raw) => std::borrow::Cow::Borrowed(k),
+                            _ => std::borrow::Cow::Owned(self.decode_string(p, key_end)),
+                        };
                         let value_start = self.skip_ws(self.skip_ws(key_end) + 1);
                         members.push((key, value_start));
                         p = self.skip_ws(self.skip_value(value_start, 0)?);
@@ -368,7 +388,14 @@ impl Scanner<'_> {
                         out.write_all(b",")?;
                     }
                     first = false;
-                    write_go_json_string(key, out)?;
+                    match key {
+                        std::borrow::Cow::Borrowed(k) => {
+                            out.write_all(b"\"")?;
+                            out.write_all(k.as_bytes())?;
+                            out.write_all(b"\"")?;
+                        }
+                        std::borrow::Cow::Owned(k) => write_go_json_string(k, out)?,
+                    }
                     out.write_all(b":")?;
                     self.emit_value(*value_start, out)?;
                 }
@@ -538,6 +565,15 @@ mod tests {
         );
         assert_eq!(canon(r#""\ud83d\ude00""#), "\"\u{1f600}\"");
         assert_eq!(canon(r#""\ud83d x""#), "\"\u{fffd} x\"");
+    }
+
+    #[test]
+    fn escaped_keys_sort_by_their_decoded_value() {
+        assert_eq!(
+            canon(r#"{"\u0062": 1, "a": 2, "c\n": 3}"#),
+            "{\"a\":2,\"b\":1,\"c\\n\":3}"
+        );
+        assert_eq!(canon(r#"{"b": 1, "\u0062": 2}"#), r#"{"b":2}"#);
     }
 
     #[test]

@@ -60,6 +60,11 @@ pub struct ReadOptions {
     /// Go `filepath.Match` globs of files/directories to leave out of directory bundles,
     /// matched against the base name and the relative path.
     pub ignore: Vec<String>,
+    /// OPA's lazy loading mode: `data.json` files are only checked to be valid JSON (and an
+    /// object at the root), not parsed into [`Bundle::data`], which stays `{}`; the data
+    /// roots and merge-conflict checks are left to whoever loads the data from
+    /// [`Bundle::files`] (OPA does them at activation). Keeps memory near the archive size.
+    pub lazy_data: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

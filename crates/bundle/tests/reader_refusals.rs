@@ -416,3 +416,33 @@ fn directory_refusals_and_skips() {
         "bundle file 'data.json' size (8 bytes) exceeded max size (3 bytes)"
     );
 }
+
+#[test]
+fn lazy_data_keeps_bytes_and_still_refuses_bad_json() {
+    let opts = ReadOptions {
+        lazy_data: true,
+        ..ReadOptions::default()
+    };
+    let b = read_tar_gz(
+        tar_gz(&[
+            file("/a/data.json", b"[1, 2]"),
+            file("/data.json", b"{\"x\": 1}"),
+        ])
+        .as_slice(),
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(b.data, serde_json::json!({}));
+    assert_eq!(b.file("a/data.json").unwrap().bytes, b"[1, 2]");
+    let err = read_tar_gz(tar_gz(&[file("/a/data.json", b"{oops")]).as_slice(), &opts).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("bundle load failed on /a/data.json: "),
+        "{err}"
+    );
+    let err = read_tar_gz(tar_gz(&[file("/data.json", b"[1]")]).as_slice(), &opts).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "bundle load failed on /data.json: root value must be object"
+    );
+}
