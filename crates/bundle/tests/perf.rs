@@ -53,7 +53,7 @@ fn write_data(dir: &Path, mb: usize) -> usize {
             "{}\"user{i:09}\": {{\"name\": \"User Number {i}\", \"email\": \"user{i}@example.com\", \"roles\": [\"reader\", \"team-{}\"], \"active\": {}, \"score\": {}.{}}}",
             if i == 0 { "" } else { ", " },
             i % 97,
-            i % 3 == 0,
+            i.is_multiple_of(3),
             i % 1000,
             i % 100
         );
