@@ -1,0 +1,29 @@
+//! One handler per subcommand. Each returns the process exit code; `Err` means the
+//! command could not run at all (exit 2), a refusal it was asked to detect is exit 1.
+
+mod build;
+mod demo;
+mod eval;
+mod inspect;
+mod keygen;
+mod load;
+mod sign;
+mod test;
+mod verify;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Test(a) => test::run(&a),
+        Command::Build(a) => build::run(&a),
+        Command::Sign(a) => sign::run(&a),
+        Command::Verify(a) => verify::run(&a),
+        Command::Inspect(a) => inspect::run(&a),
+        Command::Keygen(a) => keygen::run(&a),
+        Command::Eval(a) => eval::run(&a),
+        Command::Demo(a) => demo::run(&a),
+    }
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Benchmarks recorded in BENCHMARKS.md (not part of CI):
+#   1. build+sign and verify+load of a bundle whose data.json is ~100 MB (wall time, peak RSS)
+#   2. per-decision latency of the three-layer MCP decision, in process (criterion)
+# Usage: scripts/bench.sh [bundle|decision|all]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what="${1:-all}"
+work="${BENCH_DIR:-target/bench-work}"
+mkdir -p "$work"
+cargo build --release -q -p lockstep
+bin="$(pwd)/target/release/lockstep"
+
+measure() { # label, command...
+  local label="$1"; shift
+  /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" >/dev/null
+  read -r secs kb < "$work/time.txt"
+  printf '%-28s wall %6.2f s   peak RSS %7.1f MB\n' "$label" "$secs" "$(echo "$kb/1024" | bc -l)"
+}
+
+if [ "$what" = bundle ] || [ "$what" = all ]; then
+  src="$work/big"
+  if [ ! -f "$src/mcp/inventory/data.json" ]; then
+    rm -rf "$src" && mkdir -p "$src/mcp/inventory" "$src/mcp/roles"
+    cp -r examples/policies/. "$src/"
+    # ~100 MB of resource inventory: 400k objects with nested attributes.
+    python3 - "$src/mcp/inventory/data.json" <<'PY'
+import json, sys, random
+random.seed(7)
+items = {}
+for i in range(380_000):
+    items[f"res-{i:07d}"] = {
+        "owner": f"team-{random.randint(0, 999)}",
+        "tags": [f"t{random.randint(0, 99)}" for _ in range(4)],
+        "size": random.randint(0, 10**9),
+        "path": f"/srv/data/{random.randint(0, 99999)}/{i}.parquet",
+        "readonly": random.random() < 0.5,
+    }
+with open(sys.argv[1], "w") as f:
+    json.dump(items, f)
+PY
+  fi
+  ls -l "$src/mcp/inventory/data.json" | awk '{printf "data.json: %.1f MB\n", $5/1048576}'
+  [ -f "$work/k.pem" ] || "$bin" keygen --alg ES256 -o "$work/k.pem" --force >/dev/null
+  measure "build+sign (ES256)" "$bin" build "$src" --revision bench --signing-key "$work/k.pem" \
+    --signing-alg ES256 -o "$work/big.tar.gz"
+  ls -l "$work/big.tar.gz" | awk '{printf "bundle.tar.gz: %.1f MB\n", $5/1048576}'
+  measure "verify+load (ES256)" "$bin" verify "$work/big.tar.gz" --verification-key "$work/k-pub.pem" \
+    --signing-alg ES256 --load
+fi
+
+if [ "$what" = decision ] || [ "$what" = all ]; then
+  cargo bench -p lockstep-policy --bench decision
+fi
