@@ -46,6 +46,10 @@ pub(crate) struct RuleInfo {
     /// Byte span of each static name in `head` (None for dynamic parts).
     pub name_spans: Vec<Option<ByteSpan>>,
     pub is_function: bool,
+    /// Some body is an `else` branch.
+    pub has_else: bool,
+    /// The head's value is the implicit or explicit `true`.
+    pub value_is_true: bool,
 }
 
 impl RuleInfo {
@@ -179,6 +183,8 @@ fn read_rule(r: &Json, file: &str, contents: &str) -> Option<RuleInfo> {
             name_spans,
             location: location(d.get("span").or_else(|| refr_span(refr))?, file, contents),
             is_function,
+            has_else: false,
+            value_is_true: false,
         });
     }
     let spec = r.get("Spec")?;
@@ -194,6 +200,17 @@ fn read_rule(r: &Json, file: &str, contents: &str) -> Option<RuleInfo> {
     };
     let refr = inner.get("refr")?;
     let (parts, name_spans) = ref_parts(refr);
+    let has_else = spec
+        .get("bodies")
+        .and_then(Json::as_array)
+        .is_some_and(|b| {
+            b.iter()
+                .any(|b| b.get("is_else") == Some(&Json::Bool(true)))
+        });
+    let value_is_true = match inner.get("assign") {
+        None | Some(Json::Null) => true,
+        Some(a) => a.pointer("/value/Bool/value") == Some(&Json::Bool(true)),
+    };
     Some(RuleInfo {
         kind,
         head: parts,
@@ -204,6 +221,8 @@ fn read_rule(r: &Json, file: &str, contents: &str) -> Option<RuleInfo> {
             contents,
         ),
         is_function: kind == RuleKind::Function,
+        has_else,
+        value_is_true,
     })
 }
 

@@ -2,13 +2,18 @@
 //!
 //! regorus has two evaluators. The tree-walking interpreter supports all of Rego
 //! (including `with`) and costs a few µs per decision. The RVM compiles an
-//! entrypoint to bytecode and runs it in well under a microsecond, but does not
-//! support `with` and some rule shapes. A `DecisionFn` tries the RVM once, at
-//! construction, and keeps the interpreter otherwise. If the RVM fails while
-//! evaluating (an unsupported instruction, its instruction budget), that decision
-//! is re-evaluated with the interpreter, so a result is never weaker than the
-//! interpreter's; the RVM is only ever a faster route to the same answer
-//! (checked on generated inputs in the tests).
+//! entrypoint to bytecode and runs it several times faster, but in regorus 0.14.1
+//! it does not always agree with the interpreter (and OPA). Measured on our own
+//! policies (tests/eval.rs): a body continues after `x := <undefined>` instead of
+//! failing, `else` branches are skipped, partial-object rules store the string
+//! "<undefined>", rule conflicts are undefined instead of errors.
+//!
+//! So the interpreter is the default ([`crate::PolicySet::decision_fn`]), and the
+//! RVM is opt-in ([`crate::PolicySet::decision_fn_rvm`]): it is used only if the
+//! entrypoint compiles, the bundle avoids the constructs above, and the RVM agrees
+//! with the interpreter on every probe input the caller supplies (e.g. recorded
+//! or generated requests). If the RVM fails while evaluating, that decision is
+//! re-evaluated with the interpreter.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -47,6 +52,9 @@ pub struct DecisionFn {
 
 struct Rvm {
     program: Arc<Program>,
+    /// What to execute: one rule (`key` None), or each rule of a package,
+    /// assembled into the package's object.
+    entries: Vec<(Option<String>, String)>,
     pool: Mutex<Vec<RegoVM>>,
 }
 
@@ -60,8 +68,26 @@ impl std::fmt::Debug for DecisionFn {
 }
 
 impl DecisionFn {
-    pub(crate) fn new(policy: PolicySet, entrypoint: &str) -> Self {
-        let (rvm, backend) = match compile_rvm(&policy, entrypoint) {
+    /// Use the RVM only if it compiles the entrypoint *and* agrees with the
+    /// interpreter (results and errors) on every probe input.
+    pub(crate) fn with_rvm(policy: PolicySet, entrypoint: &str, probes: &[Input]) -> Self {
+        let checked = compile_rvm(&policy, entrypoint).and_then(|rvm| {
+            for (i, probe) in probes.iter().enumerate() {
+                let fast = rvm.eval(policy.data(), probe).map(to_json);
+                let slow = policy.eval_data_path_input(entrypoint, Some(probe));
+                let agree = match (&fast, &slow) {
+                    (Ok(Ok(a)), Ok(b)) => a == b,
+                    _ => false,
+                };
+                if !agree {
+                    return Err(format!(
+                        "the RVM disagreed with the interpreter on probe {i}"
+                    ));
+                }
+            }
+            Ok(rvm)
+        });
+        let (rvm, backend) = match checked {
             Ok(rvm) => (Some(rvm), Backend::Rvm),
             Err(reason) => (None, Backend::Interpreter { reason }),
         };
@@ -73,15 +99,14 @@ impl DecisionFn {
         }
     }
 
-    /// Build an interpreter-only decision function (for comparisons and for
-    /// callers that want the reference evaluator).
+    /// The interpreter: all of Rego, OPA's semantics.
     pub fn interpreter_only(policy: PolicySet, entrypoint: &str) -> Self {
         Self {
             policy,
             entrypoint: entrypoint.to_string(),
             rvm: None,
             backend: Backend::Interpreter {
-                reason: "requested".to_string(),
+                reason: "the RVM was not requested".to_string(),
             },
         }
     }
@@ -118,14 +143,37 @@ impl DecisionFn {
 }
 
 fn compile_rvm(policy: &PolicySet, entrypoint: &str) -> Result<Rvm, String> {
+    // The RVM compiles rules, not packages: a package entrypoint
+    // (`data.mcp.decision`) becomes one entry per rule, assembled after.
+    if let Some(blocker) = policy.rvm_blockers().first() {
+        return Err(format!(
+            "the bundle uses a construct the RVM evaluates differently ({blocker})"
+        ));
+    }
+    let entries: Vec<(Option<String>, String)> = if policy.is_rule_path(entrypoint) {
+        vec![(None, entrypoint.to_string())]
+    } else if let Some(rules) = policy.flat_package(entrypoint) {
+        rules
+            .iter()
+            .map(|(k, p)| (Some(k.clone()), p.clone()))
+            .collect()
+    } else {
+        return Err(format!(
+            "{entrypoint} is neither a rule nor a package of single-name rules"
+        ));
+    };
+    let Some((_, first)) = entries.first() else {
+        return Err("no rules to compile".to_string());
+    };
     let mut engine = policy.engine_with(None);
     let compiled = engine
-        .compile_with_entrypoint(&entrypoint.into())
+        .compile_with_entrypoint(&first.as_str().into())
         .map_err(|e| Diagnostic::from_regorus(&e, "rvm_error").message)?;
-    let program =
-        Compiler::compile_from_policy(&compiled, &[entrypoint]).map_err(|e| e.to_string())?;
+    let paths: Vec<&str> = entries.iter().map(|(_, p)| p.as_str()).collect();
+    let program = Compiler::compile_from_policy(&compiled, &paths).map_err(|e| e.to_string())?;
     let rvm = Rvm {
         program,
+        entries,
         pool: Mutex::new(Vec::new()),
     };
     // Fail at construction rather than on the first request if the data or
@@ -168,11 +216,29 @@ impl Rvm {
     fn eval(&self, data: &regorus::Value, input: &Input) -> Result<regorus::Value, String> {
         let mut vm = self.acquire(data)?;
         vm.set_input(input.0.clone());
-        let result = vm.execute().map_err(|e| e.to_string());
+        let result = self.run(&mut vm);
         // Drop the input reference before pooling the VM.
         vm.set_input(regorus::Value::Null);
         self.release(vm);
         result
+    }
+
+    fn run(&self, vm: &mut RegoVM) -> Result<regorus::Value, String> {
+        let mut object = regorus::Value::new_object();
+        for (key, path) in &self.entries {
+            let value = vm
+                .execute_entry_point_by_name(path)
+                .map_err(|e| e.to_string())?;
+            let Some(key) = key else { return Ok(value) };
+            // Undefined rules are absent from a package's document.
+            if value != regorus::Value::Undefined {
+                object
+                    .as_object_mut()
+                    .map_err(|e| e.to_string())?
+                    .insert(regorus::Value::from(key.as_str()), value);
+            }
+        }
+        Ok(object)
     }
 }
 

@@ -5,7 +5,7 @@
 //! behind `Arc`s) so evaluations never share mutable state and the set is
 //! `Send + Sync` without locks.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use lockstep_bundle::Module;
@@ -52,6 +52,13 @@ struct Inner {
     /// the paths `eval_rule` can take.
     rule_paths: HashSet<String>,
     packages: Vec<String>,
+    /// Packages whose document is exactly an object of single-name rules (no
+    /// sub-packages, no data under them): key -> rule path. These can be
+    /// evaluated rule by rule, e.g. by the bytecode VM.
+    flat_packages: HashMap<String, Vec<(String, String)>>,
+    /// Constructs on which regorus's RVM disagrees with its interpreter (and
+    /// OPA); while any is present, decision functions use the interpreter.
+    rvm_blockers: Vec<String>,
     rego_v0: bool,
     sources: Sources,
 }
@@ -102,12 +109,16 @@ impl PolicySet {
             }
         }
         let data = engine.get_data();
+        let flat_packages = flat_packages(&modules, &data);
+        let rvm_blockers = rvm_blockers(&modules);
         Self {
             inner: Arc::new(Inner {
                 engine,
                 data,
                 rule_paths,
                 packages,
+                flat_packages,
+                rvm_blockers,
                 rego_v0,
                 sources,
             }),
@@ -182,15 +193,33 @@ impl PolicySet {
         Ok(set.into_first_value())
     }
 
-    /// A reusable evaluator for one entrypoint, using regorus's bytecode VM when
-    /// the entrypoint compiles to it, the interpreter otherwise. See [`DecisionFn`].
+    /// A reusable evaluator for one entrypoint (a rule or a package), using the
+    /// interpreter: OPA's semantics for all of Rego. See [`DecisionFn`].
     pub fn decision_fn(&self, entrypoint: &str) -> DecisionFn {
-        DecisionFn::new(self.clone(), entrypoint)
+        DecisionFn::interpreter_only(self.clone(), entrypoint)
+    }
+
+    /// Like [`Self::decision_fn`], but through regorus's bytecode VM when it
+    /// compiles the entrypoint and agrees with the interpreter on every probe;
+    /// the interpreter otherwise ([`DecisionFn::backend`] says which and why).
+    pub fn decision_fn_rvm(&self, entrypoint: &str, probes: &[Input]) -> DecisionFn {
+        DecisionFn::with_rvm(self.clone(), entrypoint, probes)
     }
 
     /// Whether `path` is the static path of a (non-function) rule.
     pub fn is_rule_path(&self, path: &str) -> bool {
         self.inner.rule_paths.contains(path)
+    }
+
+    /// For a package whose document is an object of single-name rules: each
+    /// rule's key and path. `None` for rules, data, nested or mixed packages.
+    pub(crate) fn flat_package(&self, path: &str) -> Option<&[(String, String)]> {
+        self.inner.flat_packages.get(path).map(Vec::as_slice)
+    }
+
+    /// Why decision functions cannot use the RVM for this bundle (empty if they can).
+    pub fn rvm_blockers(&self) -> &[String] {
+        &self.inner.rvm_blockers
     }
 
     /// Package paths (`data.mcp.tool_access`), in module order, deduplicated.
@@ -223,6 +252,92 @@ impl PolicySet {
         }
         engine
     }
+}
+
+/// Constructs measured to evaluate differently in regorus 0.14.1's RVM than in
+/// its interpreter (see tests/eval.rs): `else` chains (the RVM skips the else
+/// branch when the first body fails late), partial-object rules (an undefined
+/// value becomes the string "<undefined>"), and complete rules defined several
+/// times with non-`true` values (a conflict is undefined instead of an error).
+/// Test files (`*_test.rego`) are skipped: production entrypoints never reach them.
+fn rvm_blockers(modules: &[crate::ast::ModuleInfo]) -> Vec<String> {
+    use crate::ast::{RefPart, RuleKind};
+    let mut out = Vec::new();
+    // Per complete-rule path: definitions, whether any has a non-`true` value,
+    // and where the first one is.
+    let mut complete: HashMap<Vec<String>, (usize, bool, String)> = HashMap::new();
+    for m in modules.iter().filter(|m| !m.file.ends_with("_test.rego")) {
+        for r in m.rules.iter().filter(|r| !r.is_function) {
+            let at = &r.location;
+            if r.has_else {
+                out.push(format!("{at}: else chain"));
+            }
+            if r.kind == RuleKind::Complete && r.head.contains(&RefPart::Dynamic) {
+                out.push(format!("{at}: partial object rule"));
+            }
+            if r.kind == RuleKind::Complete {
+                let mut path = m.package.clone();
+                path.extend(r.ground_prefix());
+                let e = complete.entry(path).or_insert((0, false, at.to_string()));
+                e.0 += 1;
+                e.1 |= !r.value_is_true;
+            }
+        }
+    }
+    let mut several: Vec<String> = complete
+        .into_values()
+        .filter(|(n, valued, _)| *n > 1 && *valued)
+        .map(|(_, _, at)| format!("{at}: complete rule defined several times with values"))
+        .collect();
+    several.sort();
+    out.extend(several);
+    out
+}
+
+fn flat_packages(
+    modules: &[crate::ast::ModuleInfo],
+    data: &regorus::Value,
+) -> HashMap<String, Vec<(String, String)>> {
+    use crate::ast::RefPart;
+    let mut out: HashMap<Vec<String>, Option<Vec<(String, String)>>> = HashMap::new();
+    for m in modules {
+        let entry = out
+            .entry(m.package.clone())
+            .or_insert_with(|| Some(Vec::new()));
+        for r in m.rules.iter().filter(|r| !r.is_function) {
+            let key = match r.head.as_slice() {
+                [RefPart::Name(n)] | [RefPart::Name(n), RefPart::Dynamic] => Some(n.clone()),
+                _ => None,
+            };
+            match (key, entry.as_mut()) {
+                (Some(key), Some(rules)) => {
+                    if !rules.iter().any(|(k, _)| *k == key) {
+                        let mut path = m.package.clone();
+                        path.push(key.clone());
+                        rules.push((key, rule_path(&path)));
+                    }
+                }
+                // A multi-part head (`a.b.c := 1`) nests objects: not flat.
+                (None, _) => *entry = None,
+                (_, None) => {}
+            }
+        }
+    }
+    let all: Vec<Vec<String>> = out.keys().cloned().collect();
+    out.into_iter()
+        .filter_map(|(pkg, rules)| {
+            let rules = rules.filter(|r| !r.is_empty())?;
+            let has_child = all
+                .iter()
+                .any(|o| o.len() > pkg.len() && o.starts_with(&pkg));
+            let mut node = data;
+            for c in &pkg {
+                node = &node[c.as_str()];
+            }
+            let has_data = *node != regorus::Value::Undefined;
+            (!has_child && !has_data).then(|| (rule_path(&pkg), rules))
+        })
+        .collect()
 }
 
 pub(crate) fn to_json(value: regorus::Value) -> Result<Option<Json>, EvalError> {

@@ -46,6 +46,14 @@ impl Snapshot {
         self
     }
 
+    /// Add a decision function built by the caller (e.g. with
+    /// [`PolicySet::decision_fn_rvm`] and recorded requests as probes).
+    pub fn with_decision(mut self, decision: DecisionFn) -> Self {
+        self.decisions
+            .insert(decision.entrypoint().to_string(), decision);
+        self
+    }
+
     /// The prepared decision function for `entrypoint`, if any.
     pub fn decision(&self, entrypoint: &str) -> Option<&DecisionFn> {
         self.decisions.get(entrypoint)

@@ -21,8 +21,8 @@ allow if count(denied) == 0
 
 # The resource kinds named by the request that the role may not touch.
 denied contains kind if {
-	some kind, spec in kinds
-	value := input.request.params[kind]
+	some kind, value in input.request.params
+	spec := kinds[kind]
 	not granted(spec, value)
 }
 
