@@ -34,8 +34,13 @@ problems contains sprintf("tool '%v' has no command scope", [input.request.tool]
 
 problems contains "request has no string params.target" if {
 	data.mcp.commands[input.request.tool].param_pattern
-	not is_string(input.request.params.target)
+	not has_string_target
 }
+
+# A rule, not `not is_string(input.request.params.target)`: when the target is absent,
+# OPA treats that negated call as undefined while regorus treats it as true. Negating a
+# rule means the same in both (see docs/opa-differences.md).
+has_string_target if is_string(input.request.params.target)
 
 problems contains msg if {
 	pattern := data.mcp.commands[input.request.tool].param_pattern
