@@ -66,6 +66,7 @@ pub fn signing_config(args: &SigningArgs) -> Result<Option<SigningConfig>> {
         key_id: args.signing_key_id.clone(),
         claims,
         scope: args.scope.clone(),
+        issued_at: source_date_epoch()?,
         ..SigningConfig::default()
     }))
 }
@@ -83,5 +84,18 @@ pub fn read_document(path: &Path) -> Result<Value> {
     } else {
         serde_json::from_slice(&bytes)
             .with_context(|| format!("{} is not valid JSON", path.display()))
+    }
+}
+
+/// `SOURCE_DATE_EPOCH` (reproducible-builds.org) fixes the signature's `iat`, so a
+/// signed build is byte-identical too (ECDSA signing is deterministic, RFC 6979).
+fn source_date_epoch() -> Result<Option<i64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .trim()
+            .parse::<i64>()
+            .map(Some)
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")),
+        Err(_) => Ok(None),
     }
 }
