@@ -51,20 +51,16 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    if args.load {
-        if let Err(e) = PolicySet::compile(
+    if args.load
+        && let Err(e) = PolicySet::compile(
             &bundle.modules,
             bundle.data.clone(),
             &CompileOptions::default(),
-        ) {
-            report(
-                args.format,
-                false,
-                &format!("signature valid, but the policy does not compile: {e}"),
-                Some(&bundle),
-            );
-            return Ok(ExitCode::from(1));
-        }
+        )
+    {
+        let reason = format!("signature valid, but the policy does not compile: {e}");
+        report(args.format, false, &reason, Some(&bundle));
+        return Ok(ExitCode::from(1));
     }
     report(args.format, true, "", Some(&bundle));
     Ok(ExitCode::SUCCESS)
