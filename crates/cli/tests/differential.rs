@@ -72,7 +72,14 @@ fn put(obj: &mut Map<String, Value>, key: &str, v: Option<&str>) {
 }
 
 /// A request each example role is allowed to make: (role, tool, params).
-const VALID: &[(&str, &str, &[(&str, &str)])] = &[
+/// (role, tool, request params).
+type ValidRequest = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+const VALID: &[ValidRequest] = &[
     (
         "analyst",
         "read_database",
