@@ -61,7 +61,7 @@ pub struct TestArgs {
 #[derive(Debug, Args, Clone)]
 pub struct SigningArgs {
     /// Private key: a PEM file path, inline PEM, or an HMAC secret.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub signing_key: Option<String>,
     #[arg(long, default_value = "RS256")]
     pub signing_alg: String,
@@ -113,7 +113,7 @@ pub struct VerifyArgs {
     /// Bundle tar.gz or directory.
     pub path: PathBuf,
     /// Public key PEM file (or inline PEM, or HMAC secret).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub verification_key: String,
     #[arg(long)]
     pub verification_key_id: Option<String>,

@@ -431,3 +431,38 @@ fn demo_runs_on_embedded_defaults() {
     assert!(out.contains("digest mismatch"), "{out}");
     assert!(out.contains("analyst  write_database  -> DENY"), "{out}");
 }
+
+/// The guide's CI step passes the key as PEM text from a secret, with `-b`.
+#[test]
+fn guide_build_flags_with_inline_pem_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    lockstep(&["keygen", "--alg", "ES256", "-o", "signing-key.pem"], d);
+    let pem = std::fs::read_to_string(d.join("signing-key.pem")).unwrap();
+    let ex = examples();
+    let o = lockstep(
+        &[
+            "build",
+            "-b",
+            ex.to_str().unwrap(),
+            "--signing-key",
+            &pem,
+            "--signing-alg",
+            "ES256",
+            "-o",
+            "bundle.tar.gz",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = lockstep(
+        &[
+            "verify",
+            "bundle.tar.gz",
+            "--verification-key",
+            "signing-key-pub.pem",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+}
