@@ -1,0 +1,254 @@
+//! Server configuration: a YAML file (every field optional) plus command-line overrides
+//! applied by the caller. Secrets are never inline: tokens come from files or
+//! environment variables ([`crate::auth::TokenSource`]).
+//!
+//! ```yaml
+//! listen: 127.0.0.1:8282
+//! bundle_path_prefix: /bundles
+//! store:
+//!   folder: ./lockstep-data            # default store (object_store LocalFileSystem)
+//!   # s3: {bucket: b, prefix: lockstep, endpoint: http://127.0.0.1:9000, region: us-east-1, allow_http: true}
+//!   watch_interval_ms: 1000            # how often replicas look at current.json
+//! long_poll: {max_wait_seconds: 60}
+//! history: {keep_revisions: 10}
+//! publish: {allow_unsigned: false, max_bundle_bytes: 67108864}
+//! keys:                                # OPA's `keys:` map
+//!   ci: {key: /etc/lockstep/ci-pub.pem, algorithm: ES256}
+//! verification: {key_id: ci, scope: "", exclude_files: []}   # optional
+//! auth:
+//!   publisher_token: {file: /run/secrets/publisher}
+//!   download_tokens:
+//!     - {env: LOCKSTEP_FLEET_TOKEN}               # fleet-wide
+//!     - {file: /run/secrets/team-a, bundles: [team-a]}
+//!   status_tokens: [{env: LOCKSTEP_STATUS_TOKEN}]
+//!   allow_anonymous_download: false
+//!   allow_anonymous_status: false
+//!   allow_anonymous_views: false       # /, /v1/fleet, /metrics, history
+//! fleet: {unreachable_after_seconds: 300}
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use lockstep_bundle::{KeyConfig, VerificationConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{Auth, DownloadToken, TokenSource};
+use crate::error::ConfigError;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on (`127.0.0.1:8282` by default; port 0 picks one).
+    pub listen: Option<String>,
+    /// Path prefix of the bundle resources (default `/bundles`).
+    pub bundle_path_prefix: Option<String>,
+    pub store: StoreConfig,
+    pub long_poll: LongPollConfig,
+    pub history: HistoryConfig,
+    pub publish: PublishConfig,
+    /// OPA's `keys:` map: key id -> `{key, algorithm, scope}`; `key` is PEM or a file path.
+    pub keys: BTreeMap<String, KeyConfig>,
+    /// Optional `key_id`, `scope`, `exclude_files` as in OPA's bundle `signing:` block.
+    pub verification: Option<VerificationExtra>,
+    pub auth: AuthConfig,
+    pub fleet: FleetConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub folder: Option<PathBuf>,
+    pub s3: Option<S3Config>,
+    /// Milliseconds between looks at each bundle's `current.json` (default 1000).
+    pub watch_interval_ms: Option<u64>,
+}
+
+/// An S3-compatible store. Credentials come from the usual `AWS_*` environment variables.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Key prefix inside the bucket.
+    pub prefix: Option<String>,
+    /// Endpoint of an S3-compatible server (MinIO, Ceph, moto...).
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Allow `http://` endpoints.
+    pub allow_http: bool,
+    /// Use virtual-hosted-style requests (default: path style when an endpoint is given).
+    pub virtual_hosted_style: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LongPollConfig {
+    /// Cap on `Prefer: wait=N` (default 60 s).
+    pub max_wait_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Revisions kept for rollback (default 10, at least 1).
+    pub keep_revisions: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublishConfig {
+    /// Accept bundles without `.signatures.json` (default false).
+    pub allow_unsigned: bool,
+    /// Largest accepted bundle body (default 64 MiB).
+    pub max_bundle_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerificationExtra {
+    pub key_id: Option<String>,
+    pub scope: Option<String>,
+    pub exclude_files: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub publisher_token: Option<TokenSource>,
+    pub download_tokens: Vec<TokenSource>,
+    pub status_tokens: Vec<TokenSource>,
+    pub allow_anonymous_download: bool,
+    pub allow_anonymous_status: bool,
+    pub allow_anonymous_views: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// Seconds without a status report after which an instance is unreachable (default 300).
+    pub unreachable_after_seconds: Option<u64>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8282";
+pub const DEFAULT_PREFIX: &str = "/bundles";
+
+impl Config {
+    /// Reads a YAML config file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn listen(&self) -> &str {
+        self.listen.as_deref().unwrap_or(DEFAULT_LISTEN)
+    }
+
+    /// Normalised prefix: leading `/`, no trailing `/`.
+    pub fn prefix(&self) -> String {
+        let p = self
+            .bundle_path_prefix
+            .as_deref()
+            .unwrap_or(DEFAULT_PREFIX)
+            .trim_matches('/');
+        format!("/{p}")
+    }
+
+    pub fn max_wait_seconds(&self) -> u64 {
+        self.long_poll.max_wait_seconds.unwrap_or(60)
+    }
+
+    pub fn keep_revisions(&self) -> usize {
+        self.history.keep_revisions.unwrap_or(10).max(1)
+    }
+
+    pub fn max_bundle_bytes(&self) -> usize {
+        self.publish.max_bundle_bytes.unwrap_or(64 * 1024 * 1024)
+    }
+
+    pub fn unreachable_after_seconds(&self) -> u64 {
+        self.fleet.unreachable_after_seconds.unwrap_or(300)
+    }
+
+    pub fn watch_interval_ms(&self) -> u64 {
+        self.store.watch_interval_ms.unwrap_or(1000).max(10)
+    }
+
+    /// The verification config built from `keys` (key values that name a file are read).
+    pub fn verification(&self) -> Result<Option<VerificationConfig>, ConfigError> {
+        if self.keys.is_empty() {
+            return Ok(None);
+        }
+        let mut keys = BTreeMap::new();
+        for (id, k) in &self.keys {
+            let material = lockstep_bundle::keys::resolve_key_value(&k.key)
+                .map_err(|e| ConfigError::Invalid(format!("key {id}: {e}")))?;
+            let text = String::from_utf8(material)
+                .map_err(|_| ConfigError::Invalid(format!("key {id}: not UTF-8 text")))?;
+            let algorithm = lockstep_bundle::keys::Algorithm::from_name(&k.algorithm)
+                .map_err(|e| ConfigError::Invalid(format!("key {id}: {e}")))?;
+            lockstep_bundle::keys::parse_verification_key(&text, algorithm)
+                .map_err(|e| ConfigError::Invalid(format!("key {id}: {e}")))?;
+            keys.insert(
+                id.clone(),
+                KeyConfig {
+                    key: text,
+                    algorithm: k.algorithm.clone(),
+                    scope: k.scope.clone(),
+                },
+            );
+        }
+        let extra = self.verification.clone().unwrap_or_default();
+        Ok(Some(VerificationConfig {
+            keys,
+            key_id: extra.key_id,
+            scope: extra.scope,
+            exclude_files: extra.exclude_files,
+        }))
+    }
+
+    /// Loads every token and applies the secure-by-default rules: a publisher token is
+    /// required, and a download token unless anonymous download is explicitly allowed.
+    pub fn auth(&self) -> Result<Auth, ConfigError> {
+        let a = &self.auth;
+        let publisher = a
+            .publisher_token
+            .as_ref()
+            .ok_or_else(|| {
+                ConfigError::Invalid(
+                    "no publisher token configured (auth.publisher_token or --publisher-token-file/--publisher-token-env); refusing to start".into(),
+                )
+            })?
+            .load()?;
+        let mut download = Vec::new();
+        for t in &a.download_tokens {
+            download.push(DownloadToken {
+                secret: t.load()?,
+                bundles: t.bundles.clone(),
+            });
+        }
+        if download.is_empty() && !a.allow_anonymous_download {
+            return Err(ConfigError::Invalid(
+                "no download token configured (auth.download_tokens or --download-token-file/--download-token-env); pass --allow-anonymous-download to serve bundles without one".into(),
+            ));
+        }
+        let status = a
+            .status_tokens
+            .iter()
+            .map(TokenSource::load)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Auth {
+            publisher,
+            download,
+            status,
+            allow_anonymous_download: a.allow_anonymous_download,
+            allow_anonymous_status: a.allow_anonymous_status,
+            allow_anonymous_views: a.allow_anonymous_views,
+        })
+    }
+}

@@ -1,0 +1,249 @@
+//! The in-memory view of every bundle's active revision, one `watch` channel per bundle,
+//! kept up to date from the store: by this replica's own publishes (at once) and by a
+//! watcher task that reads each bundle's `current.json` conditionally (other replicas'
+//! publishes, within one watch interval).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use crate::fleet::Fleet;
+use crate::model::BundleState;
+use crate::store::{PointerRead, Store, StoreResult};
+
+/// The revision a bundle's clients should have, with its bytes.
+#[derive(Debug)]
+pub struct Active {
+    /// Content id (SHA-256 hex).
+    pub id: String,
+    /// `"<id>"`, the strong ETag.
+    pub etag: String,
+    /// Manifest revision.
+    pub revision: String,
+    pub bytes: Bytes,
+    pub seq: u64,
+    pub active_since: DateTime<Utc>,
+}
+
+/// One bundle.
+#[derive(Debug)]
+pub struct Slot {
+    tx: watch::Sender<Option<Arc<Active>>>,
+    state: Mutex<Option<BundleState>>,
+    pointer_etag: Mutex<Option<String>>,
+    /// Serialises this replica's publishes and rollbacks of the bundle.
+    pub publish_lock: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Slot {
+            tx: watch::channel(None).0,
+            state: Mutex::new(None),
+            pointer_etag: Mutex::new(None),
+            publish_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Active>>> {
+        self.tx.subscribe()
+    }
+
+    pub fn active(&self) -> Option<Arc<Active>> {
+        self.tx.borrow().clone()
+    }
+
+    /// The newest state this replica knows.
+    pub fn state(&self) -> Option<BundleState> {
+        self.state.lock().ok().and_then(|s| s.clone())
+    }
+
+    fn seq(&self) -> u64 {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(|s| s.seq))
+            .unwrap_or(0)
+    }
+}
+
+/// Every bundle this replica serves.
+#[derive(Debug)]
+pub struct Hub {
+    pub store: Store,
+    slots: RwLock<BTreeMap<String, Arc<Slot>>>,
+    fleet: Arc<Fleet>,
+}
+
+impl Hub {
+    pub fn new(store: Store, fleet: Arc<Fleet>) -> Self {
+        Hub {
+            store,
+            slots: RwLock::new(BTreeMap::new()),
+            fleet,
+        }
+    }
+
+    pub fn slot(&self, name: &str) -> Option<Arc<Slot>> {
+        self.slots.read().ok().and_then(|m| m.get(name).cloned())
+    }
+
+    pub fn slot_or_create(&self, name: &str) -> Arc<Slot> {
+        if let Some(s) = self.slot(name) {
+            return s;
+        }
+        match self.slots.write() {
+            Ok(mut m) => m
+                .entry(name.to_string())
+                .or_insert_with(|| Arc::new(Slot::new()))
+                .clone(),
+            Err(_) => Arc::new(Slot::new()),
+        }
+    }
+
+    /// Names of the bundles with a known state.
+    pub fn names(&self) -> Vec<String> {
+        self.slots
+            .read()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, s)| s.seq() > 0)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The slot of a published bundle, loading it from the store on first use.
+    pub async fn get_or_load(&self, name: &str) -> StoreResult<Option<Arc<Slot>>> {
+        if let Some(s) = self.slot(name)
+            && s.seq() > 0
+        {
+            return Ok(Some(s));
+        }
+        match self.store.latest_state(name).await? {
+            Some(state) => {
+                self.apply(state).await?;
+                Ok(self.slot(name))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Makes `state` current if it is newer than what this replica has, and wakes waiters
+    /// when the active revision changed.
+    pub async fn apply(&self, state: BundleState) -> StoreResult<()> {
+        let slot = self.slot_or_create(&state.name);
+        if slot.seq() >= state.seq {
+            return Ok(());
+        }
+        let current = slot.active();
+        let bytes = match &current {
+            Some(a) if a.id == state.active => a.bytes.clone(),
+            _ => self.store.get_blob(&state.name, &state.active).await?,
+        };
+        let record = state.active_record().cloned();
+        {
+            let Ok(mut guard) = slot.state.lock() else {
+                return Ok(());
+            };
+            if guard.as_ref().is_some_and(|s| s.seq >= state.seq) {
+                return Ok(());
+            }
+            *guard = Some(state.clone());
+        }
+        let changed = current.as_ref().is_none_or(|a| a.id != state.active);
+        let active = Arc::new(Active {
+            id: state.active.clone(),
+            etag: format!("\"{}\"", state.active),
+            revision: record
+                .as_ref()
+                .map(|r| r.revision.clone())
+                .unwrap_or_default(),
+            bytes,
+            seq: state.seq,
+            active_since: state.active_since,
+        });
+        if changed {
+            tracing::info!(bundle = %state.name, revision = %active.revision, seq = state.seq, "active revision changed");
+            slot.tx.send_replace(Some(active.clone()));
+        } else {
+            // Same bytes: update the record without waking anyone.
+            slot.tx.send_if_modified(|v| {
+                *v = Some(active.clone());
+                false
+            });
+        }
+        if let Some(last) = state.history.first() {
+            self.fleet
+                .on_activation(&state.name, &active.revision, last);
+        }
+        Ok(())
+    }
+
+    /// Looks at one bundle's pointer and applies a newer state, if any.
+    pub async fn refresh(&self, name: &str) -> StoreResult<()> {
+        let Some(slot) = self.slot(name) else {
+            return Ok(());
+        };
+        let etag = slot.pointer_etag.lock().ok().and_then(|e| e.clone());
+        match self.store.read_pointer(name, etag.as_deref()).await? {
+            PointerRead::NotModified | PointerRead::Missing => Ok(()),
+            PointerRead::Found { seq, etag } => {
+                let from = seq.max(slot.seq());
+                if let Some(state) = self.store.latest_state_from(name, from).await? {
+                    self.apply(state).await?;
+                }
+                if let Ok(mut e) = slot.pointer_etag.lock() {
+                    *e = etag;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Loads every bundle in the store.
+    pub async fn load_all(&self) -> StoreResult<()> {
+        for name in self.store.list_bundles().await? {
+            self.get_or_load(&name).await?;
+        }
+        Ok(())
+    }
+
+    /// The watcher: every `interval`, refresh each bundle; every 10 intervals, look for
+    /// bundles published for the first time through another replica.
+    pub async fn watch(self: Arc<Self>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            n = n.wrapping_add(1);
+            if n.is_multiple_of(10)
+                && let Err(e) = self.load_all().await
+            {
+                tracing::warn!(error = %e, "listing bundles in the store");
+            }
+            let names: Vec<String> = self
+                .slots
+                .read()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            for name in names {
+                if let Err(e) = self.refresh(&name).await {
+                    tracing::warn!(bundle = %name, error = %e, "watching the store");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The lockstep bundle server.
+//!
+//! Owns: storage behind `object_store` (a local folder by default, any S3-compatible store
+//! for scale-out with stateless replicas), bundle download with OPA's protocol (strong
+//! ETags, `If-None-Match` → 304, long polling with `Prefer: wait=N` woken by a `watch`
+//! channel per bundle), authentication (bearer tokens, constant-time), publication with
+//! signature verification and rollback protection, revision history and rollback, OPA
+//! status-report ingest, the fleet model (drift, lag, unreachable instances, convergence
+//! time per publication), Prometheus metrics and the dashboard page.
+//!
+//! Must not: evaluate policy (that is `lockstep-policy`'s job), or hold a signing key.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod dashboard;
+pub mod error;
+pub mod fleet;
+pub mod hub;
+pub mod longpoll;
+pub mod metrics;
+pub mod model;
+pub mod publish;
+pub mod routes;
+pub mod status;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+pub use error::ConfigError;
+
+use crate::app::AppState;
+use crate::fleet::Fleet;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// A started server; stop it with [`RunningServer::shutdown`].
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    serve: JoinHandle<std::io::Result<()>>,
+    watcher: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Signals shutdown (held long polls answer 304 at once) and waits for the server to stop.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.wait().await
+    }
+
+    /// Waits until the server stops (after [`RunningServer::trigger`] or an error).
+    pub async fn wait(self) -> std::io::Result<()> {
+        let r = self.serve.await.map_err(std::io::Error::other)?;
+        let _ = self.shutdown.send(true);
+        let _ = self.watcher.await;
+        r
+    }
+
+    /// A handle that stops the server when sent `true`.
+    pub fn trigger(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Validates the configuration, opens the store, loads every bundle, binds and serves.
+pub async fn start(config: &Config) -> Result<RunningServer, ConfigError> {
+    let auth = config.auth()?;
+    let verification = config.verification()?;
+    if verification.is_none() && !config.publish.allow_unsigned {
+        return Err(ConfigError::Invalid(
+            "no verification keys configured (keys:) and publish.allow_unsigned is false: nothing could be published".into(),
+        ));
+    }
+    let store = Store::open(&config.store)?;
+    let metrics = Arc::new(Metrics::new());
+    let fleet = Arc::new(Fleet::new(
+        Duration::from_secs(config.unreachable_after_seconds()),
+        metrics.clone(),
+    ));
+    let hub = Arc::new(Hub::new(store, fleet.clone()));
+    hub.load_all()
+        .await
+        .map_err(|e| ConfigError::Store(e.to_string()))?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let app = Arc::new(AppState {
+        hub: hub.clone(),
+        fleet,
+        metrics,
+        auth,
+        verification,
+        allow_unsigned: config.publish.allow_unsigned,
+        keep_revisions: config.keep_revisions(),
+        max_wait: Duration::from_secs(config.max_wait_seconds()),
+        max_bundle_bytes: config.max_bundle_bytes(),
+        prefix: config.prefix(),
+        shutdown: shutdown_rx.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen())
+        .await
+        .map_err(|e| ConfigError::Listen {
+            addr: config.listen().to_string(),
+            message: e.to_string(),
+        })?;
+    let addr = listener.local_addr().map_err(|e| ConfigError::Listen {
+        addr: config.listen().to_string(),
+        message: e.to_string(),
+    })?;
+    let watcher = tokio::spawn(hub.watch(
+        Duration::from_millis(config.watch_interval_ms()),
+        shutdown_rx.clone(),
+    ));
+    let router = routes::router(app);
+    let mut stop = shutdown_rx;
+    let serve = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|v| *v).await;
+        })
+        .await
+    });
+    tracing::info!(%addr, "lockstep server listening");
+    Ok(RunningServer {
+        addr,
+        shutdown: shutdown_tx,
+        serve,
+        watcher,
+    })
+}

@@ -1,0 +1,408 @@
+//! Publication and rollback: verify the signature with the server's public keys (it never
+//! holds a signing key), refuse unsigned bundles unless allowed, refuse a bundle signed
+//! earlier than the active one unless the publication is an explicit rollback, keep the
+//! newest N revisions, record who did what, when and why.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use chrono::Utc;
+use lockstep_bundle::{BundleError, Limits, ReadOptions};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::metrics::ActionLabels;
+use crate::model::{Action, BundleState, HistoryEvent, MAX_HISTORY_EVENTS, RevisionRecord};
+
+/// How often a publish is retried when another replica committed first.
+const COMMIT_ATTEMPTS: usize = 8;
+
+/// The answer to a publish or rollback.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PublishResponse {
+    pub bundle: String,
+    pub action: Action,
+    pub revision: String,
+    pub id: String,
+    pub etag: String,
+    pub seq: u64,
+    /// The bundle was already active; nothing changed.
+    pub unchanged: bool,
+    pub active_since: chrono::DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_revision: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<i64>,
+}
+
+/// `POST /bundles/{name}/rollback` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    /// Manifest revision, content id, or content-id prefix (8+ hex digits) of a kept revision.
+    pub revision: String,
+    pub reason: String,
+    #[serde(default)]
+    pub actor: Option<String>,
+}
+
+/// A publication.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    pub name: String,
+    pub bytes: Bytes,
+    pub actor: String,
+    /// Explicit rollback: accept a bundle signed before the active one.
+    pub rollback: bool,
+    pub reason: Option<String>,
+}
+
+fn is_signature_error(e: &BundleError) -> bool {
+    use BundleError::*;
+    matches!(
+        e,
+        UnsupportedHashAlgorithm(_)
+            | MissingHashAlgorithm(_)
+            | InvalidDigest { .. }
+            | DigestMismatch { .. }
+            | UnknownAlgorithm(_)
+            | PemParse
+            | UnsupportedKeyType(_)
+            | UnsupportedPemBlock(_)
+            | KeyParse { .. }
+            | KeyAlgorithmMismatch { .. }
+            | MalformedToken(_)
+            | HeaderBase64(_)
+            | HeaderJson(_)
+            | PayloadBase64(_)
+            | PayloadJson(_)
+            | SignatureBase64(_)
+            | AlgNone
+            | MissingAlg
+            | AlgMismatch { .. }
+            | BadSignature(_)
+            | MissingJwt
+            | MultipleJwts
+            | UnknownVerifierPlugin(_)
+            | KeyIdEmpty
+            | KeyNotFound(_)
+            | ScopeMismatch
+            | MissingSignaturesFile
+            | VerificationKeyNotProvided
+            | FileNotSigned(_)
+            | SignedFilesNotFound(_)
+            | SignaturesDecode(_)
+    )
+}
+
+fn refuse(
+    app: &AppState,
+    bundle: &str,
+    reason: &'static str,
+    status: StatusCode,
+    msg: String,
+) -> ApiError {
+    app.metrics.refuse(bundle, reason);
+    tracing::warn!(bundle, reason, message = %msg, "publication refused");
+    ApiError::new(status, reason, msg)
+}
+
+/// Normalises an actor name (free text, bounded).
+pub fn clean_actor(actor: Option<&str>) -> String {
+    let a: String = actor
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    let a = a.trim();
+    if a.is_empty() {
+        "publisher".to_string()
+    } else {
+        a.to_string()
+    }
+}
+
+/// Verifies and activates a new bundle.
+pub async fn publish(
+    app: &Arc<AppState>,
+    req: PublishRequest,
+) -> Result<PublishResponse, ApiError> {
+    let name = req.name.clone();
+    if req.rollback && req.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        return Err(ApiError::bad_request("a rollback needs a reason"));
+    }
+    // 1. Read and verify, off the async threads.
+    let opts = ReadOptions {
+        limits: Limits {
+            max_compressed_bytes: app.max_bundle_bytes as u64,
+            ..Limits::default()
+        },
+        verification: app.verification.clone(),
+        lazy_data: true,
+        ..ReadOptions::default()
+    };
+    let bytes = req.bytes.clone();
+    let read = tokio::task::spawn_blocking(move || lockstep_bundle::read_tar_gz(&bytes[..], &opts))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let bundle = match read {
+        Ok(b) => b,
+        Err(e) if is_signature_error(&e) => {
+            return Err(refuse(
+                app,
+                &name,
+                "bad_signature",
+                StatusCode::BAD_REQUEST,
+                format!("signature verification failed: {e}"),
+            ));
+        }
+        Err(e) => {
+            return Err(refuse(
+                app,
+                &name,
+                "invalid_bundle",
+                StatusCode::BAD_REQUEST,
+                format!("invalid bundle: {e}"),
+            ));
+        }
+    };
+    if bundle.is_delta() {
+        return Err(refuse(
+            app,
+            &name,
+            "delta_bundle",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "delta bundles are not served; publish a snapshot bundle".into(),
+        ));
+    }
+    let signature = bundle.verified_signature.clone();
+    if signature.is_none() && !app.allow_unsigned {
+        return Err(refuse(
+            app,
+            &name,
+            "unsigned",
+            StatusCode::BAD_REQUEST,
+            "bundle is not signed (.signatures.json missing) and publish.allow_unsigned is false"
+                .into(),
+        ));
+    }
+    let issued_at = signature.as_ref().and_then(|s| s.issued_at);
+    let key_id = signature.as_ref().map(|s| s.key_id.clone());
+    let id = hex::encode(Sha256::digest(&req.bytes));
+    let revision = bundle.manifest.revision.clone();
+
+    // 2. Store the bytes (content-addressed, idempotent), then commit a new state.
+    let slot = app.hub.slot_or_create(&name);
+    let _lock = slot.publish_lock.lock().await;
+    app.hub
+        .store
+        .put_blob(&name, &id, req.bytes.clone())
+        .await?;
+    for _ in 0..COMMIT_ATTEMPTS {
+        let current = app.hub.store.latest_state(&name).await?;
+        if let Some(cur) = &current
+            && cur.active == id
+        {
+            app.hub.apply(cur.clone()).await?;
+            return Ok(response(cur, Action::Publish, true, None));
+        }
+        let active_record = current.as_ref().and_then(|c| c.active_record().cloned());
+        if !req.rollback
+            && let (Some(new_iat), Some(active)) = (issued_at, active_record.as_ref())
+            && let Some(active_iat) = active.issued_at
+            && new_iat < active_iat
+        {
+            return Err(refuse(
+                app,
+                &name,
+                "older_revision",
+                StatusCode::CONFLICT,
+                format!(
+                    "bundle revision {revision:?} was signed at {new_iat}, before the active revision {:?} (signed at {active_iat}); publish it as an explicit rollback to activate it",
+                    active.revision
+                ),
+            ));
+        }
+        let now = Utc::now();
+        let record = RevisionRecord {
+            id: id.clone(),
+            revision: revision.clone(),
+            size: req.bytes.len() as u64,
+            issued_at,
+            key_id: key_id.clone(),
+            published_at: now,
+            actor: req.actor.clone(),
+        };
+        let seq = current.as_ref().map_or(1, |c| c.seq + 1);
+        let mut revisions = vec![record];
+        let mut history = Vec::new();
+        if let Some(c) = &current {
+            revisions.extend(c.revisions.iter().filter(|r| r.id != id).cloned());
+            history = c.history.clone();
+        }
+        let dropped: Vec<String> = revisions
+            .iter()
+            .skip(app.keep_revisions)
+            .map(|r| r.id.clone())
+            .collect();
+        revisions.truncate(app.keep_revisions);
+        let action = if req.rollback {
+            Action::Rollback
+        } else {
+            Action::Publish
+        };
+        history.insert(
+            0,
+            HistoryEvent {
+                seq,
+                action,
+                id: id.clone(),
+                revision: revision.clone(),
+                previous_revision: active_record.as_ref().map(|r| r.revision.clone()),
+                at: now,
+                actor: req.actor.clone(),
+                reason: req.reason.clone(),
+            },
+        );
+        history.truncate(MAX_HISTORY_EVENTS);
+        let state = BundleState {
+            name: name.clone(),
+            seq,
+            active: id.clone(),
+            active_since: now,
+            revisions,
+            history,
+        };
+        if !app.hub.store.commit_state(&state).await? {
+            continue;
+        }
+        for old in dropped {
+            if let Err(e) = app.hub.store.delete_blob(&name, &old).await {
+                tracing::warn!(bundle = %name, id = %old, error = %e, "deleting an old revision");
+            }
+        }
+        app.hub.apply(state.clone()).await?;
+        app.metrics
+            .publishes
+            .get_or_create(&ActionLabels {
+                bundle: name.clone(),
+                action: if req.rollback { "rollback" } else { "publish" }.into(),
+            })
+            .inc();
+        tracing::info!(bundle = %name, %revision, seq, actor = %req.actor, "published");
+        return Ok(response(
+            &state,
+            action,
+            false,
+            active_record.map(|r| r.revision),
+        ));
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "conflict",
+        "too many concurrent publications; retry",
+    ))
+}
+
+/// Re-activates a kept revision.
+pub async fn rollback(
+    app: &Arc<AppState>,
+    name: &str,
+    req: RollbackRequest,
+    actor: String,
+) -> Result<PublishResponse, ApiError> {
+    if req.reason.trim().is_empty() {
+        return Err(ApiError::bad_request("a rollback needs a reason"));
+    }
+    let slot = app.hub.slot_or_create(name);
+    let _lock = slot.publish_lock.lock().await;
+    for _ in 0..COMMIT_ATTEMPTS {
+        let Some(current) = app.hub.store.latest_state(name).await? else {
+            return Err(ApiError::not_found(format!(
+                "bundle {name} was never published"
+            )));
+        };
+        let Some(target) = current.find(&req.revision).cloned() else {
+            return Err(ApiError::not_found(format!(
+                "revision {:?} is not among the {} kept revisions of bundle {name}",
+                req.revision,
+                current.revisions.len()
+            )));
+        };
+        if target.id == current.active {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_active",
+                format!("revision {:?} is already active", target.revision),
+            ));
+        }
+        let now = Utc::now();
+        let seq = current.seq + 1;
+        let previous = current.active_record().map(|r| r.revision.clone());
+        let mut history = current.history.clone();
+        history.insert(
+            0,
+            HistoryEvent {
+                seq,
+                action: Action::Rollback,
+                id: target.id.clone(),
+                revision: target.revision.clone(),
+                previous_revision: previous.clone(),
+                at: now,
+                actor: actor.clone(),
+                reason: Some(req.reason.trim().to_string()),
+            },
+        );
+        history.truncate(MAX_HISTORY_EVENTS);
+        let state = BundleState {
+            name: name.to_string(),
+            seq,
+            active: target.id.clone(),
+            active_since: now,
+            revisions: current.revisions.clone(),
+            history,
+        };
+        if !app.hub.store.commit_state(&state).await? {
+            continue;
+        }
+        app.hub.apply(state.clone()).await?;
+        app.metrics
+            .publishes
+            .get_or_create(&ActionLabels {
+                bundle: name.to_string(),
+                action: "rollback".into(),
+            })
+            .inc();
+        tracing::info!(bundle = %name, revision = %target.revision, seq, %actor, "rolled back");
+        return Ok(response(&state, Action::Rollback, false, previous));
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "conflict",
+        "too many concurrent publications; retry",
+    ))
+}
+
+fn response(
+    state: &BundleState,
+    action: Action,
+    unchanged: bool,
+    previous_revision: Option<String>,
+) -> PublishResponse {
+    let rec = state.active_record();
+    PublishResponse {
+        bundle: state.name.clone(),
+        action,
+        revision: rec.map(|r| r.revision.clone()).unwrap_or_default(),
+        id: state.active.clone(),
+        etag: format!("\"{}\"", state.active),
+        seq: state.seq,
+        unchanged,
+        active_since: state.active_since,
+        previous_revision,
+        issued_at: rec.and_then(|r| r.issued_at),
+    }
+}

@@ -1,0 +1,339 @@
+//! The HTTP API.
+//!
+//! | method | path | who | what |
+//! |---|---|---|---|
+//! | GET/HEAD | `{prefix}/{name}` (also `{name}.tar.gz`) | download token | bundle; ETag, `If-None-Match` → 304, `Prefer: wait=N` long poll |
+//! | PUT | `{prefix}/{name}` | publisher token | publish (body: bundle tar.gz); `?rollback=true&reason=..` to accept an older one |
+//! | POST | `{prefix}/{name}/rollback` | publisher token | `{"revision","reason","actor"}` re-activates a kept revision |
+//! | GET | `{prefix}/{name}/history` | any token | kept revisions and events |
+//! | POST | `/status`, `/status/{partition}` | status or download token | OPA status report |
+//! | GET | `/v1/fleet` | any token | fleet view JSON |
+//! | GET | `/metrics` | any token | Prometheus text |
+//! | GET | `/` | none (data via `/v1/fleet`) | dashboard page |
+//! | GET | `/health` | none | `{}` |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::hub::Active;
+use crate::longpoll::{BUNDLE_CONTENT_TYPE, client_has, if_none_match, prefer_wait, wait_for_new};
+use crate::metrics::ResponseLabels;
+use crate::publish::{PublishRequest, RollbackRequest, clean_actor};
+use crate::status::StatusReport;
+
+/// Bundle names: 1-128 of `[A-Za-z0-9._-]`, not starting with `.`.
+pub fn valid_bundle_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn bundle_name(raw: &str) -> Result<String, ApiError> {
+    let name = raw.strip_suffix(".tar.gz").unwrap_or(raw);
+    if valid_bundle_name(name) {
+        Ok(name.to_string())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid bundle name {raw:?}"
+        )))
+    }
+}
+
+pub fn router(app: Arc<AppState>) -> Router {
+    let prefix = app.prefix.clone();
+    let limit = app.max_bundle_bytes;
+    let bundle_routes = Router::new()
+        .route("/{name}", get(get_bundle).put(put_bundle))
+        .route("/{name}/rollback", post(post_rollback))
+        .route("/{name}/history", get(get_history))
+        .layer(DefaultBodyLimit::max(limit));
+    let base = Router::new()
+        .route("/", get(dashboard))
+        .route("/health", get(|| async { Json(json!({})) }))
+        .route("/status", post(post_status))
+        .route("/status/{partition}", post(post_status_partition))
+        .route("/v1/fleet", get(get_fleet))
+        .route("/metrics", get(get_metrics))
+        .layer(DefaultBodyLimit::max(4 * 1024 * 1024));
+    let router = if prefix == "/" {
+        base.merge(bundle_routes)
+    } else {
+        base.nest(&prefix, bundle_routes)
+    };
+    router.with_state(app)
+}
+
+fn count(app: &AppState, bundle: &str, code: StatusCode) {
+    app.metrics
+        .downloads
+        .get_or_create(&ResponseLabels {
+            bundle: bundle.to_string(),
+            code: code.as_u16().to_string(),
+        })
+        .inc();
+}
+
+fn bundle_response(active: &Active) -> Response {
+    let mut r = Response::new(Body::from(active.bytes.clone()));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(BUNDLE_CONTENT_TYPE),
+    );
+    if let Ok(v) = HeaderValue::from_str(&active.etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(&active.revision) {
+        h.insert("x-lockstep-revision", v);
+    }
+    r
+}
+
+fn not_modified(etag: &str) -> Response {
+    let mut r = StatusCode::NOT_MODIFIED.into_response();
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        r.headers_mut().insert(header::ETAG, v);
+    }
+    r
+}
+
+async fn get_bundle(
+    State(app): State<Arc<AppState>>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = bundle_name(&raw)?;
+    if !app.auth.may_download(&headers, &name) {
+        count(&app, &name, StatusCode::UNAUTHORIZED);
+        return Err(ApiError::unauthorized());
+    }
+    let Some(slot) = app.hub.get_or_load(&name).await? else {
+        count(&app, &name, StatusCode::NOT_FOUND);
+        return Err(ApiError::not_found(format!("bundle {name} not found")));
+    };
+    let mut rx = slot.subscribe();
+    let Some(active) = rx.borrow_and_update().clone() else {
+        return Err(ApiError::not_found(format!("bundle {name} not found")));
+    };
+    let tags = if_none_match(&headers);
+    if !client_has(&tags, &active.etag) {
+        count(&app, &name, StatusCode::OK);
+        return Ok(bundle_response(&active));
+    }
+    let wait = prefer_wait(&headers)
+        .map(|w| w.min(app.max_wait.as_secs()))
+        .unwrap_or(0);
+    if wait == 0 {
+        count(&app, &name, StatusCode::NOT_MODIFIED);
+        return Ok(not_modified(&active.etag));
+    }
+    match wait_for_new(
+        &mut rx,
+        &tags,
+        Duration::from_secs(wait),
+        app.shutdown.clone(),
+        app.metrics.long_polls_waiting.clone(),
+    )
+    .await
+    {
+        Some(newer) => {
+            count(&app, &name, StatusCode::OK);
+            Ok(bundle_response(&newer))
+        }
+        None => {
+            count(&app, &name, StatusCode::NOT_MODIFIED);
+            let etag = slot
+                .active()
+                .map_or(active.etag.clone(), |a| a.etag.clone());
+            Ok(not_modified(&etag))
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PutQuery {
+    #[serde(default)]
+    rollback: Option<bool>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    actor: Option<String>,
+}
+
+fn header_actor(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-lockstep-actor")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+async fn put_bundle(
+    State(app): State<Arc<AppState>>,
+    Path(raw): Path<String>,
+    Query(q): Query<PutQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let name = bundle_name(&raw)?;
+    if !app.auth.may_publish(&headers) {
+        app.metrics.refuse(&name, "unauthorized");
+        return Err(ApiError::unauthorized());
+    }
+    let actor = clean_actor(q.actor.or_else(|| header_actor(&headers)).as_deref());
+    let resp = crate::publish::publish(
+        &app,
+        PublishRequest {
+            name,
+            bytes: body,
+            actor,
+            rollback: q.rollback.unwrap_or(false),
+            reason: q.reason.filter(|r| !r.trim().is_empty()),
+        },
+    )
+    .await?;
+    let status = if resp.unchanged {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(resp)).into_response())
+}
+
+async fn post_rollback(
+    State(app): State<Arc<AppState>>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let name = bundle_name(&raw)?;
+    if !app.auth.may_publish(&headers) {
+        app.metrics.refuse(&name, "unauthorized");
+        return Err(ApiError::unauthorized());
+    }
+    let req: RollbackRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("rollback body: {e}")))?;
+    let actor = clean_actor(
+        req.actor
+            .clone()
+            .or_else(|| header_actor(&headers))
+            .as_deref(),
+    );
+    let resp = crate::publish::rollback(&app, &name, req, actor).await?;
+    Ok(Json(resp).into_response())
+}
+
+async fn get_history(
+    State(app): State<Arc<AppState>>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = bundle_name(&raw)?;
+    if !app.auth.may_view(&headers) {
+        return Err(ApiError::unauthorized());
+    }
+    let Some(state) = app.hub.store.latest_state(&name).await? else {
+        return Err(ApiError::not_found(format!("bundle {name} not found")));
+    };
+    let active = state.active_record().cloned();
+    let revisions: Vec<_> = state
+        .revisions
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("active".into(), json!(r.id == state.active));
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({
+        "bundle": name,
+        "seq": state.seq,
+        "active": active,
+        "active_since": state.active_since,
+        "revisions": revisions,
+        "events": state.history,
+    }))
+    .into_response())
+}
+
+async fn ingest(
+    app: &AppState,
+    partition: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    if !app.auth.may_report_status(headers) {
+        return Err(ApiError::unauthorized());
+    }
+    let report: StatusReport = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("status report: {e}")))?;
+    app.metrics.status_reports.inc();
+    app.fleet
+        .ingest(&report, partition, Utc::now())
+        .map_err(ApiError::bad_request)?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn post_status(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    ingest(&app, None, &headers, &body).await
+}
+
+async fn post_status_partition(
+    State(app): State<Arc<AppState>>,
+    Path(partition): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    ingest(&app, Some(&partition), &headers, &body).await
+}
+
+async fn get_fleet(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !app.auth.may_view(&headers) {
+        return Err(ApiError::unauthorized());
+    }
+    Ok(Json(app.fleet.view(Utc::now())).into_response())
+}
+
+async fn get_metrics(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !app.auth.may_view(&headers) {
+        return Err(ApiError::unauthorized());
+    }
+    app.fleet.update_gauges();
+    let mut r = Response::new(Body::from(app.metrics.encode()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    Ok(r)
+}
+
+async fn dashboard() -> Html<&'static str> {
+    Html(crate::dashboard::PAGE)
+}
