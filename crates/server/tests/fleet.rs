@@ -1,0 +1,243 @@
+//! Status ingest in OPA's format, the fleet view, drift, unreachable instances,
+//! convergence time, metrics.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn instance<'a>(fleet: &'a Value, bundle: &str, id: &str) -> &'a Value {
+    let b = fleet["bundles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == bundle)
+        .unwrap_or_else(|| panic!("no bundle {bundle} in {fleet}"));
+    b["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == id)
+        .unwrap_or_else(|| panic!("no instance {id} in {b}"))
+}
+
+fn bundle_view<'a>(fleet: &'a Value, bundle: &str) -> &'a Value {
+    fleet["bundles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == bundle)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn opa_status_reports_appear_in_the_fleet_view() {
+    let h = Harness::new().await;
+    h.publish("authz", bundle("r1", 1000, Some(&h.keys))).await;
+    // Credentials: status token or download token; nothing else.
+    let body = opa_status("opa-1", "authz", "r1");
+    let r = h
+        .http
+        .post(h.url("/status"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = h
+        .http
+        .post(h.url("/status"))
+        .bearer_auth(PUBLISHER)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(report(&h, &body).await.status(), 200);
+    let r = h
+        .http
+        .post(h.url("/status/edge-eu"))
+        .bearer_auth(DOWNLOAD)
+        .json(&opa_status("opa-2", "authz", "r0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // No labels.id: refused.
+    let r = report(&h, &json!({"labels": {"version": "1.4.0"}, "bundles": {}})).await;
+    assert_eq!(r.status(), 400);
+
+    // Fleet view needs a token.
+    assert_eq!(
+        h.http
+            .get(h.url("/v1/fleet"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let f = h.fleet().await;
+    let b = bundle_view(&f, "authz");
+    assert_eq!(b["desired_revision"], "r1");
+    assert_eq!(b["instances_total"], 2);
+    assert_eq!(b["instances_current"], 1);
+    assert_eq!(b["instances_drifting"], 1);
+    assert_eq!(f["drift"], true);
+    let i1 = instance(&f, "authz", "opa-1");
+    assert_eq!(i1["active_revision"], "r1");
+    assert_eq!(i1["current"], true);
+    assert_eq!(i1["drift"], false);
+    assert_eq!(i1["lag_seconds"], 0.0);
+    assert_eq!(i1["labels"]["app"], "my-example-app");
+    assert_eq!(i1["last_successful_activation"], "2018-01-01T00:00:00.000Z");
+    assert_eq!(i1["plugins"]["bundle"]["state"], "OK");
+    let i2 = instance(&f, "authz", "opa-2");
+    assert_eq!(i2["partition"], "edge-eu");
+    assert_eq!(i2["drift"], true);
+    assert!(i2["lag_seconds"].as_f64().unwrap() >= 0.0);
+
+    // An instance in error shows the error.
+    let mut err = opa_status("opa-2", "authz", "r0");
+    err["bundles"]["authz"]["code"] = json!("bundle_error");
+    err["bundles"]["authz"]["message"] = json!("server replied with Unauthorized");
+    err["bundles"]["authz"]["http_code"] = json!(401);
+    err["bundles"]["authz"]["errors"] = json!([{"code": "rego_parse_error", "message": "x", "location": {"file": "a.rego", "row": 1, "col": 1}}]);
+    assert_eq!(report(&h, &err).await.status(), 200);
+    let f = h.fleet().await;
+    let i2 = instance(&f, "authz", "opa-2");
+    assert_eq!(i2["code"], "bundle_error");
+    assert_eq!(i2["message"], "server replied with Unauthorized");
+    assert_eq!(i2["errors"][0]["code"], "rego_parse_error");
+
+    // It catches up: converged, with a measured convergence time.
+    assert_eq!(
+        report(&h, &opa_status("opa-2", "authz", "r1"))
+            .await
+            .status(),
+        200
+    );
+    let f = h.fleet().await;
+    let b = bundle_view(&f, "authz");
+    assert_eq!(b["converged"], true);
+    assert_eq!(f["drift"], false);
+    let p = &b["publications"][0];
+    assert_eq!(p["revision"], "r1");
+    assert_eq!(p["action"], "publish");
+    assert_eq!(p["actor"], "ci-bot");
+    assert!(p["convergence_seconds"].as_f64().unwrap() >= 0.0, "{p}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn convergence_time_is_measured_per_publication() {
+    let h = Harness::new().await;
+    h.publish("main", bundle("r1", 1000, Some(&h.keys))).await;
+    for id in ["a", "b"] {
+        report(&h, &opa_status(id, "main", "r1")).await;
+    }
+    assert_eq!(bundle_view(&h.fleet().await, "main")["converged"], true);
+    h.publish("main", bundle("r2", 2000, Some(&h.keys))).await;
+    let f = h.fleet().await;
+    let b = bundle_view(&f, "main");
+    assert_eq!(b["instances_drifting"], 2);
+    assert!(b["publications"][0]["convergence_seconds"].is_null());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    report(&h, &opa_status("a", "main", "r2")).await;
+    assert_eq!(bundle_view(&h.fleet().await, "main")["converged"], false);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    report(&h, &opa_status("b", "main", "r2")).await;
+    let f = h.fleet().await;
+    let b = bundle_view(&f, "main");
+    assert_eq!(b["converged"], true);
+    let secs = b["publications"][0]["convergence_seconds"]
+        .as_f64()
+        .unwrap();
+    assert!((0.35..3.0).contains(&secs), "{secs}");
+    // Repeated reports do not move the measurement.
+    report(&h, &opa_status("b", "main", "r2")).await;
+    let f = h.fleet().await;
+    assert_eq!(
+        bundle_view(&f, "main")["publications"][0]["convergence_seconds"].as_f64(),
+        Some(secs)
+    );
+    // The histogram saw both publications.
+    let m = h
+        .http
+        .get(h.url("/metrics"))
+        .bearer_auth(STATUS)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains(r#"lockstep_convergence_seconds_count{bundle="main"} 2"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"lockstep_fleet_instances{bundle="main",revision="r2"} 2"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"lockstep_fleet_drifting_instances{bundle="main"} 0"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"lockstep_publications_total{bundle="main",action="publish"} 2"#),
+        "{m}"
+    );
+    assert!(m.contains("lockstep_long_polls_waiting 0"), "{m}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn silent_instances_become_unreachable() {
+    let h = Harness::with(|c| c.fleet.unreachable_after_seconds = Some(1)).await;
+    h.publish("main", bundle("r1", 1000, Some(&h.keys))).await;
+    report(&h, &opa_status("quiet", "main", "r1")).await;
+    report(&h, &opa_status("chatty", "main", "r1")).await;
+    let f = h.fleet().await;
+    assert_eq!(f["drift"], false);
+    assert_eq!(instance(&f, "main", "quiet")["unreachable"], false);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    report(&h, &opa_status("chatty", "main", "r1")).await;
+    let f = h.fleet().await;
+    let q = instance(&f, "main", "quiet");
+    assert_eq!(q["unreachable"], true);
+    assert_eq!(q["drift"], true);
+    assert!(q["seconds_since_report"].as_f64().unwrap() > 1.0);
+    assert_eq!(instance(&f, "main", "chatty")["unreachable"], false);
+    assert_eq!(bundle_view(&f, "main")["instances_unreachable"], 1);
+    assert_eq!(f["drift"], true);
+    // A new publication converges without waiting for the unreachable instance.
+    h.publish("main", bundle("r2", 2000, Some(&h.keys))).await;
+    report(&h, &opa_status("chatty", "main", "r2")).await;
+    let f = h.fleet().await;
+    assert!(bundle_view(&f, "main")["publications"][0]["convergence_seconds"].is_number());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn dashboard_and_health() {
+    let h = Harness::new().await;
+    let r = h.http.get(h.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("v1/fleet"));
+    let r = h.http.get(h.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        h.http.get(h.url("/metrics")).send().await.unwrap().status(),
+        401
+    );
+    h.stop().await;
+}
