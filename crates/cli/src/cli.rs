@@ -32,6 +32,14 @@ pub enum Command {
     Eval(EvalArgs),
     /// Run the whole chain on the embedded example policies: test, keygen, build+sign, verify, eval.
     Demo(DemoArgs),
+    /// Run the bundle server (OPA download protocol with long polling, publish, fleet view).
+    Server(crate::cmd::server::ServerArgs),
+    /// Publish a signed bundle to a lockstep server.
+    Publish(crate::cmd::publish::PublishArgs),
+    /// Re-activate a kept revision of a bundle on a lockstep server.
+    Rollback(crate::cmd::rollback::RollbackArgs),
+    /// Show which instances run which revision; exit 1 if any drifts or is unreachable.
+    Drift(crate::cmd::drift::DriftArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -157,7 +165,7 @@ pub struct KeygenArgs {
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// Policy and data: directories, files or bundle tar.gz files.
-    #[arg(short = 'd', long = "data", required = true)]
+    #[arg(short = 'd', long = "data", short_alias = 'b', alias = "bundle", required = true)]
     pub data: Vec<PathBuf>,
     /// Input JSON (or YAML) file.
     #[arg(short, long)]
