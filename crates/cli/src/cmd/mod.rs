@@ -3,10 +3,14 @@
 
 mod build;
 mod demo;
+pub mod drift;
 mod eval;
 mod inspect;
 mod keygen;
 mod load;
+pub mod publish;
+pub mod rollback;
+pub mod server;
 mod sign;
 mod test;
 mod verify;
@@ -25,5 +29,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen(a) => keygen::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Demo(a) => demo::run(&a),
+        Command::Server(a) => server::run(&a),
+        Command::Publish(a) => publish::run(&a),
+        Command::Rollback(a) => rollback::run(&a),
+        Command::Drift(a) => drift::run(&a),
     }
 }

@@ -1,0 +1,139 @@
+//! `lockstep drift --server URL`: the fleet table; exit 1 when any instance drifts or is
+//! unreachable, 0 when every instance is current.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use clap::Args;
+use lockstep_server::fleet::FleetView;
+
+use super::publish::{RemoteArgs, client, fetch_fleet, runtime};
+use crate::cli::Format;
+
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    /// Only this bundle.
+    #[arg(long)]
+    pub bundle: Option<String>,
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub format: Format,
+}
+
+fn dur(s: f64) -> String {
+    let s = s.max(0.0);
+    if s < 120.0 {
+        format!("{s:.0}s")
+    } else if s < 7200.0 {
+        format!("{:.0}m", s / 60.0)
+    } else {
+        format!("{:.1}h", s / 3600.0)
+    }
+}
+
+/// The table, one line per instance and bundle.
+pub fn render(view: &FleetView) -> String {
+    let mut rows: Vec<[String; 7]> = vec![[
+        "BUNDLE".into(),
+        "INSTANCE".into(),
+        "ACTIVE".into(),
+        "DESIRED".into(),
+        "STATE".into(),
+        "BEHIND".into(),
+        "LAST REPORT".into(),
+    ]];
+    for b in &view.bundles {
+        let desired = b.desired_revision.clone().unwrap_or_else(|| "-".into());
+        if b.instances.is_empty() {
+            rows.push([
+                b.name.clone(),
+                "(no instance reports)".into(),
+                "-".into(),
+                desired.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
+        for i in &b.instances {
+            let state = if i.unreachable {
+                "UNREACHABLE"
+            } else if i.current {
+                "current"
+            } else {
+                "DRIFT"
+            };
+            let mut state = state.to_string();
+            if let Some(m) = i.message.as_deref().filter(|m| !m.is_empty()) {
+                let _ = write!(state, " ({m})");
+            }
+            rows.push([
+                b.name.clone(),
+                i.id.clone(),
+                i.active_revision.clone().unwrap_or_else(|| "-".into()),
+                desired.clone(),
+                state,
+                match (i.current, i.lag_seconds) {
+                    (false, Some(l)) => dur(l),
+                    _ => "-".into(),
+                },
+                format!("{} ago", dur(i.seconds_since_report)),
+            ]);
+        }
+    }
+    let mut widths = [0usize; 7];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let mut line = String::new();
+        for (c, w) in r.iter().zip(widths.iter()) {
+            let _ = write!(line, "{c:<w$}  ");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    let (mut drifting, mut unreachable, mut total) = (0, 0, 0);
+    for b in &view.bundles {
+        drifting += b
+            .instances
+            .iter()
+            .filter(|i| i.drift && !i.unreachable)
+            .count();
+        unreachable += b.instances_unreachable;
+        total += b.instances_total;
+    }
+    let _ = writeln!(
+        out,
+        "{total} instance(s): {drifting} drifting, {unreachable} unreachable"
+    );
+    out
+}
+
+pub fn run(a: &DriftArgs) -> anyhow::Result<ExitCode> {
+    let token = a.remote.token()?;
+    let mut view = runtime()?.block_on(async {
+        let http = client()?;
+        fetch_fleet(&http, &a.remote, token.as_ref()).await
+    })?;
+    if let Some(name) = &a.bundle {
+        view.bundles.retain(|b| &b.name == name);
+        view.drift = view
+            .bundles
+            .iter()
+            .any(|b| b.instances_drifting > 0 || b.instances_unreachable > 0);
+    }
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+        Format::Pretty => print!("{}", render(&view)),
+    }
+    Ok(if view.drift {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
