@@ -7,7 +7,8 @@
 //! bundle_path_prefix: /bundles
 //! store:
 //!   folder: ./lockstep-data            # default store (object_store LocalFileSystem)
-//!   # s3: {bucket: b, prefix: lockstep, endpoint: http://127.0.0.1:9000, region: us-east-1, allow_http: true}
+//!   # s3: {bucket: b, prefix: lockstep, endpoint: http://127.0.0.1:9000, region: us-east-1, allow_http: true,
+//!   #      access_key_id: {env: S3_KEY}, secret_access_key: {file: /run/secrets/s3}}   # else AWS_* variables
 //!   watch_interval_ms: 1000            # how often replicas look at current.json
 //! long_poll: {max_wait_seconds: 60}
 //! history: {keep_revisions: 10}
@@ -78,6 +79,10 @@ pub struct S3Config {
     pub allow_http: bool,
     /// Use virtual-hosted-style requests (default: path style when an endpoint is given).
     pub virtual_hosted_style: Option<bool>,
+    /// Access key id from a file or environment variable (default: `AWS_ACCESS_KEY_ID` etc.).
+    pub access_key_id: Option<TokenSource>,
+    /// Secret access key from a file or environment variable.
+    pub secret_access_key: Option<TokenSource>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -250,5 +255,48 @@ impl Config {
             allow_anonymous_status: a.allow_anonymous_status,
             allow_anonymous_views: a.allow_anonymous_views,
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_example_parses() {
+        let doc: String = include_str!("config.rs")
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```yaml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| l.trim_start_matches("//!").strip_prefix(' ').unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c: Config = serde_yaml_ng::from_str(&doc).unwrap();
+        assert_eq!(c.listen(), "127.0.0.1:8282");
+        assert_eq!(c.prefix(), "/bundles");
+        assert_eq!(c.keys["ci"].algorithm, "ES256");
+        assert_eq!(c.auth.download_tokens.len(), 2);
+        assert_eq!(c.auth.download_tokens[1].bundles, ["team-a"]);
+        assert_eq!(c.keep_revisions(), 10);
+        assert_eq!(c.watch_interval_ms(), 1000);
+        assert!(!c.auth.allow_anonymous_download);
+    }
+
+    #[test]
+    fn unknown_keys_and_inline_tokens_are_refused() {
+        assert!(serde_yaml_ng::from_str::<Config>("listne: x").is_err());
+        let e = serde_yaml_ng::from_str::<Config>("auth: {publisher_token: {token: abc}}");
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn prefix_normalised() {
+        let c = Config {
+            bundle_path_prefix: Some("opa/bundles/".into()),
+            ..Config::default()
+        };
+        assert_eq!(c.prefix(), "/opa/bundles");
     }
 }

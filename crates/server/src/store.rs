@@ -73,6 +73,12 @@ impl Store {
             if let Some(region) = &s3.region {
                 b = b.with_region(region);
             }
+            if let Some(k) = &s3.access_key_id {
+                b = b.with_access_key_id(k.load()?.expose());
+            }
+            if let Some(k) = &s3.secret_access_key {
+                b = b.with_secret_access_key(k.load()?.expose());
+            }
             let s = b.build().map_err(|e| ConfigError::Store(e.to_string()))?;
             let inner: Arc<dyn ObjectStore> =
                 match s3.prefix.as_deref().map(|p| p.trim_matches('/')) {

@@ -313,3 +313,20 @@ async fn two_replicas_over_one_folder_store_wake_their_long_polls() {
     b.shutdown().await.unwrap();
     a.stop().await;
 }
+
+#[tokio::test]
+async fn configurable_path_prefix() {
+    let h = Harness::with(|c| c.bundle_path_prefix = Some("/opa/b/".into())).await;
+    let r = h
+        .http
+        .put(h.url("/opa/b/main"))
+        .bearer_auth(PUBLISHER)
+        .body(bundle("r1", 1000, Some(&h.keys)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(h.get("/opa/b/main.tar.gz").await.status(), 200);
+    assert_eq!(h.get("/bundles/main").await.status(), 404);
+    h.stop().await;
+}

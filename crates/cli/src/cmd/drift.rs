@@ -137,3 +137,43 @@ pub fn run(a: &DriftArgs) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_shows_drift_and_unreachable() {
+        let view: FleetView = serde_json::from_value(serde_json::json!({
+            "generated_at": "2026-01-01T00:00:00Z",
+            "unreachable_after_seconds": 300,
+            "drift": true,
+            "bundles": [{
+                "name": "main", "desired_revision": "r2", "desired_id": "ab", "desired_since": "2026-01-01T00:00:00Z",
+                "instances_total": 3, "instances_current": 1, "instances_drifting": 2, "instances_unreachable": 1,
+                "converged": false, "publications": [],
+                "instances": [
+                    {"id": "a", "labels": {}, "active_revision": "r2", "current": true, "drift": false, "unreachable": false,
+                     "lag_seconds": 0.0, "last_report": "2026-01-01T00:00:00Z", "seconds_since_report": 3.0},
+                    {"id": "b", "labels": {}, "active_revision": "r1", "current": false, "drift": true, "unreachable": false,
+                     "lag_seconds": 600.0, "last_report": "2026-01-01T00:00:00Z", "seconds_since_report": 1.0,
+                     "message": "server replied with Not Found"},
+                    {"id": "c", "labels": {}, "active_revision": "r2", "current": true, "drift": true, "unreachable": true,
+                     "lag_seconds": 0.0, "last_report": "2026-01-01T00:00:00Z", "seconds_since_report": 900.0}
+                ]
+            }]
+        }))
+        .unwrap();
+        let t = render(&view);
+        assert!(
+            t.contains("b         r1      r2       DRIFT (server replied with Not Found)  10m"),
+            "{t}"
+        );
+        assert!(t.contains("UNREACHABLE"), "{t}");
+        assert!(
+            t.ends_with("3 instance(s): 1 drifting, 1 unreachable\n"),
+            "{t}"
+        );
+    }
+}
