@@ -25,7 +25,7 @@
 //!   allow_anonymous_download: false
 //!   allow_anonymous_status: false
 //!   allow_anonymous_views: false       # /, /v1/fleet, /metrics, history
-//! fleet: {unreachable_after_seconds: 300}
+//! fleet: {unreachable_after_seconds: 300, sync_interval_ms: 2000}
 //! ```
 
 use std::collections::BTreeMap;
@@ -132,6 +132,8 @@ pub struct AuthConfig {
 pub struct FleetConfig {
     /// Seconds without a status report after which an instance is unreachable (default 300).
     pub unreachable_after_seconds: Option<u64>,
+    /// Milliseconds between reads of the other replicas' status records (default 2000).
+    pub sync_interval_ms: Option<u64>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8282";
@@ -178,6 +180,10 @@ impl Config {
 
     pub fn unreachable_after_seconds(&self) -> u64 {
         self.fleet.unreachable_after_seconds.unwrap_or(300)
+    }
+
+    pub fn fleet_sync_interval_ms(&self) -> u64 {
+        self.fleet.sync_interval_ms.unwrap_or(2000).max(10)
     }
 
     pub fn watch_interval_ms(&self) -> u64 {

@@ -22,20 +22,51 @@ pub const MAX_INSTANCES: usize = 100_000;
 /// Publications remembered per bundle.
 const MAX_PUBLICATIONS: usize = 50;
 
-#[derive(Debug, Clone)]
-struct InstanceBundle {
-    status: BundleStatus,
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceBundle {
+    pub status: BundleStatus,
     /// When this instance first reported its current `active_revision`.
-    revision_since: DateTime<Utc>,
+    pub revision_since: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone)]
-struct Instance {
-    partition: Option<String>,
-    labels: Map<String, Value>,
-    last_report: DateTime<Utc>,
-    bundles: BTreeMap<String, InstanceBundle>,
-    plugins: Map<String, Value>,
+/// One instance's last report, as kept in memory and shared through the store
+/// (`fleet/instances/<sha256(id)>.json`) so every replica sees the whole fleet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    #[serde(default)]
+    pub labels: Map<String, Value>,
+    pub last_report: DateTime<Utc>,
+    #[serde(default)]
+    pub bundles: BTreeMap<String, InstanceBundle>,
+    #[serde(default)]
+    pub plugins: Map<String, Value>,
+    /// When and what this replica last wrote to (or read from) the store.
+    #[serde(skip)]
+    persisted: Option<(DateTime<Utc>, String)>,
+}
+
+impl Instance {
+    /// What matters for the fleet view apart from the report time: a change of it is
+    /// written to the store at once, otherwise only a heartbeat now and then.
+    fn fingerprint(&self) -> String {
+        let parts: Vec<_> = self
+            .bundles
+            .iter()
+            .map(|(k, b)| {
+                (
+                    k,
+                    &b.status.active_revision,
+                    &b.status.code,
+                    &b.status.message,
+                    &b.status.errors,
+                )
+            })
+            .collect();
+        serde_json::to_string(&(&self.partition, parts, &self.plugins)).unwrap_or_default()
+    }
 }
 
 /// One activation of a revision (publication or rollback) and how the fleet followed it.
@@ -68,6 +99,8 @@ struct Inner {
 pub struct Fleet {
     inner: Mutex<Inner>,
     unreachable_after: Duration,
+    /// Unchanged reports are written to the store at most this often.
+    heartbeat: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -143,6 +176,7 @@ impl Fleet {
         Fleet {
             inner: Mutex::new(Inner::default()),
             unreachable_after,
+            heartbeat: (unreachable_after / 3).max(Duration::from_secs(1)),
             metrics,
         }
     }
@@ -184,13 +218,15 @@ impl Fleet {
         self.check_convergence(&mut inner, Utc::now());
     }
 
-    /// Records a status report. `Err` with a message when it is unusable.
+    /// Records a status report. `Ok(Some(instance))` when it should be written to the
+    /// store (changed, or the last write is older than the heartbeat); `Err` with a
+    /// message when the report is unusable.
     pub fn ingest(
         &self,
         report: &StatusReport,
         partition: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Result<String, String> {
+    ) -> Result<Option<Instance>, String> {
         let id = report
             .instance_id()
             .ok_or("status report has no labels.id")?
@@ -202,10 +238,10 @@ impl Fleet {
         if !inner.instances.contains_key(&id) && inner.instances.len() >= MAX_INSTANCES {
             return Err(format!("more than {MAX_INSTANCES} instances"));
         }
-        let previous = inner.instances.get(&id).map(|i| i.bundles.clone());
+        let previous = inner.instances.get(&id).cloned();
         let mut bundles = BTreeMap::new();
         for (name, status) in report.all_bundles() {
-            let prev = previous.as_ref().and_then(|p| p.get(&name));
+            let prev = previous.as_ref().and_then(|p| p.bundles.get(&name));
             let revision_since = match prev {
                 Some(p) if p.status.active_revision == status.active_revision => p.revision_since,
                 _ => now,
@@ -218,18 +254,55 @@ impl Fleet {
                 },
             );
         }
-        inner.instances.insert(
-            id.clone(),
-            Instance {
-                partition: partition.map(str::to_string),
-                labels: report.labels.clone(),
-                last_report: now,
-                bundles,
-                plugins: report.plugins.clone(),
-            },
-        );
+        let mut inst = Instance {
+            id: id.clone(),
+            partition: partition.map(str::to_string),
+            labels: report.labels.clone(),
+            last_report: now,
+            bundles,
+            plugins: report.plugins.clone(),
+            persisted: previous.and_then(|p| p.persisted),
+        };
+        let fp = inst.fingerprint();
+        let write = match &inst.persisted {
+            Some((at, old)) => {
+                *old != fp || (now - *at).to_std().unwrap_or_default() >= self.heartbeat
+            }
+            None => true,
+        };
+        if write {
+            inst.persisted = Some((now, fp));
+        }
+        let out = write.then(|| inst.clone());
+        inner.instances.insert(id, inst);
         self.check_convergence(&mut inner, now);
-        Ok(id)
+        Ok(out)
+    }
+
+    /// Merges an instance record read from the store (written by any replica); the
+    /// newer report wins.
+    pub fn merge(&self, mut record: Instance) {
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        if let Some(cur) = inner.instances.get(&record.id) {
+            if cur.last_report >= record.last_report {
+                return;
+            }
+            // Keep the earliest sighting of an unchanged revision.
+            for (name, b) in record.bundles.iter_mut() {
+                if let Some(c) = cur.bundles.get(name)
+                    && c.status.active_revision == b.status.active_revision
+                {
+                    b.revision_since = b.revision_since.min(c.revision_since);
+                }
+            }
+        } else if inner.instances.len() >= MAX_INSTANCES {
+            return;
+        }
+        record.persisted = Some((record.last_report, record.fingerprint()));
+        inner.instances.insert(record.id.clone(), record);
+        self.check_convergence(&mut inner, Utc::now());
     }
 
     /// Marks the newest publication of each bundle converged once every reachable

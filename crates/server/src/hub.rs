@@ -214,7 +214,7 @@ impl Hub {
         Ok(())
     }
 
-    /// The watcher: every `interval`, refresh each bundle; every 10 intervals, look for
+    /// The watcher: every `interval`, refresh each bundle; every 5 intervals, look for
     /// bundles published for the first time through another replica.
     pub async fn watch(self: Arc<Self>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(interval);
@@ -229,7 +229,7 @@ impl Hub {
                 return;
             }
             n = n.wrapping_add(1);
-            if n.is_multiple_of(10)
+            if n.is_multiple_of(5)
                 && let Err(e) = self.load_all().await
             {
                 tracing::warn!(error = %e, "listing bundles in the store");

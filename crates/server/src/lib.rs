@@ -17,6 +17,7 @@ pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod fleet;
+pub mod fleetsync;
 pub mod hub;
 pub mod longpoll;
 pub mod metrics;
@@ -50,6 +51,7 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     serve: JoinHandle<std::io::Result<()>>,
     watcher: JoinHandle<()>,
+    sync: JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -64,6 +66,7 @@ impl RunningServer {
         let r = self.serve.await.map_err(std::io::Error::other)?;
         let _ = self.shutdown.send(true);
         let _ = self.watcher.await;
+        let _ = self.sync.await;
         r
     }
 
@@ -92,7 +95,12 @@ pub async fn start(config: &Config) -> Result<RunningServer, ConfigError> {
     hub.load_all()
         .await
         .map_err(|e| ConfigError::Store(e.to_string()))?;
+    let mut sync_state = fleetsync::SyncState::default();
+    fleetsync::sync_once(&hub.store, &fleet, &mut sync_state)
+        .await
+        .map_err(|e| ConfigError::Store(e.to_string()))?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let fleet_for_sync = fleet.clone();
     let app = Arc::new(AppState {
         hub: hub.clone(),
         fleet,
@@ -116,6 +124,13 @@ pub async fn start(config: &Config) -> Result<RunningServer, ConfigError> {
         addr: config.listen().to_string(),
         message: e.to_string(),
     })?;
+    let sync = tokio::spawn(fleetsync::run(
+        hub.store.clone(),
+        fleet_for_sync,
+        Duration::from_millis(config.fleet_sync_interval_ms()),
+        shutdown_rx.clone(),
+        sync_state,
+    ));
     let watcher = tokio::spawn(hub.watch(
         Duration::from_millis(config.watch_interval_ms()),
         shutdown_rx.clone(),
@@ -138,5 +153,6 @@ pub async fn start(config: &Config) -> Result<RunningServer, ConfigError> {
         shutdown: shutdown_tx,
         serve,
         watcher,
+        sync,
     })
 }

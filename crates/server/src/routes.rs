@@ -285,9 +285,16 @@ async fn ingest(
     let report: StatusReport = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("status report: {e}")))?;
     app.metrics.status_reports.inc();
-    app.fleet
+    let to_store = app
+        .fleet
         .ingest(&report, partition, Utc::now())
         .map_err(ApiError::bad_request)?;
+    if let Some(inst) = to_store
+        && let Err(e) = app.hub.store.put_instance(&inst).await
+    {
+        // The report is in this replica's view; the others see it after the next write.
+        tracing::warn!(instance = %inst.id, error = %e, "sharing a status report through the store");
+    }
     Ok(StatusCode::OK.into_response())
 }
 
@@ -315,7 +322,21 @@ async fn get_fleet(
     if !app.auth.may_view(&headers) {
         return Err(ApiError::unauthorized());
     }
-    Ok(Json(app.fleet.view(Utc::now())).into_response())
+    let view = app.fleet.view(Utc::now());
+    // Bundles that instances report but this replica has not loaded yet (published
+    // through another replica since the last listing): look them up once.
+    let mut loaded = false;
+    for b in view.bundles.iter().filter(|b| b.desired_revision.is_none()) {
+        if valid_bundle_name(&b.name) && app.hub.get_or_load(&b.name).await?.is_some() {
+            loaded = true;
+        }
+    }
+    let view = if loaded {
+        app.fleet.view(Utc::now())
+    } else {
+        view
+    };
+    Ok(Json(view).into_response())
 }
 
 async fn get_metrics(

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::StoreConfig;
 use crate::error::ConfigError;
+use crate::fleet::Instance;
 use crate::model::BundleState;
 
 /// Errors of the store layer.
@@ -224,6 +225,45 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    fn instance_path(id: &str) -> Path {
+        use sha2::Digest;
+        let h = hex::encode(sha2::Sha256::digest(id.as_bytes()));
+        Path::from(format!("fleet/instances/{h}.json"))
+    }
+
+    /// Writes one instance's last report for the other replicas.
+    pub async fn put_instance(&self, inst: &Instance) -> StoreResult<()> {
+        let body = serde_json::to_vec(inst).map_err(|e| json_err(&e))?;
+        self.inner
+            .put(&Self::instance_path(&inst.id), PutPayload::from(body))
+            .await
+            .map(|_| ())
+    }
+
+    /// Every stored instance record: location and ETag (or modification time).
+    pub async fn list_instances(&self) -> StoreResult<Vec<(Path, String)>> {
+        use futures::TryStreamExt;
+        let metas: Vec<object_store::ObjectMeta> = self
+            .inner
+            .list(Some(&Path::from("fleet/instances")))
+            .try_collect()
+            .await?;
+        Ok(metas
+            .into_iter()
+            .map(|m| {
+                let tag = m.e_tag.clone().unwrap_or_else(|| {
+                    format!("{}-{}", m.last_modified.timestamp_micros(), m.size)
+                });
+                (m.location, tag)
+            })
+            .collect())
+    }
+
+    pub async fn get_instance(&self, location: &Path) -> StoreResult<Instance> {
+        let bytes = self.inner.get(location).await?.bytes().await?;
+        serde_json::from_slice(&bytes).map_err(|e| json_err(&e))
     }
 
     pub async fn put_blob(&self, name: &str, id: &str, bytes: Bytes) -> StoreResult<()> {

@@ -241,3 +241,77 @@ async fn dashboard_and_health() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn every_replica_sees_reports_received_by_another() {
+    let a = Harness::new().await;
+    let cfg_b = config(&a.store(), a.dir.path(), &a.keys);
+    let b = lockstep_server::start(&cfg_b).await.unwrap();
+    let base_b = format!("http://{}", b.addr);
+    a.publish("main", bundle("r1", 1000, Some(&a.keys))).await;
+    // Instance x reports to A, instance y to B.
+    assert_eq!(
+        report(&a, &opa_status("x", "main", "r1")).await.status(),
+        200
+    );
+    let r = a
+        .http
+        .post(format!("{base_b}/status"))
+        .bearer_auth(STATUS)
+        .json(&opa_status("y", "main", "r0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let fleet_b = || async {
+        a.http
+            .get(format!("{base_b}/v1/fleet"))
+            .bearer_auth(STATUS)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let fa = a.fleet().await;
+        let fb = fleet_b().await;
+        let seen = |f: &Value| bundle_view(f, "main")["instances_total"] == 2;
+        if seen(&fa) && seen(&fb) {
+            assert_eq!(instance(&fb, "main", "x")["active_revision"], "r1");
+            assert_eq!(instance(&fa, "main", "y")["active_revision"], "r0");
+            assert_eq!(bundle_view(&fb, "main")["instances_drifting"], 1);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replicas did not share: {fa} {fb}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // y catches up through B; A sees the fleet converge.
+    a.http
+        .post(format!("{base_b}/status"))
+        .bearer_auth(STATUS)
+        .json(&opa_status("y", "main", "r1"))
+        .send()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let fa = a.fleet().await;
+        if bundle_view(&fa, "main")["converged"] == true {
+            assert!(bundle_view(&fa, "main")["publications"][0]["convergence_seconds"].is_number());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never converged: {fa}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.shutdown().await.unwrap();
+    a.stop().await;
+}
