@@ -1,0 +1,154 @@
+//! One bundle request with OPA's protocol (`v1/download/download.go`).
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, IF_NONE_MATCH, USER_AGENT};
+
+use crate::config::{Credentials, Service};
+
+/// The `User-Agent` lockstep sends.
+pub const USER_AGENT_VALUE: &str = concat!("lockstep-agent/", env!("CARGO_PKG_VERSION"));
+
+/// A successful answer from the bundle server.
+#[derive(Debug)]
+pub enum Fetched {
+    /// 200 with a body.
+    Bundle {
+        bytes: Vec<u8>,
+        etag: Option<String>,
+        /// Whether the response carried OPA's long-polling content type.
+        long_poll_content_type: bool,
+    },
+    /// 304: the client's `If-None-Match` ETag is current.
+    NotModified { etag: Option<String> },
+}
+
+/// A failed request.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    /// Non-200/304 status: OPA's `server replied with <status text>`.
+    #[error("server replied with {text}")]
+    Http { code: u16, text: String },
+    #[error("{0}")]
+    Transport(String),
+    #[error("bundle larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("credentials: {0}")]
+    Credentials(String),
+}
+
+impl FetchError {
+    pub fn http_code(&self) -> Option<u16> {
+        match self {
+            FetchError::Http { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// Adds the service's headers and credentials to a request.
+pub fn authorize(
+    mut req: reqwest::RequestBuilder,
+    service: &Service,
+) -> Result<reqwest::RequestBuilder, FetchError> {
+    for (k, v) in &service.headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    match &service.credentials {
+        Credentials::None => {}
+        Credentials::Bearer { scheme, token } => {
+            let t = token.load().map_err(FetchError::Credentials)?;
+            req = req.header(AUTHORIZATION, format!("{scheme} {t}"));
+        }
+    }
+    Ok(req.header(USER_AGENT, USER_AGENT_VALUE))
+}
+
+/// `GET url` with `If-None-Match: etag` and `Prefer: modes=snapshot,delta[;wait=N]`.
+pub async fn fetch(
+    http: &reqwest::Client,
+    service: &Service,
+    url: &str,
+    etag: Option<&str>,
+    long_poll: Option<Duration>,
+    max_bytes: u64,
+) -> Result<Fetched, FetchError> {
+    let mut req = authorize(http.get(url), service)?;
+    if let Some(e) = etag.filter(|e| !e.is_empty()) {
+        req = req.header(IF_NONE_MATCH, e);
+    }
+    let prefer = match long_poll {
+        Some(w) => format!("modes=snapshot,delta;wait={}", w.as_secs().max(1)),
+        None => "modes=snapshot,delta".to_string(),
+    };
+    // OPA disables the response-header timeout for a long poll; we bound it by the wait
+    // plus the usual header timeout.
+    let timeout = long_poll.unwrap_or_default() + service.response_header_timeout;
+    let resp = req
+        .header("prefer", prefer)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| FetchError::Transport(error_chain(&e)))?;
+    let status = resp.status();
+    let resp_etag = resp
+        .headers()
+        .get(ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    match status {
+        StatusCode::OK => {
+            let ct = resp
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            if let Some(len) = resp.content_length()
+                && len > max_bytes
+            {
+                return Err(FetchError::TooLarge(max_bytes));
+            }
+            let mut bytes = Vec::new();
+            let mut resp = resp;
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| FetchError::Transport(error_chain(&e)))?
+            {
+                bytes.extend_from_slice(&chunk);
+                if bytes.len() as u64 > max_bytes {
+                    return Err(FetchError::TooLarge(max_bytes));
+                }
+            }
+            Ok(Fetched::Bundle {
+                bytes,
+                etag: resp_etag,
+                long_poll_content_type: ct.trim() == crate::BUNDLE_CONTENT_TYPE,
+            })
+        }
+        StatusCode::NOT_MODIFIED => Ok(Fetched::NotModified { etag: resp_etag }),
+        other => Err(FetchError::Http {
+            code: other.as_u16(),
+            text: other
+                .canonical_reason()
+                .map_or_else(|| other.as_u16().to_string(), str::to_string),
+        }),
+    }
+}
+
+/// An error with its sources, for messages that say what happened.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        src = s.source();
+    }
+    out
+}

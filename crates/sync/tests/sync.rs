@@ -1,0 +1,377 @@
+//! lockstep-sync against a real lockstep server, a controllable static server and
+//! Python's `http.server` (a plain file server, as in the guide).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::io::BufRead;
+use std::time::{Duration, Instant};
+
+use common::*;
+use lockstep_sync::{Gate, OnStale, StatusTarget, Syncer};
+
+/// The revision served now, or the deny reason.
+fn served(s: &Syncer) -> Result<String, String> {
+    match s.gate() {
+        Gate::Serve { active, .. } => {
+            // The policy's own answer must match the revision reported with it.
+            let v = active
+                .policy()
+                .eval_data_path("data.mcp.revision", None)
+                .unwrap()
+                .unwrap();
+            assert_eq!(v.as_str().unwrap(), active.revision());
+            Ok(active.revision().to_string())
+        }
+        Gate::Deny { reason, .. } => Err(reason),
+    }
+}
+
+fn status_of(s: &Syncer) -> serde_json::Value {
+    serde_json::to_value(s.status_report()).unwrap()["bundles"]["main"].clone()
+}
+
+async fn wait_served(s: &Syncer, rev: &str, within: Duration) {
+    let ok = eventually(within, || served(s).as_deref() == Ok(rev)).await;
+    assert!(
+        ok,
+        "not serving {rev}: {:?} status {}",
+        served(s),
+        status_of(s)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_activation_status_and_fleet() {
+    let mut server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = sync_config(
+        server.service(),
+        server.verification(),
+        dir.path(),
+        Some(20),
+    );
+    cfg.labels.insert("id".into(), "agent-1".into());
+    cfg.status = Some(StatusTarget {
+        service: service(&server.base(), Some(STATUS)),
+        partition: None,
+    });
+    server
+        .publish("main", bundle("r1", 1000, Some(&server.keys)))
+        .await;
+    let s = Syncer::new(cfg).unwrap();
+    s.start().await;
+    wait_served(&s, "r1", Duration::from_secs(5)).await;
+    // Let the agent park its long poll, then publish: one round trip.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = Instant::now();
+    server
+        .publish("main", bundle("r2", 2000, Some(&server.keys)))
+        .await;
+    wait_served(&s, "r2", Duration::from_secs(2)).await;
+    let took = t0.elapsed();
+    eprintln!("publish -> active: {took:?}");
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    let st = status_of(&s);
+    assert_eq!(st["active_revision"], "r2");
+    assert!(st.get("code").is_none(), "{st}");
+    assert_eq!(st["lockstep"]["fresh"], true);
+    assert_ne!(st["last_successful_activation"], "0001-01-01T00:00:00Z");
+    assert!(s.bundles_ready());
+    // The status report reached the server: the agent is in the fleet view at r2.
+    let mut found = false;
+    for _ in 0..100 {
+        let fleet = server.fleet().await;
+        if fleet.to_string().contains("agent-1") && fleet.to_string().contains("\"r2\"") {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(found, "agent not in fleet view: {}", server.fleet().await);
+    s.shutdown().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_and_older_bundles_are_refused() {
+    let keys = keys();
+    let st = StaticServer::default();
+    let (addr, stop, h) = st.start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sync_config(
+        service(&format!("http://{addr}"), None),
+        verification(&keys),
+        dir.path(),
+        None,
+    );
+    st.set(bundle("r1", 2000, Some(&keys)));
+    let s = Syncer::new(cfg).unwrap();
+    s.start().await;
+    wait_served(&s, "r1", Duration::from_secs(5)).await;
+
+    st.set(tampered("r2", 3000, &keys));
+    let refused = eventually(Duration::from_secs(5), || {
+        status_of(&s)["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("digest") || m.contains("hash"))
+    })
+    .await;
+    assert!(refused, "{}", status_of(&s));
+    assert_eq!(served(&s).unwrap(), "r1");
+    assert_eq!(status_of(&s)["active_revision"], "r1");
+
+    st.set(bundle("r0", 1000, Some(&keys)));
+    let refused = eventually(Duration::from_secs(5), || {
+        status_of(&s)["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("refusing rollback"))
+    })
+    .await;
+    assert!(refused, "{}", status_of(&s));
+    assert_eq!(served(&s).unwrap(), "r1");
+
+    // Unsigned is refused too (verification is required by default).
+    st.set(bundle("u1", 5000, None));
+    let refused = eventually(Duration::from_secs(5), || {
+        status_of(&s)["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not signed") || m.contains("missing .signatures.json"))
+    })
+    .await;
+    assert!(refused, "{}", status_of(&s));
+    assert_eq!(served(&s).unwrap(), "r1");
+
+    st.set(bundle("r3", 4000, Some(&keys)));
+    wait_served(&s, "r3", Duration::from_secs(5)).await;
+    assert!(status_of(&s).get("code").is_none());
+    s.shutdown().await;
+    let _ = stop.send(());
+    h.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_server_down_serves_persisted_revision() {
+    let mut server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    server
+        .publish("main", bundle("r1", 1000, Some(&server.keys)))
+        .await;
+    let cfg = sync_config(
+        server.service(),
+        server.verification(),
+        dir.path(),
+        Some(20),
+    );
+    let a = Syncer::new(cfg.clone()).unwrap();
+    a.start().await;
+    wait_served(&a, "r1", Duration::from_secs(5)).await;
+    // Persistence happens right after activation.
+    let persisted = dir.path().join("bundles/main/bundle.tar.gz");
+    assert!(eventually(Duration::from_secs(2), || persisted.exists()).await);
+    a.shutdown().await;
+    server.stop().await;
+
+    let b = Syncer::new(cfg.clone()).unwrap();
+    b.start().await;
+    assert_eq!(served(&b).unwrap(), "r1");
+    assert!(b.active().unwrap().bundles["main"].from_disk);
+    assert!(b.bundles_ready());
+    b.shutdown().await;
+
+    // A persisted file that no longer verifies is refused at start: fail closed.
+    std::fs::write(&persisted, tampered("r1", 1000, &server.keys)).unwrap();
+    let c = Syncer::new(cfg).unwrap();
+    c.start().await;
+    let reason = served(&c).unwrap_err();
+    assert!(reason.contains("not activated yet"), "{reason}");
+    assert!(
+        status_of(&c)["message"]
+            .as_str()
+            .unwrap()
+            .contains("persisted bundle")
+            || reason.contains("persisted bundle"),
+        "{reason} {}",
+        status_of(&c)
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_any_bundle_every_decision_denies() {
+    let mut server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sync_config(
+        server.service(),
+        server.verification(),
+        dir.path(),
+        Some(20),
+    );
+    let s = Syncer::new(cfg).unwrap();
+    let reason = served(&s).unwrap_err();
+    assert!(reason.contains("not activated yet"), "{reason}");
+    s.start().await;
+    let ok = eventually(Duration::from_secs(5), || {
+        served(&s).is_err_and(|r| r.contains("server replied with Not Found"))
+    })
+    .await;
+    assert!(ok, "{:?}", served(&s));
+    assert!(!s.bundles_ready());
+    s.shutdown().await;
+    server.stop().await;
+}
+
+async fn stale_case(on_stale: OnStale) {
+    let mut server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    server
+        .publish("main", bundle("r1", 1000, Some(&server.keys)))
+        .await;
+    let mut cfg = sync_config(server.service(), server.verification(), dir.path(), Some(1));
+    let max = Duration::from_secs(2);
+    cfg.max_staleness = max;
+    cfg.on_stale = on_stale;
+    let s = Syncer::new(cfg).unwrap();
+    s.start().await;
+    wait_served(&s, "r1", Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(served(&s).unwrap(), "r1", "long-poll 304s keep the lease");
+
+    server.stop().await;
+    let stopped = Instant::now();
+    let flipped = eventually(max + Duration::from_secs(2), || match on_stale {
+        OnStale::Deny => served(&s).is_err(),
+        OnStale::Serve => matches!(
+            s.gate(),
+            Gate::Serve {
+                warning: Some(_),
+                ..
+            }
+        ),
+    })
+    .await;
+    let took = stopped.elapsed();
+    assert!(flipped, "never went stale");
+    assert!(
+        took <= max + Duration::from_secs(1),
+        "went stale after {took:?}"
+    );
+    match s.gate() {
+        Gate::Deny { reason, .. } => {
+            assert!(reason.contains("policy is stale"), "{reason}");
+            assert!(reason.contains("on_stale: deny"), "{reason}");
+        }
+        Gate::Serve { warning, active } => {
+            assert_eq!(active.revision(), "r1");
+            assert!(warning.unwrap().contains("on_stale: serve"));
+        }
+    }
+    assert_eq!(status_of(&s)["lockstep"]["fresh"], false);
+
+    server.restart().await;
+    let back = Instant::now();
+    let ok = eventually(Duration::from_secs(5), || {
+        matches!(s.gate(), Gate::Serve { warning: None, .. })
+    })
+    .await;
+    assert!(ok, "did not recover: {:?}", served(&s));
+    eprintln!(
+        "stale after {took:?}, fresh again {:?} after the server returned",
+        back.elapsed()
+    );
+    assert_eq!(served(&s).unwrap(), "r1");
+    s.shutdown().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_server_denies_within_max_staleness_and_recovers() {
+    stale_case(OnStale::Deny).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_server_with_on_stale_serve_keeps_serving_flagged() {
+    stale_case(OnStale::Serve).await;
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `python3 -m http.server` (no ETag, no long polling), as the guide suggests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_file_server_without_long_polling() {
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("python3 not available; skipping");
+        return;
+    }
+    let keys = keys();
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("bundles")).unwrap();
+    let file = root.path().join("bundles/main.tar.gz");
+    std::fs::write(&file, bundle("r1", 1000, Some(&keys))).unwrap();
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-u",
+            "-m",
+            "http.server",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(root.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let child = Child(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line
+        .split_whitespace()
+        .skip_while(|w| *w != "port")
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = sync_config(
+        service(&format!("http://127.0.0.1:{port}"), None),
+        verification(&keys),
+        dir.path(),
+        // Asked for, but a plain file server never sends the bundle content type:
+        // the agent falls back to periodic polling as OPA does.
+        Some(10),
+    );
+    cfg.bundles[0].resource = "/bundles/main.tar.gz".into();
+    let s = Syncer::new(cfg).unwrap();
+    s.start().await;
+    wait_served(&s, "r1", Duration::from_secs(5)).await;
+    let first = s.active().unwrap().bundles["main"].activated_at;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Identical 200s renew the lease without re-activating.
+    assert_eq!(s.active().unwrap().bundles["main"].activated_at, first);
+    assert_eq!(status_of(&s)["lockstep"]["fresh"], true);
+    std::fs::write(&file, bundle("r2", 2000, Some(&keys))).unwrap();
+    wait_served(&s, "r2", Duration::from_secs(3)).await;
+    s.shutdown().await;
+    drop(child);
+}
