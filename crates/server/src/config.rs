@@ -26,6 +26,7 @@
 //!   allow_anonymous_status: false
 //!   allow_anonymous_views: false       # /, /v1/fleet, /metrics, history
 //! fleet: {unreachable_after_seconds: 300, sync_interval_ms: 2000}
+//! # tls: {cert: server.pem, key: server-key.pem, client_ca: clients-ca.pem}   # optional; client_ca optional
 //! ```
 
 use std::collections::BTreeMap;
@@ -54,6 +55,8 @@ pub struct Config {
     pub verification: Option<VerificationExtra>,
     pub auth: AuthConfig,
     pub fleet: FleetConfig,
+    /// Serve HTTPS (and optionally require client certificates).
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -26,6 +26,7 @@ pub mod publish;
 pub mod routes;
 pub mod status;
 pub mod store;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -136,17 +137,39 @@ pub async fn start(config: &Config) -> Result<RunningServer, ConfigError> {
         shutdown_rx.clone(),
     ));
     let router = routes::router(app);
+    let make = router.into_make_service_with_connect_info::<SocketAddr>();
     let mut stop = shutdown_rx;
-    let serve = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|v| *v).await;
-        })
-        .await
-    });
+    let serve = match &config.tls {
+        None => tokio::spawn(async move {
+            axum::serve(listener, make)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|v| *v).await;
+                })
+                .await
+        }),
+        Some(tls) => {
+            let rustls = tls::server_config(tls)?;
+            let std_listener = listener.into_std().map_err(|e| ConfigError::Listen {
+                addr: addr.to_string(),
+                message: e.to_string(),
+            })?;
+            let server = axum_server::from_tcp_rustls(
+                std_listener,
+                axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(rustls)),
+            )
+            .map_err(|e| ConfigError::Listen {
+                addr: addr.to_string(),
+                message: e.to_string(),
+            })?;
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                let _ = stop.wait_for(|v| *v).await;
+                h.graceful_shutdown(Some(Duration::from_secs(10)));
+            });
+            tokio::spawn(async move { server.handle(handle).serve(make).await })
+        }
+    };
     tracing::info!(%addr, "lockstep server listening");
     Ok(RunningServer {
         addr,

@@ -117,7 +117,7 @@ pub fn render(view: &FleetView) -> String {
 pub fn run(a: &DriftArgs) -> anyhow::Result<ExitCode> {
     let token = a.remote.token()?;
     let mut view = runtime()?.block_on(async {
-        let http = client()?;
+        let http = client(&a.remote)?;
         fetch_fleet(&http, &a.remote, token.as_ref()).await
     })?;
     if let Some(name) = &a.bundle {

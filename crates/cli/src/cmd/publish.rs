@@ -24,6 +24,14 @@ pub struct RemoteArgs {
     /// Environment variable holding the bearer token (default LOCKSTEP_TOKEN, if set).
     #[arg(long)]
     pub token_env: Option<String>,
+    /// PEM CA certificate to trust for an https server (besides the system's roots).
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    /// PEM client certificate, for servers that require one (with --client-key).
+    #[arg(long, requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    #[arg(long, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 }
 
 impl RemoteArgs {
@@ -58,12 +66,21 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-pub fn client() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
+pub fn client(remote: &RemoteArgs) -> anyhow::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
         .user_agent(concat!("lockstep/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .context("building the HTTP client")
+        .connect_timeout(Duration::from_secs(10));
+    if let Some(ca) = &remote.cacert {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).context("--cacert")?);
+    }
+    if let (Some(cert), Some(key)) = (&remote.client_cert, &remote.client_key) {
+        let mut pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+        pem.push(b'\n');
+        pem.extend(std::fs::read(key).with_context(|| format!("reading {}", key.display()))?);
+        b = b.identity(reqwest::Identity::from_pem(&pem).context("--client-cert/--client-key")?);
+    }
+    b.build().context("building the HTTP client")
 }
 
 pub fn with_token(req: reqwest::RequestBuilder, token: Option<&Secret>) -> reqwest::RequestBuilder {
@@ -147,7 +164,7 @@ pub fn run(a: &PublishArgs) -> anyhow::Result<ExitCode> {
         None => token.clone(),
     };
     runtime()?.block_on(async {
-        let http = client()?;
+        let http = client(&a.remote)?;
         let started = Instant::now();
         let r = with_token(
             http.put(a.remote.url(&format!("/bundles/{}", a.name))),

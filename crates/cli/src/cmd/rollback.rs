@@ -28,7 +28,7 @@ pub struct RollbackArgs {
 pub fn run(a: &RollbackArgs) -> anyhow::Result<ExitCode> {
     let token = a.remote.token()?;
     runtime()?.block_on(async {
-        let http = client()?;
+        let http = client(&a.remote)?;
         let body = RollbackRequest {
             revision: a.to.clone(),
             reason: a.reason.clone(),

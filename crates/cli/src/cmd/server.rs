@@ -56,6 +56,15 @@ pub struct ServerArgs {
     /// Revisions kept for rollback.
     #[arg(long)]
     pub keep_revisions: Option<usize>,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this PEM CA.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 fn file(p: &std::path::Path) -> TokenSource {
@@ -118,6 +127,13 @@ pub fn config(a: &ServerArgs) -> anyhow::Result<Config> {
     if let Some(k) = a.keep_revisions {
         c.history.keep_revisions = Some(k);
     }
+    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        c.tls = Some(lockstep_server::tls::TlsConfig {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: a.tls_client_ca.clone(),
+        });
+    }
     Ok(c)
 }
 
@@ -129,7 +145,8 @@ pub fn run(a: &ServerArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     rt.block_on(async move {
         let server = lockstep_server::start(&cfg).await?;
-        eprintln!("lockstep server listening on http://{}", server.addr);
+        let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+        eprintln!("lockstep server listening on {scheme}://{}", server.addr);
         let stop = server.trigger();
         tokio::spawn(async move {
             shutdown_signal().await;
