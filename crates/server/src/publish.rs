@@ -194,13 +194,10 @@ pub async fn publish(
     let id = hex::encode(Sha256::digest(&req.bytes));
     let revision = bundle.manifest.revision.clone();
 
-    // 2. Store the bytes (content-addressed, idempotent), then commit a new state.
+    // 2. Check against the newest state, store the bytes, commit a new state.
     let slot = app.hub.slot_or_create(&name);
     let _lock = slot.publish_lock.lock().await;
-    app.hub
-        .store
-        .put_blob(&name, &id, req.bytes.clone())
-        .await?;
+    let mut blob_written = false;
     for _ in 0..COMMIT_ATTEMPTS {
         let current = app.hub.store.latest_state(&name).await?;
         if let Some(cur) = &current
@@ -225,6 +222,14 @@ pub async fn publish(
                     active.revision
                 ),
             ));
+        }
+        // Only accepted bundles are stored (content-addressed: a retry writes nothing new).
+        if !blob_written {
+            app.hub
+                .store
+                .put_blob(&name, &id, req.bytes.clone())
+                .await?;
+            blob_written = true;
         }
         let now = Utc::now();
         let record = RevisionRecord {

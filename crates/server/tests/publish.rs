@@ -115,6 +115,11 @@ async fn older_revision_refused_unless_rollback() {
         (409, Some("older_revision")),
         "{v}"
     );
+    // A refused bundle leaves nothing in the store.
+    let blobs = std::fs::read_dir(h.store().join("bundles/main/blobs"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 1);
     let tag = etag(&h.get("/bundles/main").await);
     // Explicit rollback through PUT needs a reason.
     let r = h
