@@ -25,7 +25,7 @@
 //!   allow_anonymous_download: false
 //!   allow_anonymous_status: false
 //!   allow_anonymous_views: false       # /, /v1/fleet, /metrics, history
-//! fleet: {unreachable_after_seconds: 300, sync_interval_ms: 2000}
+//! fleet: {unreachable_after_seconds: 300, forget_after_seconds: 3600, sync_interval_ms: 2000}
 //! # tls: {cert: server.pem, key: server-key.pem, client_ca: clients-ca.pem}   # optional; client_ca optional
 //! ```
 
@@ -137,6 +137,10 @@ pub struct FleetConfig {
     pub unreachable_after_seconds: Option<u64>,
     /// Milliseconds between reads of the other replicas' status records (default 2000).
     pub sync_interval_ms: Option<u64>,
+    /// Seconds of silence after which an instance is dropped from the fleet altogether
+    /// (default 3600; OPA picks a new `labels.id` on every start, so restarted instances
+    /// would otherwise stay "unreachable" forever).
+    pub forget_after_seconds: Option<u64>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8282";
@@ -183,6 +187,10 @@ impl Config {
 
     pub fn unreachable_after_seconds(&self) -> u64 {
         self.fleet.unreachable_after_seconds.unwrap_or(300)
+    }
+
+    pub fn forget_after_seconds(&self) -> u64 {
+        self.fleet.forget_after_seconds.unwrap_or(3600)
     }
 
     pub fn fleet_sync_interval_ms(&self) -> u64 {

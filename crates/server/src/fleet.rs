@@ -99,6 +99,8 @@ struct Inner {
 pub struct Fleet {
     inner: Mutex<Inner>,
     unreachable_after: Duration,
+    /// Instances silent this long are dropped from the view (and the store).
+    forget_after: Duration,
     /// Unchanged reports are written to the store at most this often.
     heartbeat: Duration,
     metrics: Arc<Metrics>,
@@ -172,13 +174,23 @@ fn secs(d: chrono::TimeDelta) -> f64 {
 }
 
 impl Fleet {
-    pub fn new(unreachable_after: Duration, metrics: Arc<Metrics>) -> Self {
+    pub fn new(unreachable_after: Duration, forget_after: Duration, metrics: Arc<Metrics>) -> Self {
         Fleet {
             inner: Mutex::new(Inner::default()),
             unreachable_after,
+            forget_after: forget_after.max(unreachable_after),
             heartbeat: (unreachable_after / 3).max(Duration::from_secs(1)),
             metrics,
         }
+    }
+
+    /// How long a silent instance stays in the view.
+    pub fn forget_after(&self) -> Duration {
+        self.forget_after
+    }
+
+    fn forgotten(&self, last_report: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        (now - last_report).to_std().unwrap_or_default() > self.forget_after
     }
 
     fn unreachable(&self, inst: &Instance, now: DateTime<Utc>) -> bool {
@@ -285,6 +297,9 @@ impl Fleet {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
+        if self.forgotten(record.last_report, Utc::now()) {
+            return;
+        }
         if let Some(cur) = inner.instances.get(&record.id) {
             if cur.last_report >= record.last_report {
                 return;
@@ -352,6 +367,9 @@ impl Fleet {
     pub fn view(&self, now: DateTime<Utc>) -> FleetView {
         let mut bundles = Vec::new();
         if let Ok(mut inner) = self.inner.lock() {
+            inner
+                .instances
+                .retain(|_, i| !self.forgotten(i.last_report, now));
             self.check_convergence(&mut inner, now);
             let mut names: Vec<String> = inner.publications.keys().cloned().collect();
             for inst in inner.instances.values() {

@@ -24,7 +24,15 @@ pub struct SyncState {
 pub async fn sync_once(store: &Store, fleet: &Fleet, st: &mut SyncState) -> StoreResult<()> {
     let listed = store.list_instances().await?;
     let mut keep = HashMap::with_capacity(listed.len());
-    for (path, tag) in listed {
+    let now = chrono::Utc::now();
+    for (path, tag, modified) in listed {
+        // Records of instances silent past `forget_after` are removed (any replica may).
+        if (now - modified).to_std().unwrap_or_default() > fleet.forget_after() {
+            if let Err(e) = store.delete_instance(&path).await {
+                tracing::warn!(%path, error = %e, "forgetting an instance record");
+            }
+            continue;
+        }
         if st.seen.get(&path) != Some(&tag) {
             match store.get_instance(&path).await {
                 Ok(rec) => fleet.merge(rec),

@@ -90,6 +90,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, ConfigError> {
     let metrics = Arc::new(Metrics::new());
     let fleet = Arc::new(Fleet::new(
         Duration::from_secs(config.unreachable_after_seconds()),
+        Duration::from_secs(config.forget_after_seconds()),
         metrics.clone(),
     ));
     let hub = Arc::new(Hub::new(store, fleet.clone()));

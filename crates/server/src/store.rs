@@ -242,8 +242,10 @@ impl Store {
             .map(|_| ())
     }
 
-    /// Every stored instance record: location and ETag (or modification time).
-    pub async fn list_instances(&self) -> StoreResult<Vec<(Path, String)>> {
+    /// Every stored instance record: location, ETag (or modification time), last write.
+    pub async fn list_instances(
+        &self,
+    ) -> StoreResult<Vec<(Path, String, chrono::DateTime<chrono::Utc>)>> {
         use futures::TryStreamExt;
         let metas: Vec<object_store::ObjectMeta> = self
             .inner
@@ -256,9 +258,16 @@ impl Store {
                 let tag = m.e_tag.clone().unwrap_or_else(|| {
                     format!("{}-{}", m.last_modified.timestamp_micros(), m.size)
                 });
-                (m.location, tag)
+                (m.location, tag, m.last_modified)
             })
             .collect())
+    }
+
+    pub async fn delete_instance(&self, location: &Path) -> StoreResult<()> {
+        match self.inner.delete(location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn get_instance(&self, location: &Path) -> StoreResult<Instance> {

@@ -219,11 +219,39 @@ async fn silent_instances_become_unreachable() {
     assert_eq!(instance(&f, "main", "chatty")["unreachable"], false);
     assert_eq!(bundle_view(&f, "main")["instances_unreachable"], 1);
     assert_eq!(f["drift"], true);
+    let rec_dir = h.store().join("fleet/instances");
+    assert_eq!(std::fs::read_dir(&rec_dir).unwrap().count(), 2);
     // A new publication converges without waiting for the unreachable instance.
     h.publish("main", bundle("r2", 2000, Some(&h.keys))).await;
     report(&h, &opa_status("chatty", "main", "r2")).await;
     let f = h.fleet().await;
     assert!(bundle_view(&f, "main")["publications"][0]["convergence_seconds"].is_number());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn long_silent_instances_are_forgotten() {
+    let h = Harness::with(|c| {
+        c.fleet.unreachable_after_seconds = Some(1);
+        c.fleet.forget_after_seconds = Some(2);
+    })
+    .await;
+    h.publish("main", bundle("r1", 1000, Some(&h.keys))).await;
+    report(&h, &opa_status("gone", "main", "r1")).await;
+    report(&h, &opa_status("here", "main", "r1")).await;
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    report(&h, &opa_status("here", "main", "r1")).await;
+    let f = h.fleet().await;
+    let b = bundle_view(&f, "main");
+    assert_eq!(b["instances_total"], 1, "{b}");
+    assert_eq!(f["drift"], false);
+    // Its shared record is removed too.
+    let rec_dir = h.store().join("fleet/instances");
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::fs::read_dir(&rec_dir).unwrap().count() != 1 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     h.stop().await;
 }
 

@@ -100,6 +100,7 @@ pub fn config(store: &Path, tokens: &Path, keys: &Keys) -> Config {
         fleet: FleetConfig {
             unreachable_after_seconds: Some(300),
             sync_interval_ms: Some(50),
+            forget_after_seconds: None,
         },
         ..Config::default()
     }
