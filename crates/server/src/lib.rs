@@ -116,7 +116,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, ConfigError> {
         prefix: config.prefix(),
         shutdown: shutdown_rx.clone(),
     });
-    let listener = tokio::net::TcpListener::bind(config.listen())
+    let listener = bind(config.listen())
         .await
         .map_err(|e| ConfigError::Listen {
             addr: config.listen().to_string(),
@@ -179,4 +179,23 @@ pub async fn start(config: &Config) -> Result<RunningServer, ConfigError> {
         watcher,
         sync,
     })
+}
+
+/// Binds with a large accept backlog (a fleet reconnecting at once after a restart
+/// arrives as one burst; the kernel caps the value at `somaxconn`).
+async fn bind(listen: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(listen).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr) {
+            Ok(()) => return socket.listen(4096),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no address to listen on")))
 }
