@@ -23,12 +23,12 @@ if [ "$what" = bundle ] || [ "$what" = all ]; then
   if [ ! -f "$src/mcp/inventory/data.json" ]; then
     rm -rf "$src" && mkdir -p "$src/mcp/inventory" "$src/mcp/roles"
     cp -r examples/policies/. "$src/"
-    # ~100 MB of resource inventory: 400k objects with nested attributes.
+    # ~100 MB of resource inventory: 650k objects with nested attributes.
     python3 - "$src/mcp/inventory/data.json" <<'PY'
 import json, sys, random
 random.seed(7)
 items = {}
-for i in range(380_000):
+for i in range(650_000):
     items[f"res-{i:07d}"] = {
         "owner": f"team-{random.randint(0, 999)}",
         "tags": [f"t{random.randint(0, 99)}" for _ in range(4)],

@@ -66,12 +66,19 @@ fn main() {
     .iter()
     .map(|v| Input::from_json(v).unwrap())
     .collect();
-    for ep in [
-        "data.mcp.decision",
-        "data.mcp.decision.allow",
-        "data.mcp.tool_access.allow",
-        "data.mcp.tool_access",
-    ] {
+    // `BENCH_ENTRYPOINTS=data.a.b,data.c` times other entrypoints.
+    let custom = std::env::var("BENCH_ENTRYPOINTS").unwrap_or_default();
+    let entrypoints: Vec<&str> = if custom.is_empty() {
+        vec![
+            "data.mcp.decision",
+            "data.mcp.decision.allow",
+            "data.mcp.tool_access.allow",
+            "data.mcp.tool_access",
+        ]
+    } else {
+        custom.split(',').collect()
+    };
+    for ep in entrypoints {
         let interp = policy.decision_fn(ep);
         let (m, p99) = median_ns(&interp, &inputs);
         println!(

@@ -78,9 +78,20 @@ pub(crate) struct Edit {
     pub text: String,
 }
 
+/// The data document as a regorus value; it must be an object.
+pub(crate) fn data_from_json(data: &serde_json::Value) -> Result<regorus::Value, CompileError> {
+    if !data.is_object() {
+        return Err(CompileError::Data(format!(
+            "the data document must be an object, got {}",
+            json_kind(data)
+        )));
+    }
+    regorus::Value::deserialize_from(data).map_err(CompileError::Data)
+}
+
 pub(crate) fn build(
     modules: &[Module],
-    data: &serde_json::Value,
+    data: regorus::Value,
     opts: &CompileOptions,
     extras: &Extras,
 ) -> Result<Built, CompileError> {
@@ -95,7 +106,7 @@ pub(crate) fn build(
     }
     // Before add_data: once loaded, regorus would silently let data win.
     if opts.check_path_conflicts {
-        diags.extend(check_path_conflicts(&infos, data));
+        diags.extend(check_path_conflicts(&infos, &data));
     }
     if !diags.is_empty() {
         return Err(CompileError::Policy(diags));
@@ -114,15 +125,13 @@ pub(crate) fn build(
         sources
     };
 
-    if !data.is_object() {
-        return Err(CompileError::Data(format!(
-            "the data document must be an object, got {}",
-            json_kind(data)
-        )));
+    if !matches!(data, regorus::Value::Object(_)) {
+        return Err(CompileError::Data(
+            "the data document must be an object".to_string(),
+        ));
     }
-    let value = regorus::Value::deserialize_from(data).map_err(CompileError::Data)?;
     engine
-        .add_data(value)
+        .add_data(data)
         .map_err(|e| CompileError::Data(format!("{e:#}")))?;
 
     // The first evaluation runs regorus's analysis (unsafe variables, recursion,
@@ -298,7 +307,7 @@ mod tests {
                 module("a.rego", "package a\n\nx := \n", 1),
                 module("b.rego", "package b\n\ny if {\n", 1),
             ],
-            &serde_json::json!({}),
+            regorus::Value::new_object(),
             &CompileOptions::default(),
             &Extras::default(),
         )
@@ -313,14 +322,7 @@ mod tests {
 
     #[test]
     fn data_must_be_an_object() {
-        let err = build(
-            &[],
-            &serde_json::json!([1]),
-            &CompileOptions::default(),
-            &Extras::default(),
-        )
-        .err()
-        .unwrap();
+        let err = data_from_json(&serde_json::json!([1])).err().unwrap();
         assert_eq!(
             err.to_string(),
             "invalid data: the data document must be an object, got an array"

@@ -25,6 +25,7 @@
 
 mod ast;
 mod checks;
+mod data;
 mod decision;
 mod engine;
 mod error;

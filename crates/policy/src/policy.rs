@@ -8,13 +8,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use lockstep_bundle::Module;
+use lockstep_bundle::{Bundle, Module};
 use regorus::Engine;
 use serde_json::Value as Json;
 
 use crate::ast::rule_path;
+use crate::data::bundle_data;
 use crate::decision::DecisionFn;
-use crate::engine::{Built, CompileOptions, DeserializeFrom, Extras, build};
+use crate::engine::{Built, CompileOptions, DeserializeFrom, Extras, build, data_from_json};
 use crate::error::{CompileError, EvalError};
 use crate::result::ResultSet;
 use crate::sources::Sources;
@@ -84,7 +85,21 @@ impl PolicySet {
         data: Json,
         opts: &CompileOptions,
     ) -> Result<Self, CompileError> {
-        let built = build(modules, &data, opts, &Extras::default())?;
+        let data = data_from_json(&data)?;
+        let built = build(modules, data, opts, &Extras::default())?;
+        Ok(Self::from_built(built))
+    }
+
+    /// [`Self::compile`] for a bundle read with `lazy_data` (`ReadOptions` /
+    /// `BuildOptions`): each `data.json` is parsed from `bundle.files` straight
+    /// into the engine's values, with OPA's merge-conflict and roots checks, so
+    /// no `serde_json` tree of the data is ever built. This is how a large
+    /// bundle should be activated: the tree alone is about 8x the JSON's size.
+    /// `bundle.data` (YAML data files, which the lazy reader still parses) is
+    /// included.
+    pub fn compile_bundle(bundle: &Bundle, opts: &CompileOptions) -> Result<Self, CompileError> {
+        let data = bundle_data(bundle)?;
+        let built = build(&bundle.modules, data, opts, &Extras::default())?;
         Ok(Self::from_built(built))
     }
 

@@ -20,11 +20,14 @@ pub fn run(args: &BuildArgs) -> Result<ExitCode> {
     let opts = BuildOptions {
         ignore: args.ignore.clone(),
         revision,
+        // data.json files are validated and kept as bytes (the bundle is written
+        // from them); the compile check parses them straight into the engine.
+        lazy_data: true,
         ..BuildOptions::default()
     };
     let mut bundle = build_bundle(&paths, &opts)
         .with_context(|| format!("building {}", display_paths(&paths)))?;
-    compile_check(&mut bundle)?;
+    compile_check(&bundle)?;
     if let Some(cfg) = signing_config(&args.signing)? {
         sign_bundle(&mut bundle, &cfg).map_err(|e| anyhow::anyhow!("signing: {e}"))?;
     }
@@ -45,10 +48,8 @@ pub fn run(args: &BuildArgs) -> Result<ExitCode> {
 
 /// Every module is parsed and compiled, with the data, before anything is written:
 /// a bundle that cannot be activated must not reach the bundle server.
-fn compile_check(bundle: &mut Bundle) -> Result<()> {
-    // Compilation takes the data by value; the written bundle keeps the original files.
-    let data = std::mem::take(&mut bundle.data);
-    PolicySet::compile(&bundle.modules, data, &CompileOptions::default())
+fn compile_check(bundle: &Bundle) -> Result<()> {
+    PolicySet::compile_bundle(bundle, &CompileOptions::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }

@@ -41,7 +41,9 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
     };
     let opts = ReadOptions {
         verification: Some(config),
-        lazy_data: !args.load,
+        // With --load the data files are parsed once, straight into the engine
+        // (no serde_json tree of the data, which costs ~8x the JSON's size).
+        lazy_data: true,
         ..ReadOptions::default()
     };
     let bundle = match read(args, &opts) {
@@ -52,11 +54,7 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
         }
     };
     if args.load
-        && let Err(e) = PolicySet::compile(
-            &bundle.modules,
-            bundle.data.clone(),
-            &CompileOptions::default(),
-        )
+        && let Err(e) = PolicySet::compile_bundle(&bundle, &CompileOptions::default())
     {
         let reason = format!("signature valid, but the policy does not compile: {e}");
         report(args.format, false, &reason, Some(&bundle));

@@ -10,12 +10,12 @@
 
 use std::collections::HashSet;
 
-use serde_json::Value as Json;
+use regorus::Value;
 
 use crate::ast::ModuleInfo;
 use crate::error::Diagnostic;
 
-pub(crate) fn check_path_conflicts(modules: &[ModuleInfo], data: &Json) -> Vec<Diagnostic> {
+pub(crate) fn check_path_conflicts(modules: &[ModuleInfo], data: &Value) -> Vec<Diagnostic> {
     let mut seen = HashSet::new();
     let mut diags = Vec::new();
     for m in modules {
@@ -37,11 +37,11 @@ pub(crate) fn check_path_conflicts(modules: &[ModuleInfo], data: &Json) -> Vec<D
     diags
 }
 
-fn conflicts(data: &Json, path: &[String]) -> bool {
+fn conflicts(data: &Value, path: &[String]) -> bool {
     let mut node = data;
     for (depth, key) in path.iter().enumerate() {
         match node {
-            Json::Object(map) => match map.get(key) {
+            Value::Object(map) => match map.get(&Value::from(key.as_str())) {
                 Some(child) => node = child,
                 // Missing below an object: no data here, no conflict.
                 None => return false,
@@ -67,9 +67,10 @@ mod tests {
     use crate::ast::read_modules;
     use serde_json::json;
 
-    fn check(src: &str, data: Json) -> Vec<String> {
+    fn check(src: &str, data: serde_json::Value) -> Vec<String> {
         let mut e = regorus::Engine::new();
         e.add_policy("p.rego".into(), src.into()).unwrap();
+        let data = Value::from_json_str(&data.to_string()).unwrap();
         check_path_conflicts(&read_modules(&e).unwrap(), &data)
             .into_iter()
             .map(|d| d.to_string())

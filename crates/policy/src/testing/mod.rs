@@ -34,7 +34,7 @@ use regex::Regex;
 use regorus::Engine;
 use serde_json::Value as Json;
 
-use crate::engine::{CompileOptions, Extras, build};
+use crate::engine::{CompileOptions, Extras, build, data_from_json};
 use crate::error::{CompileError, Diagnostic};
 use crate::sources::Sources;
 use discover::{TestCase, discover};
@@ -76,7 +76,8 @@ pub fn run_tests(
         edits: Vec::new(),
     };
 
-    let mut built = build(modules, data, &compile, &extras)?;
+    let data = data_from_json(data)?;
+    let mut built = build(modules, data.clone(), &compile, &extras)?;
     let found = discover(&built.modules);
     if !found.renames.is_empty() {
         // Later definitions of a repeated test name get their own rule name.

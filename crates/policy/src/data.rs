@@ -1,0 +1,172 @@
+//! The data document of a bundle, built straight into regorus values.
+//!
+//! A bundle read with `lazy_data` keeps its `data.json` files as bytes and never
+//! builds a `serde_json` tree (about 8 bytes of tree per byte of JSON). Here
+//! each file is parsed once, into the value type the engine keeps anyway, and
+//! placed at its data path with the checks OPA does on activation: two files
+//! may only meet where both are objects (`merge.InterfaceMaps`), and every
+//! value must lie inside the manifest's roots.
+
+use lockstep_bundle::{Bundle, BundleError, data::data_key, roots};
+use regorus::Value;
+
+use crate::error::CompileError;
+
+/// `bundle.data` (the files the reader did parse, e.g. YAML) plus every
+/// `data.json` of `bundle.files`. The bundle must have been read with
+/// `lazy_data`: otherwise its `data.json` files are already in `bundle.data`
+/// and placing them again is reported as a merge conflict.
+pub(crate) fn bundle_data(bundle: &Bundle) -> Result<Value, CompileError> {
+    let mut root = crate::engine::data_from_json(&bundle.data)?;
+    for file in bundle
+        .files
+        .iter()
+        .filter(|f| f.path.rsplit('/').next() == Some("data.json"))
+    {
+        let load_error = |message: String| {
+            CompileError::Data(
+                BundleError::DataLoad {
+                    path: file.path.clone(),
+                    message,
+                }
+                .to_string(),
+            )
+        };
+        let text = std::str::from_utf8(&file.bytes).map_err(|e| load_error(e.to_string()))?;
+        let value = Value::from_json_str(text).map_err(|e| load_error(format!("{e:#}")))?;
+        insert(&mut root, &data_key(&file.path), value).map_err(load_error)?;
+    }
+    if bundle.patch.as_ref().is_none_or(|p| p.data.is_empty()) {
+        check_roots(&bundle.manifest.effective_roots(), &root)
+            .map_err(|e| CompileError::Data(e.to_string()))?;
+    }
+    Ok(root)
+}
+
+/// OPA's `mktree` + `merge.InterfaceMaps`: `value` goes at `key`; where it meets
+/// existing data, both sides must be objects all the way down.
+fn insert(root: &mut Value, key: &[String], value: Value) -> Result<(), String> {
+    let conflict = || format!("failed to insert data file from path {}", key.join("/"));
+    let Some((last, parents)) = key.split_last() else {
+        if !matches!(value, Value::Object(_)) {
+            return Err("root value must be object".to_string());
+        }
+        return merge(root, value).map_err(|()| conflict());
+    };
+    let mut node = root;
+    for k in parents {
+        let map = node.as_object_mut().map_err(|_| conflict())?;
+        node = map.get_or_insert_with(Value::from(k.as_str()), Value::new_object);
+    }
+    let map = node.as_object_mut().map_err(|_| conflict())?;
+    let k = Value::from(last.as_str());
+    match map.get_mut(&k) {
+        None => {
+            map.insert(k, value);
+            Ok(())
+        }
+        Some(existing) => merge(existing, value).map_err(|()| conflict()),
+    }
+}
+
+/// Merges object `b` into object `a`; anything else meeting is a conflict.
+fn merge(a: &mut Value, b: Value) -> Result<(), ()> {
+    let (Value::Object(_), Value::Object(b)) = (&*a, b) else {
+        return Err(());
+    };
+    let a = a.as_object_mut().map_err(|_| ())?;
+    for (k, v) in b.iter() {
+        match a.get_mut(k) {
+            None => {
+                a.insert(k.clone(), v.clone());
+            }
+            Some(existing) => merge(existing, v.clone())?,
+        }
+    }
+    Ok(())
+}
+
+/// [`lockstep_bundle::roots::check_data`] over regorus values.
+fn check_roots(roots: &[String], data: &Value) -> Result<(), BundleError> {
+    walk(roots, data, String::new())
+}
+
+fn walk(roots: &[String], node: &Value, path: String) -> Result<(), BundleError> {
+    let trimmed = path.trim_matches('/');
+    if roots::root_paths_contain(roots, trimmed) {
+        return Ok(());
+    }
+    if let Value::Object(map) = node {
+        // OPA's "on the way to a root" test, quirks included (see roots.rs).
+        let segments: Vec<&str> = trimmed.split('/').collect();
+        if roots
+            .iter()
+            .any(|r| roots::root_paths_contain(&segments, r))
+        {
+            for (key, child) in map.iter() {
+                let key = match key {
+                    Value::String(s) => s.to_string(),
+                    other => other.to_string(),
+                };
+                walk(roots, child, format!("{path}/{key}"))?;
+            }
+            return Ok(());
+        }
+    }
+    Err(BundleError::DataOutsideRoots {
+        roots: roots.to_vec(),
+        path: trimmed.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
+    use super::*;
+
+    fn v(s: &str) -> Value {
+        Value::from_json_str(s).unwrap()
+    }
+
+    #[test]
+    fn insert_merges_objects_and_refuses_conflicts() {
+        let mut d = Value::new_object();
+        insert(&mut d, &[], v(r#"{"a": {"x": 1}}"#)).unwrap();
+        insert(&mut d, &["a".into(), "y".into()], v("[1, 2]")).unwrap();
+        insert(&mut d, &["b".into()], v(r#""s""#)).unwrap();
+        insert(&mut d, &["a".into()], v(r#"{"z": {"q": true}}"#)).unwrap();
+        assert_eq!(
+            d,
+            v(r#"{"a": {"x": 1, "y": [1, 2], "z": {"q": true}}, "b": "s"}"#)
+        );
+        assert_eq!(
+            insert(&mut d, &["a".into(), "x".into()], v("1")).unwrap_err(),
+            "failed to insert data file from path a/x"
+        );
+        assert_eq!(
+            insert(&mut d, &["b".into(), "c".into()], v("1")).unwrap_err(),
+            "failed to insert data file from path b/c"
+        );
+        assert_eq!(
+            insert(&mut d, &[], v("[1]")).unwrap_err(),
+            "root value must be object"
+        );
+    }
+
+    #[test]
+    fn roots_are_checked_like_the_bundle_reader() {
+        let r: Vec<String> = ["a", "b", "c/d"].iter().map(|s| s.to_string()).collect();
+        check_roots(&r, &v(r#"{"a": 1, "c": {"d": {"x": 1}}}"#)).unwrap();
+        assert_eq!(
+            check_roots(&r, &v(r#"{"a": 1, "c": {"e": "bad"}}"#))
+                .unwrap_err()
+                .to_string(),
+            "manifest roots [a b c/d] do not permit data at path '/c/e' (hint: check bundle directory structure)"
+        );
+    }
+}
