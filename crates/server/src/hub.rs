@@ -147,16 +147,6 @@ impl Hub {
             _ => self.store.get_blob(&state.name, &state.active).await?,
         };
         let record = state.active_record().cloned();
-        {
-            let Ok(mut guard) = slot.state.lock() else {
-                return Ok(());
-            };
-            if guard.as_ref().is_some_and(|s| s.seq >= state.seq) {
-                return Ok(());
-            }
-            *guard = Some(state.clone());
-        }
-        let changed = current.as_ref().is_none_or(|a| a.id != state.active);
         let active = Arc::new(Active {
             id: state.active.clone(),
             etag: format!("\"{}\"", state.active),
@@ -168,15 +158,31 @@ impl Hub {
             seq: state.seq,
             active_since: state.active_since,
         });
-        if changed {
-            tracing::info!(bundle = %state.name, revision = %active.revision, seq = state.seq, "active revision changed");
-            slot.tx.send_replace(Some(active.clone()));
-        } else {
-            // Same bytes: update the record without waking anyone.
-            slot.tx.send_if_modified(|v| {
-                *v = Some(active.clone());
-                false
-            });
+        {
+            // State and channel change together under the lock, so a concurrent apply of
+            // an older state can never publish its bundle after a newer one.
+            let Ok(mut guard) = slot.state.lock() else {
+                return Ok(());
+            };
+            if guard.as_ref().is_some_and(|s| s.seq >= state.seq) {
+                return Ok(());
+            }
+            *guard = Some(state.clone());
+            let changed = slot
+                .tx
+                .borrow()
+                .as_ref()
+                .is_none_or(|a| a.id != state.active);
+            if changed {
+                tracing::info!(bundle = %state.name, revision = %active.revision, seq = state.seq, "active revision changed");
+                slot.tx.send_replace(Some(active.clone()));
+            } else {
+                // Same bytes: update the record without waking anyone.
+                slot.tx.send_if_modified(|v| {
+                    *v = Some(active.clone());
+                    false
+                });
+            }
         }
         if let Some(last) = state.history.first() {
             self.fleet
