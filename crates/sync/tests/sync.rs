@@ -190,15 +190,8 @@ async fn restart_with_server_down_serves_persisted_revision() {
     c.start().await;
     let reason = served(&c).unwrap_err();
     assert!(reason.contains("not activated yet"), "{reason}");
-    assert!(
-        status_of(&c)["message"]
-            .as_str()
-            .unwrap()
-            .contains("persisted bundle")
-            || reason.contains("persisted bundle"),
-        "{reason} {}",
-        status_of(&c)
-    );
+    // (The refusal is logged and reported; the next download error replaces it.)
+    assert!(c.active().is_none());
     c.shutdown().await;
 }
 

@@ -1,0 +1,876 @@
+//! OPA's REST API (`v1/server/server.go`), the parts lockstep serves.
+//!
+//! | method | path | answer |
+//! |---|---|---|
+//! | GET/POST | `/v1/data[/{path}]` | `{"result", "decision_id", "metrics"?, "provenance"?, "warning"?}`; fail-closed: 503 |
+//! | PUT/PATCH/DELETE | `/v1/data/{path}` | 204 (`?metrics`: 200); 400 when a bundle owns the path |
+//! | GET | `/v1/policies` | `{"result": [{"id", "raw"}]}` |
+//! | GET/PUT/DELETE | `/v1/policies/{id}` (id may contain `/`) | `{"result": {"id","raw"}}` / 200 `{}` |
+//! | GET | `/v1/status` | `{"result": <OPA status report>}` |
+//! | GET | `/health` (`?bundles`, `?plugins`, `?exclude-plugin=`, lockstep `?fresh`) | `{}` or 500 `{"error"}` |
+//! | GET | `/metrics` | Prometheus text |
+//!
+//! Fail-closed decisions (no bundle yet, or the freshness lease expired with
+//! `on_stale: deny`) answer **503** with OPA's error shape
+//! `{"code": "internal_error", "message": "<why>", "decision_id": "..."}`: OPA clients
+//! treat any non-200 as an error, and every OPA integration turns an error into a deny,
+//! whereas a 200 without `result` would be read as "undefined" and a 200 with a made-up
+//! `result` would have to guess the policy's shape. Every decision response carries
+//! `X-Lockstep-Revision` (the active revision, when there is one) and, when failing
+//! closed or serving stale, `X-Lockstep-Fail-Closed` / `X-Lockstep-Stale` with the reason.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use chrono::{SecondsFormat, Utc};
+use lockstep_policy::EvalError;
+use lockstep_sync::overlay::PatchOp;
+use lockstep_sync::status::PluginState;
+use lockstep_sync::{Active, DataWrite, Gate, Syncer, WriteError, WriteOutcome};
+use serde_json::{Map, Value as JsonValue, json};
+
+use crate::decision_log::DecisionLogger;
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub decisions_ok: AtomicU64,
+    pub decisions_fail_closed: AtomicU64,
+    pub decisions_stale_served: AtomicU64,
+    pub decisions_error: AtomicU64,
+    pub writes: AtomicU64,
+}
+
+/// Shared state of the HTTP handlers.
+#[derive(Debug)]
+pub struct AppState {
+    pub syncer: Syncer,
+    pub logger: Option<DecisionLogger>,
+    pub metrics: Metrics,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/data", any(data_root))
+        .route("/v1/data/", any(data_root))
+        .route("/v1/data/{*path}", any(data_path))
+        .route("/v1/policies", get(list_policies))
+        .route("/v1/policies/{*id}", any(policy))
+        .route("/v1/status", get(status))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// OPA's error body.
+pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"code": code, "message": message.into()})),
+    )
+        .into_response()
+}
+
+fn error_with(status: StatusCode, code: &str, message: &str, errors: JsonValue) -> Response {
+    (
+        status,
+        Json(json!({"code": code, "message": message, "errors": errors})),
+    )
+        .into_response()
+}
+
+/// Query parameters; a key may repeat.
+struct Params(HashMap<String, Vec<String>>);
+
+impl Params {
+    fn parse(raw: Option<&str>) -> Params {
+        let mut m: HashMap<String, Vec<String>> = HashMap::new();
+        for (k, v) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+            m.entry(k.into_owned()).or_default().push(v.into_owned());
+        }
+        Params(m)
+    }
+
+    /// OPA's boolean parameters: present without value, or `true` (any case).
+    fn flag(&self, name: &str) -> bool {
+        self.0.get(name).is_some_and(|vs| {
+            vs.iter()
+                .any(|v| v.is_empty() || v.eq_ignore_ascii_case("true"))
+        })
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|v| v.first()).map(String::as_str)
+    }
+
+    fn all(&self, name: &str) -> Vec<String> {
+        self.0.get(name).cloned().unwrap_or_default()
+    }
+}
+
+/// URL path → unescaped segments (`a/b%2Fc` → `["a", "b/c"]`).
+fn segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+fn is_ident(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `["mcp", "tool-x", "0"]` → `data.mcp["tool-x"][0]`.
+pub fn data_ref(segs: &[String]) -> String {
+    let mut q = String::from("data");
+    for s in segs {
+        if is_ident(s) {
+            q.push('.');
+            q.push_str(s);
+        } else if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) && s.len() < 19 {
+            q.push('[');
+            q.push_str(s);
+            q.push(']');
+        } else {
+            q.push('[');
+            q.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
+            q.push(']');
+        }
+    }
+    q
+}
+
+fn revision_header(resp: &mut Response, active: Option<&Active>) {
+    if let Some(a) = active
+        && let Ok(v) = HeaderValue::from_str(a.revision())
+    {
+        resp.headers_mut().insert("x-lockstep-revision", v);
+    }
+}
+
+fn reason_header(resp: &mut Response, name: &'static str, reason: &str) {
+    let clean: String = reason
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(1024)
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&clean) {
+        resp.headers_mut().insert(name, v);
+    }
+}
+
+fn bundle_revisions(active: Option<&Active>) -> JsonValue {
+    let mut m = Map::new();
+    if let Some(a) = active {
+        for (k, b) in &a.bundles {
+            m.insert(k.clone(), json!({"revision": b.revision}));
+        }
+    }
+    JsonValue::Object(m)
+}
+
+fn eval_errors(e: &EvalError) -> JsonValue {
+    match e.diagnostic() {
+        Some(d) => json!([{
+            "code": d.code,
+            "message": d.message,
+            "location": d.location.as_ref().map(|l| json!({"file": l.file, "row": l.row, "col": l.col})),
+        }]),
+        None => json!([{"code": "eval_error", "message": e.to_string()}]),
+    }
+}
+
+struct DecisionRequest {
+    path: Vec<String>,
+    input: Option<JsonValue>,
+    input_missing: bool,
+    params: Params,
+    remote: Option<SocketAddr>,
+}
+
+fn decide(app: &AppState, req: DecisionRequest) -> Response {
+    let t0 = Instant::now();
+    let decision_id = uuid::Uuid::new_v4().to_string();
+    let path_text = req.path.join("/");
+    let gate = app.syncer.gate();
+    let (active, warning) = match gate {
+        Gate::Deny { reason, active } => {
+            app.metrics
+                .decisions_fail_closed
+                .fetch_add(1, Ordering::Relaxed);
+            if let Some(l) = &app.logger {
+                l.log(event(
+                    app,
+                    &decision_id,
+                    &path_text,
+                    req.input.as_ref(),
+                    None,
+                    Some(json!({"code": "lockstep_fail_closed", "message": reason})),
+                    active.as_deref(),
+                    req.remote,
+                ));
+            }
+            let mut resp = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({
+                    "code": "internal_error",
+                    "message": reason,
+                    "decision_id": decision_id,
+                })),
+            )
+                .into_response();
+            revision_header(&mut resp, active.as_deref());
+            reason_header(&mut resp, "x-lockstep-fail-closed", &reason);
+            return resp;
+        }
+        Gate::Serve { active, warning } => (active, warning),
+    };
+    let query = data_ref(&req.path);
+    let t_eval = Instant::now();
+    let result = active.policy().eval_data_path(&query, req.input.as_ref());
+    let eval_ns = t_eval.elapsed().as_nanos();
+    match result {
+        Ok(value) => {
+            if warning.is_some() {
+                app.metrics
+                    .decisions_stale_served
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            app.metrics.decisions_ok.fetch_add(1, Ordering::Relaxed);
+            let mut body = Map::new();
+            if let Some(v) = &value {
+                body.insert("result".into(), v.clone());
+            }
+            body.insert("decision_id".into(), json!(decision_id));
+            if req.params.flag("metrics") {
+                body.insert(
+                    "metrics".into(),
+                    json!({
+                        "timer_rego_query_eval_ns": u64::try_from(eval_ns).unwrap_or(u64::MAX),
+                        "timer_server_handler_ns": u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX),
+                    }),
+                );
+            }
+            if req.params.flag("provenance") {
+                body.insert(
+                    "provenance".into(),
+                    json!({
+                        "version": env!("CARGO_PKG_VERSION"),
+                        "build_commit": "",
+                        "build_timestamp": "",
+                        "build_hostname": "",
+                        "bundles": bundle_revisions(Some(&active)),
+                    }),
+                );
+            }
+            if let Some(w) = &warning {
+                body.insert(
+                    "warning".into(),
+                    json!({"code": "lockstep_stale_policy", "message": w}),
+                );
+            } else if req.input_missing {
+                body.insert(
+                    "warning".into(),
+                    json!({"code": "api_usage_warning", "message": "'input' key missing from the request"}),
+                );
+            }
+            if let Some(l) = &app.logger {
+                l.log(event(
+                    app,
+                    &decision_id,
+                    &path_text,
+                    req.input.as_ref(),
+                    value.as_ref(),
+                    None,
+                    Some(&active),
+                    req.remote,
+                ));
+            }
+            let mut resp = (StatusCode::OK, Json(JsonValue::Object(body))).into_response();
+            revision_header(&mut resp, Some(&active));
+            if let Some(w) = &warning {
+                reason_header(&mut resp, "x-lockstep-stale", w);
+            }
+            resp
+        }
+        Err(e) => {
+            app.metrics.decisions_error.fetch_add(1, Ordering::Relaxed);
+            if let Some(l) = &app.logger {
+                l.log(event(
+                    app,
+                    &decision_id,
+                    &path_text,
+                    req.input.as_ref(),
+                    None,
+                    Some(json!({"code": "eval_error", "message": e.to_string()})),
+                    Some(&active),
+                    req.remote,
+                ));
+            }
+            let (status, code, message) = match &e {
+                EvalError::Query(_) => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_parameter",
+                    "error(s) occurred while parsing query",
+                ),
+                _ => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "error(s) occurred while evaluating query",
+                ),
+            };
+            let mut resp = (
+                status,
+                Json(json!({
+                    "code": code,
+                    "message": message,
+                    "errors": eval_errors(&e),
+                    "decision_id": decision_id,
+                })),
+            )
+                .into_response();
+            revision_header(&mut resp, Some(&active));
+            resp
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn event(
+    app: &AppState,
+    decision_id: &str,
+    path: &str,
+    input: Option<&JsonValue>,
+    result: Option<&JsonValue>,
+    error: Option<JsonValue>,
+    active: Option<&Active>,
+    remote: Option<SocketAddr>,
+) -> JsonValue {
+    let mut e = Map::new();
+    e.insert("labels".into(), json!(app.syncer.config().labels.clone()));
+    e.insert("decision_id".into(), json!(decision_id));
+    let bundles = bundle_revisions(active);
+    if bundles.as_object().is_some_and(|m| !m.is_empty()) {
+        e.insert("bundles".into(), bundles);
+    }
+    e.insert("path".into(), json!(path));
+    if let Some(i) = input {
+        e.insert("input".into(), i.clone());
+    }
+    if let Some(r) = result {
+        e.insert("result".into(), r.clone());
+    }
+    if let Some(err) = error {
+        e.insert("error".into(), err);
+    }
+    if let Some(r) = remote {
+        e.insert("requested_by".into(), json!(r.to_string()));
+    }
+    e.insert(
+        "timestamp".into(),
+        json!(Utc::now().to_rfc3339_opts(SecondsFormat::Nanos, true)),
+    );
+    JsonValue::Object(e)
+}
+
+/// Parses a POST body for a decision: `{"input": ...}`; empty means no input.
+fn post_input(body: &[u8]) -> Result<(Option<JsonValue>, bool), Box<Response>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok((None, true));
+    }
+    let v: JsonValue = serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            format!("body contains malformed input document: {e}"),
+        ))
+    })?;
+    match v {
+        JsonValue::Object(mut m) => match m.remove("input") {
+            Some(i) => Ok((Some(i), false)),
+            None => Ok((None, true)),
+        },
+        _ => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "body contains malformed input document: expected an object",
+        ))),
+    }
+}
+
+async fn data_root(
+    state: State<Arc<AppState>>,
+    method: Method,
+    connect: ConnectInfo<SocketAddr>,
+    raw: RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    data(state, method, String::new(), connect, raw, headers, body).await
+}
+
+async fn data_path(
+    state: State<Arc<AppState>>,
+    method: Method,
+    Path(path): Path<String>,
+    connect: ConnectInfo<SocketAddr>,
+    raw: RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    data(state, method, path, connect, raw, headers, body).await
+}
+
+async fn data(
+    State(app): State<Arc<AppState>>,
+    method: Method,
+    path: String,
+    connect: ConnectInfo<SocketAddr>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::parse(raw.as_deref());
+    let path = segments(&path);
+    let remote = Some(connect.0);
+    match method {
+        Method::POST => {
+            let (input, input_missing) = match post_input(&body) {
+                Ok(x) => x,
+                Err(r) => return *r,
+            };
+            decide(
+                &app,
+                DecisionRequest {
+                    path,
+                    input,
+                    input_missing,
+                    params,
+                    remote,
+                },
+            )
+        }
+        Method::GET => {
+            let input = match params.get("input") {
+                None => None,
+                Some(text) => match serde_json::from_str::<JsonValue>(text) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_parameter",
+                            format!("parameter contains malformed input document: {e}"),
+                        );
+                    }
+                },
+            };
+            decide(
+                &app,
+                DecisionRequest {
+                    path,
+                    input,
+                    input_missing: false,
+                    params,
+                    remote,
+                },
+            )
+        }
+        Method::PUT | Method::PATCH | Method::DELETE => {
+            write_data(&app, method, path, &params, &headers, &body).await
+        }
+        _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+    }
+}
+
+fn write_error(e: WriteError, on_delete_policy: bool) -> Response {
+    use lockstep_sync::overlay::PathError;
+    match e {
+        WriteError::Owned(m) | WriteError::BadRequest(m) => {
+            error(StatusCode::BAD_REQUEST, "invalid_parameter", m)
+        }
+        WriteError::NotFound(m) | WriteError::Path(PathError::NotFound(m)) => {
+            error(StatusCode::NOT_FOUND, "resource_not_found", m)
+        }
+        WriteError::Path(PathError::Conflict(m)) => {
+            error(StatusCode::NOT_FOUND, "resource_conflict", m)
+        }
+        WriteError::Path(PathError::BadPatch(m)) => {
+            error(StatusCode::BAD_REQUEST, "invalid_parameter", m)
+        }
+        WriteError::Compile { message, errors } => error_with(
+            StatusCode::BAD_REQUEST,
+            if on_delete_policy {
+                "invalid_operation"
+            } else {
+                "invalid_parameter"
+            },
+            &message,
+            serde_json::to_value(errors).unwrap_or_default(),
+        ),
+    }
+}
+
+fn written(params: &Params, t0: Instant) -> Response {
+    if params.flag("metrics") {
+        (
+            StatusCode::OK,
+            Json(json!({"metrics": {"timer_server_handler_ns": u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX)}})),
+        )
+            .into_response()
+    } else {
+        StatusCode::NO_CONTENT.into_response()
+    }
+}
+
+async fn write_data(
+    app: &Arc<AppState>,
+    method: Method,
+    path: Vec<String>,
+    params: &Params,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let t0 = Instant::now();
+    // OPAL sends JSON as text/plain: the body is parsed as JSON whatever its type.
+    let op = match method {
+        Method::PUT => {
+            let value: JsonValue = if body.iter().all(u8::is_ascii_whitespace) {
+                JsonValue::Null
+            } else {
+                match serde_json::from_slice(body) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_parameter",
+                            format!("body contains malformed JSON: {e}"),
+                        );
+                    }
+                }
+            };
+            let if_none_match = headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim() == "*");
+            DataWrite::Put {
+                value,
+                if_none_match,
+            }
+        }
+        Method::PATCH => match serde_json::from_slice::<Vec<PatchOp>>(body) {
+            Ok(ops) => DataWrite::Patch(ops),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_parameter",
+                    format!("body contains malformed JSON patch: {e}"),
+                );
+            }
+        },
+        _ => DataWrite::Delete,
+    };
+    let syncer = app.syncer.clone();
+    let res = tokio::task::spawn_blocking(move || syncer.write_data(&path, op)).await;
+    match res {
+        Ok(Ok(WriteOutcome::Written)) => {
+            app.metrics.writes.fetch_add(1, Ordering::Relaxed);
+            written(params, t0)
+        }
+        Ok(Ok(WriteOutcome::NotModified)) => StatusCode::NOT_MODIFIED.into_response(),
+        Ok(Err(e)) => write_error(e, false),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            e.to_string(),
+        ),
+    }
+}
+
+async fn list_policies(State(app): State<Arc<AppState>>) -> Response {
+    let list: Vec<JsonValue> = app
+        .syncer
+        .policies()
+        .into_iter()
+        .map(|(id, raw)| json!({"id": id, "raw": raw}))
+        .collect();
+    Json(json!({"result": list})).into_response()
+}
+
+async fn policy(
+    State(app): State<Arc<AppState>>,
+    method: Method,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
+    let params = Params::parse(raw.as_deref());
+    let id = percent_encoding::percent_decode_str(&id)
+        .decode_utf8_lossy()
+        .into_owned();
+    match method {
+        Method::GET => match app.syncer.policies().into_iter().find(|(i, _)| *i == id) {
+            Some((id, raw)) => Json(json!({"result": {"id": id, "raw": raw}})).into_response(),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "resource_not_found",
+                format!("storage_not_found_error: policy id {id:?}"),
+            ),
+        },
+        Method::PUT => {
+            let text = match String::from_utf8(body.to_vec()) {
+                Ok(t) => t,
+                Err(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_parameter",
+                        "policy is not UTF-8 text",
+                    );
+                }
+            };
+            let syncer = app.syncer.clone();
+            let res = tokio::task::spawn_blocking(move || syncer.put_policy(&id, text)).await;
+            match res {
+                Ok(Ok(())) => {
+                    app.metrics.writes.fetch_add(1, Ordering::Relaxed);
+                    policy_ok(&params)
+                }
+                Ok(Err(e)) => write_error(e, false),
+                Err(e) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    e.to_string(),
+                ),
+            }
+        }
+        Method::DELETE => {
+            let syncer = app.syncer.clone();
+            let res = tokio::task::spawn_blocking(move || syncer.delete_policy(&id)).await;
+            match res {
+                Ok(Ok(())) => {
+                    app.metrics.writes.fetch_add(1, Ordering::Relaxed);
+                    policy_ok(&params)
+                }
+                Ok(Err(e)) => write_error(e, true),
+                Err(e) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    e.to_string(),
+                ),
+            }
+        }
+        _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+    }
+}
+
+fn policy_ok(params: &Params) -> Response {
+    if params.flag("metrics") {
+        Json(json!({"metrics": {}})).into_response()
+    } else {
+        Json(json!({})).into_response()
+    }
+}
+
+fn report(app: &AppState) -> JsonValue {
+    if let Some(l) = &app.logger {
+        let dropped = l.dropped.load(Ordering::Relaxed);
+        app.syncer.set_plugin_state(
+            "decision_logs",
+            if dropped == 0 {
+                PluginState::ok()
+            } else {
+                PluginState {
+                    state: "WARN".into(),
+                    message: Some(format!(
+                        "{dropped} decision log events dropped (queue full)"
+                    )),
+                }
+            },
+        );
+    }
+    serde_json::to_value(app.syncer.status_report()).unwrap_or_default()
+}
+
+async fn status(State(app): State<Arc<AppState>>) -> Response {
+    Json(json!({"result": report(&app)})).into_response()
+}
+
+async fn health(State(app): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Response {
+    let params = Params::parse(raw.as_deref());
+    if (params.flag("bundles") || params.flag("bundle")) && !app.syncer.bundles_ready() {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": "one or more bundles are not activated"})),
+        )
+            .into_response();
+    }
+    if params.flag("plugins") {
+        let excluded = params.all("exclude-plugin");
+        let rep = report(&app);
+        let down = rep
+            .get("plugins")
+            .and_then(JsonValue::as_object)
+            .is_some_and(|m| {
+                m.iter().any(|(name, st)| {
+                    !excluded.contains(name)
+                        && st.get("state").and_then(JsonValue::as_str) != Some("OK")
+                })
+            });
+        if down {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": "one or more plugins are not up"})),
+            )
+                .into_response();
+        }
+    }
+    if params.flag("fresh") {
+        match app.syncer.gate() {
+            Gate::Deny { reason, .. }
+            | Gate::Serve {
+                warning: Some(reason),
+                ..
+            } => {
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Json(json!({"error": reason})),
+                )
+                    .into_response();
+            }
+            Gate::Serve { .. } => {}
+        }
+    }
+    Json(json!({})).into_response()
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    use std::fmt::Write;
+    let m = &app.metrics;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP lockstep_decisions_total Decisions answered, by outcome.\n# TYPE lockstep_decisions_total counter"
+    );
+    for (k, v) in [
+        ("ok", &m.decisions_ok),
+        ("fail_closed", &m.decisions_fail_closed),
+        ("error", &m.decisions_error),
+    ] {
+        let _ = writeln!(
+            out,
+            "lockstep_decisions_total{{outcome=\"{k}\"}} {}",
+            v.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP lockstep_decisions_stale_total Decisions served from a stale policy (on_stale: serve).\n# TYPE lockstep_decisions_stale_total counter\nlockstep_decisions_stale_total {}",
+        m.decisions_stale_served.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP lockstep_policy_writes_total Policy and data writes through the REST API.\n# TYPE lockstep_policy_writes_total counter\nlockstep_policy_writes_total {}",
+        m.writes.load(Ordering::Relaxed)
+    );
+    let rep = app.syncer.status_report();
+    let _ = writeln!(
+        out,
+        "# HELP lockstep_bundle_info Active revision of each bundle.\n# TYPE lockstep_bundle_info gauge"
+    );
+    for (name, b) in &rep.bundles {
+        let _ = writeln!(
+            out,
+            "lockstep_bundle_info{{name=\"{}\",revision=\"{}\"}} 1",
+            escape_label(name),
+            escape_label(&b.active_revision)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP lockstep_bundle_fresh 1 while the freshness lease holds.\n# TYPE lockstep_bundle_fresh gauge"
+    );
+    for (name, b) in &rep.bundles {
+        let _ = writeln!(
+            out,
+            "lockstep_bundle_fresh{{name=\"{}\"}} {}",
+            escape_label(name),
+            u8::from(b.lockstep.fresh)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP lockstep_bundle_error 1 while the last bundle request or activation failed.\n# TYPE lockstep_bundle_error gauge"
+    );
+    for (name, b) in &rep.bundles {
+        let _ = writeln!(
+            out,
+            "lockstep_bundle_error{{name=\"{}\"}} {}",
+            escape_label(name),
+            u8::from(b.code.is_some())
+        );
+    }
+    let generation = app.syncer.active().map_or(0, |a| a.generation);
+    let _ = writeln!(
+        out,
+        "# HELP lockstep_policy_generation Activations and REST writes since start.\n# TYPE lockstep_policy_generation gauge\nlockstep_policy_generation {generation}"
+    );
+    let mut r = out.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs() {
+        let s = |v: &[&str]| v.iter().map(|x| (*x).to_string()).collect::<Vec<_>>();
+        assert_eq!(data_ref(&[]), "data");
+        assert_eq!(data_ref(&s(&["mcp", "allow"])), "data.mcp.allow");
+        assert_eq!(
+            data_ref(&s(&["a-b", "0", "x\"y"])),
+            "data[\"a-b\"][0][\"x\\\"y\"]"
+        );
+        assert_eq!(segments("/a/b%2Fc//d"), s(&["a", "b/c", "d"]));
+    }
+
+    #[test]
+    fn params() {
+        let p = Params::parse(Some("metrics&provenance=TRUE&pretty=false&x=1&x=2"));
+        assert!(p.flag("metrics") && p.flag("provenance") && !p.flag("pretty") && !p.flag("y"));
+        assert_eq!(p.all("x"), vec!["1", "2"]);
+    }
+}

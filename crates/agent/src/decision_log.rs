@@ -1,0 +1,106 @@
+//! Decision logs: OPA's event shape (`v1/plugins/logs/plugin.go` `EventV1`) as JSON
+//! lines, to a file and/or stdout, written by one background task so a slow disk never
+//! delays a decision (events are dropped, and counted, when 10 000 are queued).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::Value as Json;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::config::DecisionLogConfig;
+
+const QUEUE: usize = 10_000;
+
+/// Sends events to the writer task.
+#[derive(Debug, Clone)]
+pub struct DecisionLogger {
+    tx: mpsc::Sender<Json>,
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl DecisionLogger {
+    /// Starts the writer task; `None` when decision logging is off.
+    pub async fn start(
+        cfg: &DecisionLogConfig,
+    ) -> Result<Option<(DecisionLogger, JoinHandle<()>)>, String> {
+        if !cfg.console && cfg.file.is_none() {
+            return Ok(None);
+        }
+        let file = match &cfg.file {
+            Some(p) => Some(open(p).await?),
+            None => None,
+        };
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let h = tokio::spawn(write_loop(rx, file, cfg.console));
+        Ok(Some((
+            DecisionLogger {
+                tx,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
+            h,
+        )))
+    }
+
+    pub fn log(&self, event: Json) {
+        if self.tx.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn open(p: &PathBuf) -> Result<tokio::fs::File, String> {
+    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| format!("decision_logs.file {}: {e}", p.display()))?;
+    }
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .await
+        .map_err(|e| format!("decision_logs.file {}: {e}", p.display()))
+}
+
+async fn write_loop(
+    mut rx: mpsc::Receiver<Json>,
+    mut file: Option<tokio::fs::File>,
+    console: bool,
+) {
+    let mut buf = Vec::new();
+    while let Some(first) = rx.recv().await {
+        buf.clear();
+        let push = |e: &Json, buf: &mut Vec<u8>| {
+            if serde_json::to_writer(&mut *buf, e).is_ok() {
+                buf.push(b'\n');
+            }
+        };
+        push(&first, &mut buf);
+        while let Ok(more) = rx.try_recv() {
+            push(&more, &mut buf);
+            if buf.len() > 1 << 20 {
+                break;
+            }
+        }
+        if let Some(f) = file.as_mut()
+            && let Err(e) = f.write_all(&buf).await
+        {
+            tracing::warn!(error = %e, "decision log write failed");
+        }
+        if let Some(f) = file.as_mut() {
+            let _ = f.flush().await;
+        }
+        if console {
+            let mut out = tokio::io::stdout();
+            let _ = out.write_all(&buf).await;
+            let _ = out.flush().await;
+        }
+    }
+    if let Some(f) = file.as_mut() {
+        let _ = f.sync_all().await;
+    }
+}
