@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # Python >= 3.14 but ships a plain .so that any Python loads through ctypes.
 export OPA_GOLIB_LIB="${OPA_GOLIB_LIB:-$(scripts/fetch-opa-golib.sh)}"
 
+scripts/check-deploy.sh   # deploy/: Prometheus rules unit tests, Grafana dashboard queries
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
