@@ -40,6 +40,8 @@ pub enum Command {
     Rollback(crate::cmd::rollback::RollbackArgs),
     /// Show which instances run which revision; exit 1 if any drifts or is unreachable.
     Drift(crate::cmd::drift::DriftArgs),
+    /// Run the decision agent: OPA's REST API over bundles kept in lockstep (OPA config file).
+    Agent(crate::cmd::agent::AgentArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -165,7 +167,13 @@ pub struct KeygenArgs {
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// Policy and data: directories, files or bundle tar.gz files.
-    #[arg(short = 'd', long = "data", short_alias = 'b', alias = "bundle", required = true)]
+    #[arg(
+        short = 'd',
+        long = "data",
+        short_alias = 'b',
+        alias = "bundle",
+        required = true
+    )]
     pub data: Vec<PathBuf>,
     /// Input JSON (or YAML) file.
     #[arg(short, long)]

@@ -1,6 +1,7 @@
 //! One handler per subcommand. Each returns the process exit code; `Err` means the
 //! command could not run at all (exit 2), a refusal it was asked to detect is exit 1.
 
+pub mod agent;
 mod build;
 mod demo;
 pub mod drift;
@@ -33,5 +34,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Publish(a) => publish::run(&a),
         Command::Rollback(a) => rollback::run(&a),
         Command::Drift(a) => drift::run(&a),
+        Command::Agent(a) => agent::run(&a),
     }
 }
