@@ -61,6 +61,7 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/{name}", get(get_bundle).put(put_bundle))
         .route("/{name}/rollback", post(post_rollback))
         .route("/{name}/history", get(get_history))
+        .route("/{name}/revisions/{id}", get(get_revision))
         .layer(DefaultBodyLimit::max(limit));
     let base = Router::new()
         .route("/", get(dashboard))
@@ -236,6 +237,39 @@ async fn post_rollback(
     );
     let resp = crate::publish::rollback(&app, &name, req, actor).await?;
     Ok(Json(resp).into_response())
+}
+
+/// The exact bytes of a kept revision, for a client-side rollback that re-signs them
+/// with a fresh issue time (so agents' rollback protection accepts the re-activation).
+/// Publisher credential: this is part of the write path, not of distribution.
+async fn get_revision(
+    State(app): State<Arc<AppState>>,
+    Path((raw, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = bundle_name(&raw)?;
+    if !app.auth.may_publish(&headers) {
+        return Err(ApiError::unauthorized());
+    }
+    let Some(state) = app.hub.store.latest_state(&name).await? else {
+        return Err(ApiError::not_found(format!("bundle {name} not found")));
+    };
+    let Some(target) = state.find(&id).cloned() else {
+        return Err(ApiError::not_found(format!(
+            "revision {id:?} is not among the {} kept revisions of bundle {name}",
+            state.revisions.len()
+        )));
+    };
+    let bytes = app.hub.store.get_blob(&name, &target.id).await?;
+    let mut r = Response::new(Body::from(bytes));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(BUNDLE_CONTENT_TYPE),
+    );
+    if let Ok(v) = HeaderValue::from_str(&target.revision) {
+        r.headers_mut().insert("x-lockstep-revision", v);
+    }
+    Ok(r)
 }
 
 async fn get_history(
