@@ -2,7 +2,9 @@
 # Benchmarks recorded in BENCHMARKS.md (not part of CI):
 #   1. build+sign and verify+load of a bundle whose data.json is ~100 MB (wall time, peak RSS)
 #   2. per-decision latency of the three-layer MCP decision, in process (criterion)
-# Usage: scripts/bench.sh [bundle|decision|all]
+#   3. bundle server: 1000 held long polls woken by one PUT (latency per poll), and the
+#      server's RSS with 10,000 idle long polls held (crates/server/examples/longpoll_bench.rs)
+# Usage: scripts/bench.sh [bundle|decision|server|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -51,4 +53,12 @@ fi
 
 if [ "$what" = decision ] || [ "$what" = all ]; then
   cargo bench -p lockstep-policy --bench decision
+fi
+
+if [ "$what" = server ] || [ "$what" = all ]; then
+  cargo build --release -q -p lockstep-server --example longpoll_bench
+  # 10,000 connections on each side (the server inherits the limit).
+  hard="$(ulimit -Hn)"
+  if [ "$hard" = unlimited ] || [ "$hard" -ge 65536 ]; then ulimit -n 65536; else ulimit -n "$hard"; fi
+  target/release/examples/longpoll_bench --server-bin "$bin" --polls 1000 --rounds 5 --idle 10000
 fi
