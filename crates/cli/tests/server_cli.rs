@@ -181,6 +181,71 @@ fn rollback_with_signing_key_republishes_an_old_revision_with_a_fresh_issue_time
     assert!(out.contains("rolled back to revision r1"), "{out}");
     assert_eq!(active(d, &url), (1700000200, "r1".to_string()));
 
+    // Two instances report in OPA's status-plugin format: one on the new r1, one behind.
+    let report = |id: &str, rev: &str| {
+        let body = serde_json::json!({
+            "labels": {"id": id, "version": "1.0.0"},
+            "bundles": {"main": {
+                "name": "main",
+                "active_revision": rev,
+                "last_request": "2026-11-25T10:00:00Z",
+                "last_successful_request": "2026-11-25T10:00:00Z",
+                "last_successful_download": "2026-11-25T10:00:00Z",
+                "last_successful_activation": "2026-11-25T10:00:00Z",
+                "metrics": {"timer_rego_load_bundles_ns": 1}
+            }},
+            "plugins": {"bundle": {"state": "OK"}, "status": {"state": "OK"}}
+        });
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let r = reqwest::Client::new()
+                    .post(format!("{base}/status"))
+                    .bearer_auth("fleet-secret")
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(
+                    r.status().is_success(),
+                    "status report refused: {}",
+                    r.status()
+                );
+            });
+    };
+    report("opa-a", "r1");
+    report("opa-b", "r2");
+    let drift = |d: &Path| {
+        lockstep(
+            d,
+            &[],
+            &["drift", "--server", &base, "--token-file", "fleet.tok"],
+        )
+    };
+    let o = drift(d);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("opa-b"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    report("opa-b", "r1");
+    let o = drift(d);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+
     // A key that did not sign r1 may not launder it.
     ok(&lockstep(
         d,
