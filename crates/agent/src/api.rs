@@ -359,7 +359,7 @@ fn decide(app: &AppState, req: DecisionRequest) -> Response {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn event(
+pub(crate) fn event(
     app: &AppState,
     decision_id: &str,
     path: &str,

@@ -23,6 +23,8 @@
 //! status: {service: bundle-server, partition_name: eu}
 //! decision_logs: {console: true, file: /var/log/lockstep/decisions.jsonl}
 //! persistence_directory: /var/lib/lockstep
+//! plugins:
+//!   envoy_ext_authz_grpc: {addr: ":9191", path: envoy/authz/allow}   # Envoy ext_authz (gRPC)
 //! lockstep:
 //!   listen: 127.0.0.1:8181
 //!   max_staleness: 60s             # or a number of seconds
@@ -53,12 +55,109 @@ pub struct DecisionLogConfig {
     pub file: Option<PathBuf>,
 }
 
+/// `plugins.envoy_ext_authz_grpc` (legacy name `envoy.ext_authz.grpc`), as
+/// opa-envoy-plugin reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvoyConfig {
+    /// `addr`: `host:port`, `:port` or `grpc://host:port` (default `:9191`).
+    pub addr: String,
+    /// `path`: the decision under `data`, slash-separated (default `envoy/authz/allow`).
+    pub path: String,
+    /// `dry-run`: always allow, log the real decision.
+    pub dry_run: bool,
+    /// `skip-request-body-parse`: no `parsed_body` / `truncated_body` in the input.
+    pub skip_request_body_parse: bool,
+}
+
+pub const DEFAULT_ENVOY_ADDR: &str = ":9191";
+pub const DEFAULT_ENVOY_PATH: &str = "envoy/authz/allow";
+
+impl Default for EnvoyConfig {
+    fn default() -> Self {
+        EnvoyConfig {
+            addr: DEFAULT_ENVOY_ADDR.into(),
+            path: DEFAULT_ENVOY_PATH.into(),
+            dry_run: false,
+            skip_request_body_parse: false,
+        }
+    }
+}
+
+impl EnvoyConfig {
+    /// The address to bind: `:9191` listens on all interfaces, `grpc://` is dropped.
+    pub fn bind_addr(&self) -> Result<String, String> {
+        let a = self.addr.trim();
+        let a = a.strip_prefix("grpc://").unwrap_or(a);
+        if a.starts_with("unix://") {
+            return Err(format!(
+                "plugins.envoy_ext_authz_grpc.addr: unix sockets are not supported ({a})"
+            ));
+        }
+        Ok(if a.starts_with(':') {
+            format!("0.0.0.0{a}")
+        } else {
+            a.to_string()
+        })
+    }
+
+    /// The decision path as segments under `data` (`envoy/authz/allow`,
+    /// `/envoy/authz/allow` and `data.envoy.authz.allow` all name the same rule).
+    pub fn path_segments(&self) -> Vec<String> {
+        let p = self.path.trim();
+        let p = p.strip_prefix("data.").unwrap_or(p);
+        let sep = if p.contains('/') { '/' } else { '.' };
+        p.split(sep)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+fn parse_plugins(v: Option<&Json>, w: &mut Walker) -> Result<Option<EnvoyConfig>, String> {
+    let Some(plugins) = obj(v, "plugins")? else {
+        return Ok(None);
+    };
+    let mut out = None;
+    for (name, p) in plugins {
+        if name != "envoy_ext_authz_grpc" && name != "envoy.ext_authz.grpc" {
+            w.ignored.push(format!("plugins.{name}"));
+            continue;
+        }
+        let what = format!("plugins.{name}");
+        let m = obj(Some(p), &what)?.cloned().unwrap_or_default();
+        w.check(
+            &what,
+            &m,
+            &["addr", "path", "dry-run", "skip-request-body-parse"],
+        );
+        let d = EnvoyConfig::default();
+        let cfg = EnvoyConfig {
+            addr: string(m.get("addr"), &format!("{what}.addr"))?.unwrap_or(d.addr),
+            path: string(m.get("path"), &format!("{what}.path"))?.unwrap_or(d.path),
+            dry_run: boolean(m.get("dry-run"), &format!("{what}.dry-run"))?.unwrap_or(false),
+            skip_request_body_parse: boolean(
+                m.get("skip-request-body-parse"),
+                &format!("{what}.skip-request-body-parse"),
+            )?
+            .unwrap_or(false),
+        };
+        cfg.bind_addr()?;
+        if cfg.path_segments().is_empty() {
+            return Err(format!("{what}.path: empty decision path"));
+        }
+        out = Some(cfg);
+    }
+    Ok(out)
+}
+
 /// Everything the agent needs, resolved.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub sync: SyncConfig,
     pub listen: String,
     pub decision_logs: DecisionLogConfig,
+    /// `plugins.envoy_ext_authz_grpc`: the Envoy ext_authz gRPC listener, when configured.
+    pub envoy: Option<EnvoyConfig>,
     /// Dotted names of keys present in the file that lockstep does not support.
     pub ignored: Vec<String>,
 }
@@ -377,9 +476,11 @@ pub fn parse(
             "decision_logs",
             "persistence_directory",
             "lockstep",
+            "plugins",
         ],
     );
     let services = parse_services(root.get("services"), &mut w)?;
+    let envoy = parse_plugins(root.get("plugins"), &mut w)?;
     let keys = parse_keys(root.get("keys"), &mut w, &overrides.keys)?;
 
     let ls = obj(root.get("lockstep"), "lockstep")?
@@ -568,6 +669,7 @@ pub fn parse(
         sync,
         listen,
         decision_logs,
+        envoy,
         ignored: w.ignored,
     })
 }
@@ -596,6 +698,47 @@ mod tests {
         assert_eq!(d("250ms"), Duration::from_millis(250));
         assert_eq!(d("2"), Duration::from_secs(2));
         assert!(parse_duration(&Json::String("2d".into()), "x").is_err());
+    }
+
+    #[test]
+    fn envoy_plugin() {
+        let text = r#"
+services: {s: {url: "http://127.0.0.1:1/"}}
+bundles: {b: {service: s}}
+lockstep: {skip_verification: true}
+plugins:
+  envoy_ext_authz_grpc: {addr: ":9191", path: mcp/authz/allow, dry-run: false, enable-reflection: true}
+  other_plugin: {}
+"#;
+        let c = parse(text, &|_| None, &Overrides::default()).unwrap();
+        let e = c.envoy.clone().unwrap();
+        assert_eq!(e.bind_addr().unwrap(), "0.0.0.0:9191");
+        assert_eq!(e.path_segments(), vec!["mcp", "authz", "allow"]);
+        assert_eq!(
+            c.ignored,
+            vec![
+                "plugins.envoy_ext_authz_grpc.enable-reflection",
+                "plugins.other_plugin"
+            ]
+        );
+        let d = EnvoyConfig::default();
+        assert_eq!(d.path_segments(), vec!["envoy", "authz", "allow"]);
+        let dotted = EnvoyConfig {
+            path: "data.envoy.authz.allow".into(),
+            addr: "grpc://127.0.0.1:1".into(),
+            ..EnvoyConfig::default()
+        };
+        assert_eq!(dotted.path_segments(), vec!["envoy", "authz", "allow"]);
+        assert_eq!(dotted.bind_addr().unwrap(), "127.0.0.1:1");
+        let none = parse(
+            "services: {s: {url: \"http://127.0.0.1:1/\"}}\nbundles: {b: {service: s}}\nlockstep: {skip_verification: true}\n",
+            &|_| None,
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(none.envoy.is_none());
+        let unix = text.replace("\":9191\"", "unix:///tmp/x.sock");
+        assert!(parse(&unix, &|_| None, &Overrides::default()).is_err());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! `?provenance`), the policy and data write API that OPAL drives, `/v1/status`,
 //! `/health`, `/metrics` — over the active policy kept by `lockstep-sync`, OPA's
 //! configuration file format ([`config`]), and decision logs in OPA's event shape
-//! ([`decision_log`]). Envoy ext_authz belongs here too (not built yet).
+//! ([`decision_log`]), and Envoy's ext_authz gRPC service as opa-envoy-plugin serves
+//! it ([`envoy`], `plugins.envoy_ext_authz_grpc`).
 //!
 //! Must not: know MCP (the gateway does), download or verify bundles itself (that is
 //! `lockstep-sync`'s job).
@@ -13,6 +14,7 @@
 pub mod api;
 pub mod config;
 pub mod decision_log;
+pub mod envoy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{AgentConfig, DecisionLogConfig, Overrides};
+pub use config::{AgentConfig, DecisionLogConfig, EnvoyConfig, Overrides};
 use lockstep_sync::Syncer;
 
 /// A started agent; stop it with [`RunningAgent::shutdown`].
@@ -28,9 +30,12 @@ use lockstep_sync::Syncer;
 pub struct RunningAgent {
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
+    /// The Envoy ext_authz gRPC address actually bound, when configured.
+    pub envoy_addr: Option<SocketAddr>,
     pub syncer: Syncer,
     shutdown: watch::Sender<bool>,
     serve: JoinHandle<std::io::Result<()>>,
+    envoy: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     logger: Option<JoinHandle<()>>,
     state: Arc<api::AppState>,
 }
@@ -40,6 +45,7 @@ impl RunningAgent {
     pub async fn shutdown(self) -> std::io::Result<()> {
         let _ = self.shutdown.send(true);
         let served = self.serve.await.map_err(std::io::Error::other)?;
+        join_envoy(self.envoy).await?;
         self.syncer.shutdown().await;
         // The writer ends when the last sender is gone.
         drop(self.state);
@@ -53,6 +59,7 @@ impl RunningAgent {
     pub async fn wait(self) -> std::io::Result<()> {
         let served = self.serve.await.map_err(std::io::Error::other)?;
         let _ = self.shutdown.send(true);
+        join_envoy(self.envoy).await?;
         self.syncer.shutdown().await;
         drop(self.state);
         if let Some(h) = self.logger {
@@ -64,6 +71,18 @@ impl RunningAgent {
     /// A handle that stops the agent when sent `true`.
     pub fn trigger(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
+    }
+}
+
+async fn join_envoy(
+    h: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+) -> std::io::Result<()> {
+    match h {
+        Some(h) => h
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(std::io::Error::other),
+        None => Ok(()),
     }
 }
 
@@ -82,6 +101,19 @@ pub async fn start(cfg: AgentConfig) -> Result<RunningAgent, String> {
     let addr = listener
         .local_addr()
         .map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
+    let (envoy_listener, envoy_addr) = match &cfg.envoy {
+        Some(e) => {
+            let bind = e.bind_addr()?;
+            let l = tokio::net::TcpListener::bind(&bind)
+                .await
+                .map_err(|err| format!("envoy ext_authz listen on {bind}: {err}"))?;
+            let a = l
+                .local_addr()
+                .map_err(|err| format!("envoy ext_authz listen on {bind}: {err}"))?;
+            (Some(l), Some(a))
+        }
+        None => (None, None),
+    };
     syncer.start().await;
     let state = Arc::new(api::AppState {
         syncer: syncer.clone(),
@@ -90,6 +122,26 @@ pub async fn start(cfg: AgentConfig) -> Result<RunningAgent, String> {
     });
     let router = api::router(state.clone());
     let (tx, mut rx) = watch::channel(false);
+    let envoy = match (envoy_listener, &cfg.envoy) {
+        (Some(l), Some(e)) => {
+            let svc = envoy_types::ext_authz::v3::pb::AuthorizationServer::new(
+                envoy::ExtAuthz::new(state.clone(), e),
+            );
+            let mut erx = tx.subscribe();
+            tracing::info!(addr = ?envoy_addr, path = %e.path, "envoy ext_authz gRPC listening");
+            Some(tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(
+                        tonic::transport::server::TcpIncoming::from(l),
+                        async move {
+                            let _ = erx.wait_for(|v| *v).await;
+                        },
+                    ),
+            ))
+        }
+        _ => None,
+    };
     let serve = tokio::spawn(async move {
         axum::serve(
             listener,
@@ -103,9 +155,11 @@ pub async fn start(cfg: AgentConfig) -> Result<RunningAgent, String> {
     tracing::info!(%addr, bundles = cfg.sync.bundles.len(), "lockstep agent listening");
     Ok(RunningAgent {
         addr,
+        envoy_addr,
         syncer,
         shutdown: tx,
         serve,
+        envoy,
         logger: logger_task,
         state,
     })

@@ -23,6 +23,7 @@ pub fn agent_config(sync: SyncConfig, log: Option<&Path>) -> AgentConfig {
             console: false,
             file: log.map(Path::to_path_buf),
         },
+        envoy: None,
         ignored: Vec::new(),
     }
 }
