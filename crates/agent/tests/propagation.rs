@@ -37,10 +37,10 @@ async fn new_revision_active_on_ten_agents_within_100ms() {
     }
     // Every agent now holds a long poll on the server.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // Three publications; for each, the time from the publish request's start and from
+    // Five publications; for each, the time from the publish request's start and from
     // the server's acknowledgement until the last of the 10 agents has it active.
     let mut after_ack = Vec::new();
-    for (i, rev) in ["r2", "r3", "r4"].iter().enumerate() {
+    for (i, rev) in ["r2", "r3", "r4", "r5", "r6"].iter().enumerate() {
         let body = bundle(rev, 2000 + i64::try_from(i).unwrap(), Some(&server.keys));
         let t0 = Instant::now();
         let waits: Vec<_> = agents
@@ -80,9 +80,10 @@ async fn new_revision_active_on_ten_agents_within_100ms() {
     }
     after_ack.sort();
     // The median publication must reach all 10 agents within 100 ms of its
-    // acknowledgement; every one within 1 s even on a loaded 2-core machine.
-    assert!(after_ack[1] < Duration::from_millis(100), "{after_ack:?}");
-    assert!(after_ack[2] < Duration::from_secs(1), "{after_ack:?}");
+    // acknowledgement; every one within 2 s even on a loaded 2-core machine (ten debug
+    // builds of the engine compiling at once is what a slow round waits for).
+    assert!(after_ack[2] < Duration::from_millis(100), "{after_ack:?}");
+    assert!(after_ack[4] < Duration::from_secs(2), "{after_ack:?}");
     for a in agents {
         a.shutdown().await.unwrap();
     }
