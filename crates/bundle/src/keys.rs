@@ -462,34 +462,22 @@ pub fn public_key_pem(private_pem: &str) -> Result<String> {
 /// secret is both halves (the hex text itself is the key, as OPA uses the string's bytes).
 pub fn generate_keypair(alg: Algorithm) -> Result<(String, String)> {
     let gen_err = |e: &dyn std::fmt::Display| BundleError::KeyGeneration(e.to_string());
+    // The three curves differ only in their crate; one body keeps them identical.
+    macro_rules! ec_pair {
+        ($curve:ident) => {{
+            let k = $curve::SecretKey::random(&mut OsRng);
+            let private = k.to_pkcs8_pem(LineEnding::LF).map_err(|e| gen_err(&e))?;
+            let public = k
+                .public_key()
+                .to_public_key_pem(LineEnding::LF)
+                .map_err(|e| gen_err(&e))?;
+            Ok((private.to_string(), public))
+        }};
+    }
     match alg {
-        Algorithm::ES256 => {
-            let k = p256::SecretKey::random(&mut OsRng);
-            let private = k.to_pkcs8_pem(LineEnding::LF).map_err(|e| gen_err(&e))?;
-            let public = k
-                .public_key()
-                .to_public_key_pem(LineEnding::LF)
-                .map_err(|e| gen_err(&e))?;
-            Ok((private.to_string(), public))
-        }
-        Algorithm::ES384 => {
-            let k = p384::SecretKey::random(&mut OsRng);
-            let private = k.to_pkcs8_pem(LineEnding::LF).map_err(|e| gen_err(&e))?;
-            let public = k
-                .public_key()
-                .to_public_key_pem(LineEnding::LF)
-                .map_err(|e| gen_err(&e))?;
-            Ok((private.to_string(), public))
-        }
-        Algorithm::ES512 => {
-            let k = p521::SecretKey::random(&mut OsRng);
-            let private = k.to_pkcs8_pem(LineEnding::LF).map_err(|e| gen_err(&e))?;
-            let public = k
-                .public_key()
-                .to_public_key_pem(LineEnding::LF)
-                .map_err(|e| gen_err(&e))?;
-            Ok((private.to_string(), public))
-        }
+        Algorithm::ES256 => ec_pair!(p256),
+        Algorithm::ES384 => ec_pair!(p384),
+        Algorithm::ES512 => ec_pair!(p521),
         a if a.family() == Family::Rsa => {
             let k = RsaPrivateKey::new(&mut OsRng, 2048).map_err(|e| gen_err(&e))?;
             let private = k.to_pkcs8_der().map_err(|e| gen_err(&e))?;
