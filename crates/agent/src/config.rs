@@ -25,6 +25,7 @@
 //! persistence_directory: /var/lib/lockstep
 //! plugins:
 //!   envoy_ext_authz_grpc: {addr: ":9191", path: envoy/authz/allow}   # Envoy ext_authz (gRPC)
+//!   envoy_ext_authz_http: {addr: ":9292", path: envoy/authz/allow, path_prefix: /authz}  # HTTP mode (lockstep)
 //! lockstep:
 //!   listen: 127.0.0.1:8181
 //!   max_staleness: 60s             # or a number of seconds
@@ -56,7 +57,8 @@ pub struct DecisionLogConfig {
 }
 
 /// `plugins.envoy_ext_authz_grpc` (legacy name `envoy.ext_authz.grpc`), as
-/// opa-envoy-plugin reads it.
+/// opa-envoy-plugin reads it; `plugins.envoy_ext_authz_http` (lockstep's own: the
+/// plugin has no HTTP mode) takes the same keys plus `path_prefix`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvoyConfig {
     /// `addr`: `host:port`, `:port` or `grpc://host:port` (default `:9191`).
@@ -67,6 +69,9 @@ pub struct EnvoyConfig {
     pub dry_run: bool,
     /// `skip-request-body-parse`: no `parsed_body` / `truncated_body` in the input.
     pub skip_request_body_parse: bool,
+    /// HTTP mode only: Envoy's `http_service.path_prefix`, removed from the request
+    /// path before it becomes `input.attributes.request.http.path`.
+    pub path_prefix: String,
 }
 
 pub const DEFAULT_ENVOY_ADDR: &str = ":9191";
@@ -79,6 +84,7 @@ impl Default for EnvoyConfig {
             path: DEFAULT_ENVOY_PATH.into(),
             dry_run: false,
             skip_request_body_parse: false,
+            path_prefix: String::new(),
         }
     }
 }
@@ -88,9 +94,10 @@ impl EnvoyConfig {
     pub fn bind_addr(&self) -> Result<String, String> {
         let a = self.addr.trim();
         let a = a.strip_prefix("grpc://").unwrap_or(a);
+        let a = a.strip_prefix("http://").unwrap_or(a);
         if a.starts_with("unix://") {
             return Err(format!(
-                "plugins.envoy_ext_authz_grpc.addr: unix sockets are not supported ({a})"
+                "plugins.envoy_ext_authz_*.addr: unix sockets are not supported ({a})"
             ));
         }
         Ok(if a.starts_with(':') {
@@ -113,26 +120,48 @@ impl EnvoyConfig {
     }
 }
 
-fn parse_plugins(v: Option<&Json>, w: &mut Walker) -> Result<Option<EnvoyConfig>, String> {
+/// The Envoy ext_authz listeners: `(gRPC, HTTP)`.
+type EnvoyPlugins = (Option<EnvoyConfig>, Option<EnvoyConfig>);
+
+pub const DEFAULT_ENVOY_HTTP_ADDR: &str = ":9292";
+
+fn parse_plugins(v: Option<&Json>, w: &mut Walker) -> Result<EnvoyPlugins, String> {
     let Some(plugins) = obj(v, "plugins")? else {
-        return Ok(None);
+        return Ok((None, None));
     };
-    let mut out = None;
+    let (mut grpc, mut http) = (None, None);
     for (name, p) in plugins {
-        if name != "envoy_ext_authz_grpc" && name != "envoy.ext_authz.grpc" {
+        let is_http = name == "envoy_ext_authz_http";
+        if !is_http && name != "envoy_ext_authz_grpc" && name != "envoy.ext_authz.grpc" {
             w.ignored.push(format!("plugins.{name}"));
             continue;
         }
         let what = format!("plugins.{name}");
         let m = obj(Some(p), &what)?.cloned().unwrap_or_default();
-        w.check(
-            &what,
-            &m,
-            &["addr", "path", "dry-run", "skip-request-body-parse"],
-        );
+        let mut known = vec!["addr", "path", "dry-run", "skip-request-body-parse"];
+        if is_http {
+            known.push("path_prefix");
+        }
+        w.check(&what, &m, &known);
         let d = EnvoyConfig::default();
+        let default_addr = if is_http {
+            DEFAULT_ENVOY_HTTP_ADDR.to_string()
+        } else {
+            d.addr
+        };
+        let path_prefix = if is_http {
+            string(m.get("path_prefix"), &format!("{what}.path_prefix"))?.unwrap_or_default()
+        } else {
+            String::new()
+        };
+        if !path_prefix.is_empty() && !path_prefix.starts_with('/') {
+            return Err(format!(
+                "{what}.path_prefix: must start with '/' ({path_prefix:?})"
+            ));
+        }
         let cfg = EnvoyConfig {
-            addr: string(m.get("addr"), &format!("{what}.addr"))?.unwrap_or(d.addr),
+            path_prefix: path_prefix.trim_end_matches('/').to_string(),
+            addr: string(m.get("addr"), &format!("{what}.addr"))?.unwrap_or(default_addr),
             path: string(m.get("path"), &format!("{what}.path"))?.unwrap_or(d.path),
             dry_run: boolean(m.get("dry-run"), &format!("{what}.dry-run"))?.unwrap_or(false),
             skip_request_body_parse: boolean(
@@ -145,9 +174,13 @@ fn parse_plugins(v: Option<&Json>, w: &mut Walker) -> Result<Option<EnvoyConfig>
         if cfg.path_segments().is_empty() {
             return Err(format!("{what}.path: empty decision path"));
         }
-        out = Some(cfg);
+        if is_http {
+            http = Some(cfg);
+        } else {
+            grpc = Some(cfg);
+        }
     }
-    Ok(out)
+    Ok((grpc, http))
 }
 
 /// Everything the agent needs, resolved.
@@ -158,6 +191,8 @@ pub struct AgentConfig {
     pub decision_logs: DecisionLogConfig,
     /// `plugins.envoy_ext_authz_grpc`: the Envoy ext_authz gRPC listener, when configured.
     pub envoy: Option<EnvoyConfig>,
+    /// `plugins.envoy_ext_authz_http`: the Envoy ext_authz HTTP-mode listener.
+    pub envoy_http: Option<EnvoyConfig>,
     /// Dotted names of keys present in the file that lockstep does not support.
     pub ignored: Vec<String>,
 }
@@ -480,7 +515,7 @@ pub fn parse(
         ],
     );
     let services = parse_services(root.get("services"), &mut w)?;
-    let envoy = parse_plugins(root.get("plugins"), &mut w)?;
+    let (envoy, envoy_http) = parse_plugins(root.get("plugins"), &mut w)?;
     let keys = parse_keys(root.get("keys"), &mut w, &overrides.keys)?;
 
     let ls = obj(root.get("lockstep"), "lockstep")?
@@ -670,6 +705,7 @@ pub fn parse(
         listen,
         decision_logs,
         envoy,
+        envoy_http,
         ignored: w.ignored,
     })
 }
@@ -708,12 +744,23 @@ bundles: {b: {service: s}}
 lockstep: {skip_verification: true}
 plugins:
   envoy_ext_authz_grpc: {addr: ":9191", path: mcp/authz/allow, dry-run: false, enable-reflection: true}
+  envoy_ext_authz_http: {addr: "127.0.0.1:9292", path: mcp/authz/decision, path_prefix: /authz/}
   other_plugin: {}
 "#;
         let c = parse(text, &|_| None, &Overrides::default()).unwrap();
         let e = c.envoy.clone().unwrap();
         assert_eq!(e.bind_addr().unwrap(), "0.0.0.0:9191");
         assert_eq!(e.path_segments(), vec!["mcp", "authz", "allow"]);
+        let h = c.envoy_http.clone().unwrap();
+        assert_eq!(h.bind_addr().unwrap(), "127.0.0.1:9292");
+        assert_eq!(h.path_segments(), vec!["mcp", "authz", "decision"]);
+        assert_eq!(h.path_prefix, "/authz");
+        let bad_prefix = text.replace("path_prefix: /authz/", "path_prefix: authz");
+        assert!(
+            parse(&bad_prefix, &|_| None, &Overrides::default())
+                .unwrap_err()
+                .contains("path_prefix")
+        );
         assert_eq!(
             c.ignored,
             vec![
@@ -736,7 +783,7 @@ plugins:
             &Overrides::default(),
         )
         .unwrap();
-        assert!(none.envoy.is_none());
+        assert!(none.envoy.is_none() && none.envoy_http.is_none());
         let unix = text.replace("\":9191\"", "unix:///tmp/x.sock");
         assert!(parse(&unix, &|_| None, &Overrides::default()).is_err());
     }

@@ -5,7 +5,8 @@
 //! `/health`, `/metrics` — over the active policy kept by `lockstep-sync`, OPA's
 //! configuration file format ([`config`]), and decision logs in OPA's event shape
 //! ([`decision_log`]), and Envoy's ext_authz gRPC service as opa-envoy-plugin serves
-//! it ([`envoy`], `plugins.envoy_ext_authz_grpc`).
+//! it ([`envoy`], `plugins.envoy_ext_authz_grpc`) plus Envoy's HTTP mode over the same
+//! decision ([`envoy_http`], `plugins.envoy_ext_authz_http`).
 //!
 //! Must not: know MCP (the gateway does), download or verify bundles itself (that is
 //! `lockstep-sync`'s job).
@@ -15,6 +16,7 @@ pub mod api;
 pub mod config;
 pub mod decision_log;
 pub mod envoy;
+pub mod envoy_http;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,10 +34,13 @@ pub struct RunningAgent {
     pub addr: SocketAddr,
     /// The Envoy ext_authz gRPC address actually bound, when configured.
     pub envoy_addr: Option<SocketAddr>,
+    /// The Envoy ext_authz HTTP-mode address actually bound, when configured.
+    pub envoy_http_addr: Option<SocketAddr>,
     pub syncer: Syncer,
     shutdown: watch::Sender<bool>,
     serve: JoinHandle<std::io::Result<()>>,
     envoy: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    envoy_http: Option<JoinHandle<std::io::Result<()>>>,
     logger: Option<JoinHandle<()>>,
     state: Arc<api::AppState>,
 }
@@ -46,6 +51,7 @@ impl RunningAgent {
         let _ = self.shutdown.send(true);
         let served = self.serve.await.map_err(std::io::Error::other)?;
         join_envoy(self.envoy).await?;
+        join_http(self.envoy_http).await?;
         self.syncer.shutdown().await;
         // The writer ends when the last sender is gone.
         drop(self.state);
@@ -60,6 +66,7 @@ impl RunningAgent {
         let served = self.serve.await.map_err(std::io::Error::other)?;
         let _ = self.shutdown.send(true);
         join_envoy(self.envoy).await?;
+        join_http(self.envoy_http).await?;
         self.syncer.shutdown().await;
         drop(self.state);
         if let Some(h) = self.logger {
@@ -86,6 +93,27 @@ async fn join_envoy(
     }
 }
 
+async fn join_http(h: Option<JoinHandle<std::io::Result<()>>>) -> std::io::Result<()> {
+    match h {
+        Some(h) => h.await.map_err(std::io::Error::other)?,
+        None => Ok(()),
+    }
+}
+
+async fn bind(
+    e: &EnvoyConfig,
+    what: &str,
+) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
+    let bind = e.bind_addr()?;
+    let l = tokio::net::TcpListener::bind(&bind)
+        .await
+        .map_err(|err| format!("{what} listen on {bind}: {err}"))?;
+    let a = l
+        .local_addr()
+        .map_err(|err| format!("{what} listen on {bind}: {err}"))?;
+    Ok((l, a))
+}
+
 /// Loads persisted bundles, starts syncing, binds and serves.
 pub async fn start(cfg: AgentConfig) -> Result<RunningAgent, String> {
     cfg.log_ignored();
@@ -103,13 +131,14 @@ pub async fn start(cfg: AgentConfig) -> Result<RunningAgent, String> {
         .map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
     let (envoy_listener, envoy_addr) = match &cfg.envoy {
         Some(e) => {
-            let bind = e.bind_addr()?;
-            let l = tokio::net::TcpListener::bind(&bind)
-                .await
-                .map_err(|err| format!("envoy ext_authz listen on {bind}: {err}"))?;
-            let a = l
-                .local_addr()
-                .map_err(|err| format!("envoy ext_authz listen on {bind}: {err}"))?;
+            let (l, a) = bind(e, "envoy ext_authz").await?;
+            (Some(l), Some(a))
+        }
+        None => (None, None),
+    };
+    let (http_listener, envoy_http_addr) = match &cfg.envoy_http {
+        Some(e) => {
+            let (l, a) = bind(e, "envoy ext_authz (HTTP)").await?;
             (Some(l), Some(a))
         }
         None => (None, None),
@@ -142,6 +171,24 @@ pub async fn start(cfg: AgentConfig) -> Result<RunningAgent, String> {
         }
         _ => None,
     };
+    let envoy_http = match (http_listener, &cfg.envoy_http) {
+        (Some(l), Some(e)) => {
+            let app = envoy_http::router(
+                envoy::ExtAuthz::new(state.clone(), e),
+                e.path_prefix.clone(),
+            );
+            let mut hrx = tx.subscribe();
+            tracing::info!(addr = ?envoy_http_addr, path = %e.path, "envoy ext_authz HTTP listening");
+            Some(tokio::spawn(async move {
+                axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(async move {
+                        let _ = hrx.wait_for(|v| *v).await;
+                    })
+                    .await
+            }))
+        }
+        _ => None,
+    };
     let serve = tokio::spawn(async move {
         axum::serve(
             listener,
@@ -156,10 +203,12 @@ pub async fn start(cfg: AgentConfig) -> Result<RunningAgent, String> {
     Ok(RunningAgent {
         addr,
         envoy_addr,
+        envoy_http_addr,
         syncer,
         shutdown: tx,
         serve,
         envoy,
+        envoy_http,
         logger: logger_task,
         state,
     })

@@ -261,3 +261,101 @@ async fn check_without_bundle_is_denied() {
     }
     a.shutdown().await.unwrap();
 }
+
+/// Envoy's HTTP mode: the request arrives as a copy of the client's (path prefixed
+/// with `path_prefix`); 200 allows, anything else denies with the decision's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_mode_allows_denies_and_fails_closed() {
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sync = sync_config(
+        server.service(),
+        server.verification(),
+        dir.path(),
+        Some(20),
+    );
+    let log = dir.path().join("decisions.jsonl");
+    let mut cfg = agent_config(sync, Some(&log));
+    cfg.envoy_http = Some(EnvoyConfig {
+        addr: "127.0.0.1:0".into(),
+        path: "mcp/authz/allow".into(),
+        path_prefix: "/authz".into(),
+        ..EnvoyConfig::default()
+    });
+    let a = lockstep_agent::start(cfg).await.unwrap();
+    let base = format!("http://{}/authz/mcp?session=s1", a.envoy_http_addr.unwrap());
+    let http = reqwest::Client::new();
+    let call = |tool: &str| {
+        http.post(&base)
+            .header("content-type", "application/json")
+            .body(
+                json!({
+                    "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                    "params": {"name": tool, "arguments": {"sql": "select 1"}},
+                })
+                .to_string(),
+            )
+            .send()
+    };
+
+    // No bundle yet: fail closed.
+    let r = call("read_database").await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().contains_key("x-lockstep-fail-closed"));
+    assert_eq!(r.headers()["x-lockstep-decision-id"].len(), 36);
+    assert!(r.text().await.unwrap().contains("fail closed"));
+
+    server
+        .publish("main", bundle_with("r1", 1000, Some(&server.keys), POLICY))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let allowed = loop {
+        let r = call("read_database").await.unwrap();
+        if r.headers()
+            .get("x-lockstep-revision")
+            .is_some_and(|v| v == "r1")
+        {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "{r:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(allowed.status(), 200);
+    let h = allowed.headers();
+    assert_eq!(h["x-authz-tool"], "read_database");
+    assert_eq!(h["x-authz-session"], "s1");
+    assert_eq!(h["x-authz"], "ok");
+    assert_eq!(h["x-lockstep-decision-id"].len(), 36);
+
+    let denied = call("drop_database").await.unwrap();
+    assert_eq!(denied.status(), 403);
+    assert_eq!(denied.headers()["content-type"], "application/json");
+    assert_eq!(denied.headers()["x-lockstep-revision"], "r1");
+    let body: Value = denied.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "tool not allowed");
+
+    // Not JSON: the plugin's 400 without asking the policy.
+    let bad = http
+        .post(&base)
+        .header("content-type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    a.shutdown().await.unwrap();
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let e: Value = lines
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["result"]["allowed"] == true)
+        .unwrap();
+    // The policy saw the original path, without Envoy's prefix.
+    assert_eq!(e["input"]["parsed_path"], json!(["mcp"]));
+    assert_eq!(
+        e["input"]["attributes"]["request"]["http"]["path"],
+        "/mcp?session=s1"
+    );
+    assert_eq!(e["bundles"]["main"]["revision"], "r1");
+}

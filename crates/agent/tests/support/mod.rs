@@ -24,6 +24,7 @@ pub fn agent_config(sync: SyncConfig, log: Option<&Path>) -> AgentConfig {
             file: log.map(Path::to_path_buf),
         },
         envoy: None,
+        envoy_http: None,
         ignored: Vec::new(),
     }
 }
