@@ -695,7 +695,10 @@ fn policy_ok(params: &Params) -> Response {
 
 fn report(app: &AppState) -> JsonValue {
     if let Some(l) = &app.logger {
-        let dropped = l.dropped.load(Ordering::Relaxed);
+        let dropped = l.dropped.load(Ordering::Relaxed)
+            + l.upload_stats
+                .as_ref()
+                .map_or(0, |u| u.dropped_events.load(Ordering::Relaxed));
         app.syncer.set_plugin_state(
             "decision_logs",
             if dropped == 0 {
@@ -704,7 +707,7 @@ fn report(app: &AppState) -> JsonValue {
                 PluginState {
                     state: "WARN".into(),
                     message: Some(format!(
-                        "{dropped} decision log events dropped (queue full)"
+                        "{dropped} decision log events dropped (queue or upload buffer full, or too large)"
                     )),
                 }
             },
@@ -836,6 +839,25 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
             escape_label(name),
             u8::from(b.code.is_some())
         );
+    }
+    if let Some(l) = &app.logger {
+        let _ = writeln!(
+            out,
+            "# HELP lockstep_decision_logs_dropped_total Decision log events dropped (queue or buffer full, too large).\n# TYPE lockstep_decision_logs_dropped_total counter\nlockstep_decision_logs_dropped_total {}",
+            l.dropped.load(Ordering::Relaxed)
+                + l.upload_stats
+                    .as_ref()
+                    .map_or(0, |u| u.dropped_events.load(Ordering::Relaxed))
+        );
+        if let Some(u) = &l.upload_stats {
+            let _ = writeln!(
+                out,
+                "# HELP lockstep_decision_logs_uploaded_total Decision log events accepted by the log service.\n# TYPE lockstep_decision_logs_uploaded_total counter\nlockstep_decision_logs_uploaded_total {}\n# HELP lockstep_decision_log_upload_failures_total Upload attempts not answered 2xx.\n# TYPE lockstep_decision_log_upload_failures_total counter\nlockstep_decision_log_upload_failures_total {}\n# HELP lockstep_decision_logs_buffered Events waiting for upload.\n# TYPE lockstep_decision_logs_buffered gauge\nlockstep_decision_logs_buffered {}",
+                u.uploaded_events.load(Ordering::Relaxed),
+                u.failed_uploads.load(Ordering::Relaxed),
+                u.buffered_events.load(Ordering::Relaxed),
+            );
+        }
     }
     let generation = app.syncer.active().map_or(0, |a| a.generation);
     let _ = writeln!(

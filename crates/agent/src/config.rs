@@ -21,7 +21,8 @@
 //!   prod-key-2025: {key: "-----BEGIN PUBLIC KEY-----...", algorithm: ES256}
 //! labels: {app: mcp-gateway, region: eu}
 //! status: {service: bundle-server, partition_name: eu}
-//! decision_logs: {console: true, file: /var/log/lockstep/decisions.jsonl}
+//! decision_logs: {console: true, file: /var/log/lockstep/decisions.jsonl}   # and/or upload:
+//! # decision_logs: {service: logs, partition_name: eu, reporting: {min_delay_seconds: 5, max_delay_seconds: 10, upload_size_limit_bytes: 32768}}
 //! persistence_directory: /var/lib/lockstep
 //! plugins:
 //!   envoy_ext_authz_grpc: {addr: ":9191", path: envoy/authz/allow}   # Envoy ext_authz (gRPC)
@@ -54,6 +55,30 @@ pub struct DecisionLogConfig {
     pub console: bool,
     /// `decision_logs.file` (lockstep): JSON lines appended to this file.
     pub file: Option<PathBuf>,
+    /// `decision_logs.service`: gzip'd JSON arrays POSTed as OPA's logs plugin does.
+    pub upload: Option<DecisionUpload>,
+}
+
+/// Where and how often decision logs are uploaded (`decision_logs.service`,
+/// `resource`, `partition_name`, `reporting.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionUpload {
+    pub service: Service,
+    /// `resource` (default `/logs`; `partition_name` gives `/logs/<partition>`).
+    pub resource: String,
+    /// `reporting.min_delay_seconds` / `max_delay_seconds` (OPA: 300 / 600).
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    /// `reporting.upload_size_limit_bytes`: largest gzip'd body (OPA: 32768).
+    pub upload_size_limit: usize,
+    /// `reporting.buffer_size_limit_events` (OPA: 10000): oldest events dropped beyond.
+    pub buffer_size_limit_events: usize,
+}
+
+impl DecisionUpload {
+    pub fn url(&self) -> String {
+        self.service.join(&self.resource)
+    }
 }
 
 /// `plugins.envoy_ext_authz_grpc` (legacy name `envoy.ext_authz.grpc`), as
@@ -686,10 +711,22 @@ pub fn parse(
 
     let mut decision_logs = DecisionLogConfig::default();
     if let Some(d) = obj(root.get("decision_logs"), "decision_logs")? {
-        w.check("decision_logs", d, &["console", "file"]);
+        w.check(
+            "decision_logs",
+            d,
+            &[
+                "console",
+                "file",
+                "service",
+                "resource",
+                "partition_name",
+                "reporting",
+            ],
+        );
         decision_logs.console =
             boolean(d.get("console"), "decision_logs.console")?.unwrap_or(false);
         decision_logs.file = string(d.get("file"), "decision_logs.file")?.map(PathBuf::from);
+        decision_logs.upload = parse_upload(d, &services, decision_logs.console, &mut w)?;
     }
 
     let persistence_dir = string(root.get("persistence_directory"), "persistence_directory")?
@@ -708,6 +745,82 @@ pub fn parse(
         envoy_http,
         ignored: w.ignored,
     })
+}
+
+/// `decision_logs` upload settings. As OPA: a named `service`, or, when console
+/// logging is off, the first service (lockstep's `file` also counts as "logging
+/// elsewhere", so a file-only config never starts uploading to the bundle server).
+fn parse_upload(
+    d: &Map<String, Json>,
+    services: &BTreeMap<String, Service>,
+    console: bool,
+    w: &mut Walker,
+) -> Result<Option<DecisionUpload>, String> {
+    let named = string(d.get("service"), "decision_logs.service")?;
+    let service = match named {
+        Some(n) => services
+            .get(&n)
+            .cloned()
+            .ok_or_else(|| format!("decision_logs.service: unknown service {n:?}"))?,
+        None if console || d.contains_key("file") => return Ok(None),
+        None => match services.values().next() {
+            Some(s) => s.clone(),
+            None => return Ok(None),
+        },
+    };
+    let partition = string(d.get("partition_name"), "decision_logs.partition_name")?;
+    let resource = match (
+        string(d.get("resource"), "decision_logs.resource")?,
+        partition,
+    ) {
+        (Some(r), _) => r,
+        (None, Some(p)) => format!("/logs/{}", p.trim_matches('/')),
+        (None, None) => "/logs".to_string(),
+    };
+    let r = obj(d.get("reporting"), "decision_logs.reporting")?
+        .cloned()
+        .unwrap_or_default();
+    w.check(
+        "decision_logs.reporting",
+        &r,
+        &[
+            "min_delay_seconds",
+            "max_delay_seconds",
+            "upload_size_limit_bytes",
+            "buffer_size_limit_events",
+        ],
+    );
+    let int = |k: &str, default: u64| -> Result<u64, String> {
+        match r.get(k) {
+            None => Ok(default),
+            Some(v) => v.as_u64().ok_or_else(|| {
+                format!("decision_logs.reporting.{k}: expected a non-negative integer")
+            }),
+        }
+    };
+    let min = int("min_delay_seconds", 300)?;
+    let max = int("max_delay_seconds", 600)?;
+    if min > max {
+        return Err(format!(
+            "decision_logs.reporting: min_delay_seconds ({min}) exceeds max_delay_seconds ({max})"
+        ));
+    }
+    let limit = int("upload_size_limit_bytes", 32_768)?;
+    if limit < 256 {
+        return Err(format!(
+            "decision_logs.reporting.upload_size_limit_bytes: {limit} is too small (>= 256)"
+        ));
+    }
+    Ok(Some(DecisionUpload {
+        service,
+        resource,
+        min_delay: Duration::from_secs(min),
+        max_delay: Duration::from_secs(max),
+        upload_size_limit: usize::try_from(limit).unwrap_or(usize::MAX),
+        buffer_size_limit_events: usize::try_from(int("buffer_size_limit_events", 10_000)?)
+            .unwrap_or(usize::MAX)
+            .max(1),
+    }))
 }
 
 /// A random UUID for `labels.id`.
@@ -786,6 +899,70 @@ plugins:
         assert!(none.envoy.is_none() && none.envoy_http.is_none());
         let unix = text.replace("\":9191\"", "unix:///tmp/x.sock");
         assert!(parse(&unix, &|_| None, &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn decision_log_upload() {
+        let base = "services: {b: {url: \"http://127.0.0.1:1/\"}, logs: {url: \"http://127.0.0.1:2/x/\"}}\nbundles: {m: {service: b}}\nlockstep: {skip_verification: true}\n";
+        let p = |extra: &str| parse(&format!("{base}{extra}"), &|_| None, &Overrides::default());
+        let c = p("decision_logs: {service: logs, partition_name: eu, reporting: {min_delay_seconds: 1, max_delay_seconds: 5, upload_size_limit_bytes: 4096, buffer_size_limit_events: 50, trigger: manual}}").unwrap();
+        let u = c.decision_logs.upload.clone().unwrap();
+        assert_eq!(u.url(), "http://127.0.0.1:2/x/logs/eu");
+        assert_eq!(
+            (u.min_delay, u.max_delay),
+            (Duration::from_secs(1), Duration::from_secs(5))
+        );
+        assert_eq!(
+            (u.upload_size_limit, u.buffer_size_limit_events),
+            (4096, 50)
+        );
+        assert_eq!(c.ignored, vec!["decision_logs.reporting.trigger"]);
+        // OPA's default: no service named and no console logging -> the first service.
+        let d = p("decision_logs: {}")
+            .unwrap()
+            .decision_logs
+            .upload
+            .unwrap();
+        assert_eq!(d.url(), "http://127.0.0.1:1/logs");
+        assert_eq!(
+            (d.min_delay, d.max_delay),
+            (Duration::from_secs(300), Duration::from_secs(600))
+        );
+        assert_eq!(d.upload_size_limit, 32_768);
+        // Console or file logging only: nothing uploaded.
+        assert!(
+            p("decision_logs: {console: true}")
+                .unwrap()
+                .decision_logs
+                .upload
+                .is_none()
+        );
+        assert!(
+            p("decision_logs: {file: /tmp/x}")
+                .unwrap()
+                .decision_logs
+                .upload
+                .is_none()
+        );
+        assert!(p("").unwrap().decision_logs.upload.is_none());
+        for (bad, says) in [
+            ("decision_logs: {service: nope}", "unknown service"),
+            (
+                "decision_logs: {reporting: {min_delay_seconds: 9, max_delay_seconds: 2}}",
+                "exceeds",
+            ),
+            (
+                "decision_logs: {reporting: {upload_size_limit_bytes: 10}}",
+                "too small",
+            ),
+            (
+                "decision_logs: {reporting: {min_delay_seconds: -1}}",
+                "non-negative",
+            ),
+        ] {
+            let e = p(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Decision logs: OPA's event shape (`v1/plugins/logs/plugin.go` `EventV1`) as JSON
 //! lines, to a file and/or stdout, written by one background task so a slow disk never
-//! delays a decision (events are dropped, and counted, when 10 000 are queued).
+//! delays a decision (events are dropped, and counted, when 10 000 are queued), and/or
+//! uploaded to a service as OPA does ([`crate::decision_upload`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,14 +13,18 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::DecisionLogConfig;
+use crate::decision_upload::{self, UploadStats};
 
 const QUEUE: usize = 10_000;
 
 /// Sends events to the writer task.
 #[derive(Debug, Clone)]
 pub struct DecisionLogger {
-    tx: mpsc::Sender<Json>,
+    local: Option<mpsc::Sender<Vec<u8>>>,
+    upload: Option<mpsc::Sender<Vec<u8>>>,
     pub dropped: Arc<AtomicU64>,
+    /// Upload counters, when uploading.
+    pub upload_stats: Option<Arc<UploadStats>>,
 }
 
 impl DecisionLogger {
@@ -27,26 +32,64 @@ impl DecisionLogger {
     pub async fn start(
         cfg: &DecisionLogConfig,
     ) -> Result<Option<(DecisionLogger, JoinHandle<()>)>, String> {
-        if !cfg.console && cfg.file.is_none() {
+        if !cfg.console && cfg.file.is_none() && cfg.upload.is_none() {
             return Ok(None);
         }
-        let file = match &cfg.file {
-            Some(p) => Some(open(p).await?),
-            None => None,
+        let mut tasks = Vec::new();
+        let local = if cfg.console || cfg.file.is_some() {
+            let file = match &cfg.file {
+                Some(p) => Some(open(p).await?),
+                None => None,
+            };
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tasks.push(tokio::spawn(write_loop(rx, file, cfg.console)));
+            Some(tx)
+        } else {
+            None
         };
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let h = tokio::spawn(write_loop(rx, file, cfg.console));
+        let (upload, upload_stats) = match &cfg.upload {
+            Some(u) => {
+                let stats = Arc::new(UploadStats::default());
+                let (tx, rx) = mpsc::channel(QUEUE);
+                tracing::info!(url = %u.url(), "decision logs uploaded");
+                tasks.push(tokio::spawn(decision_upload::run(
+                    u.clone(),
+                    rx,
+                    stats.clone(),
+                )));
+                (Some(tx), Some(stats))
+            }
+            None => (None, None),
+        };
+        let h = tokio::spawn(async move {
+            for t in tasks {
+                let _ = t.await;
+            }
+        });
         Ok(Some((
             DecisionLogger {
-                tx,
+                local,
+                upload,
                 dropped: Arc::new(AtomicU64::new(0)),
+                upload_stats,
             },
             h,
         )))
     }
 
     pub fn log(&self, event: Json) {
-        if self.tx.try_send(event).is_err() {
+        let Ok(line) = serde_json::to_vec(&event) else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if let Some(up) = &self.upload
+            && up.try_send(line.clone()).is_err()
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(local) = &self.local
+            && local.try_send(line).is_err()
+        {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -67,17 +110,16 @@ async fn open(p: &PathBuf) -> Result<tokio::fs::File, String> {
 }
 
 async fn write_loop(
-    mut rx: mpsc::Receiver<Json>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
     mut file: Option<tokio::fs::File>,
     console: bool,
 ) {
     let mut buf = Vec::new();
     while let Some(first) = rx.recv().await {
         buf.clear();
-        let push = |e: &Json, buf: &mut Vec<u8>| {
-            if serde_json::to_writer(&mut *buf, e).is_ok() {
-                buf.push(b'\n');
-            }
+        let push = |e: &[u8], buf: &mut Vec<u8>| {
+            buf.extend_from_slice(e);
+            buf.push(b'\n');
         };
         push(&first, &mut buf);
         while let Ok(more) = rx.try_recv() {

@@ -15,6 +15,7 @@
 pub mod api;
 pub mod config;
 pub mod decision_log;
+pub mod decision_upload;
 pub mod envoy;
 pub mod envoy_http;
 
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{AgentConfig, DecisionLogConfig, EnvoyConfig, Overrides};
+pub use config::{AgentConfig, DecisionLogConfig, DecisionUpload, EnvoyConfig, Overrides};
 use lockstep_sync::Syncer;
 
 /// A started agent; stop it with [`RunningAgent::shutdown`].

@@ -22,6 +22,7 @@ pub fn agent_config(sync: SyncConfig, log: Option<&Path>) -> AgentConfig {
         decision_logs: DecisionLogConfig {
             console: false,
             file: log.map(Path::to_path_buf),
+            upload: None,
         },
         envoy: None,
         envoy_http: None,
