@@ -10,6 +10,10 @@
 //! | GET | `/health` (`?bundles`, `?plugins`, `?exclude-plugin=`, lockstep `?fresh`) | `{}` or 500 `{"error"}` |
 //! | GET | `/metrics` | Prometheus text |
 //!
+//! With no bundle configured, decisions serve whatever the write API stored (OPA
+//! without bundles, as driven by OPAL), from the start; with bundles configured, they
+//! fail closed until every bundle has activated, whatever was written meanwhile.
+//!
 //! Fail-closed decisions (no bundle yet, or the freshness lease expired with
 //! `on_stale: deny`) answer **503** with OPA's error shape
 //! `{"code": "internal_error", "message": "<why>", "decision_id": "..."}`: OPA clients
@@ -157,8 +161,11 @@ pub fn data_ref(segs: &[String]) -> String {
     q
 }
 
+/// `X-Lockstep-Revision`, when there is a revision: with no bundle configured (policies
+/// and data only from the write API, as with OPAL) there is none, and no header.
 fn revision_header(resp: &mut Response, active: Option<&Active>) {
     if let Some(a) = active
+        && !a.revision().is_empty()
         && let Ok(v) = HeaderValue::from_str(a.revision())
     {
         resp.headers_mut().insert("x-lockstep-revision", v);

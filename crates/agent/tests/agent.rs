@@ -383,6 +383,258 @@ async fn opa_rest_api_shapes_and_write_api() {
     server.stop().await;
 }
 
+/// No bundle configured (OPA driven by OPAL): like OPA without bundles, the agent serves
+/// whatever the write API stored, from the start, and the calls opal-client 0.9.9 makes
+/// get the answers it accepts (`crates/agent/tests/real_opal.rs` runs the real client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_bundle_configured_serves_what_the_write_api_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    // An OPA config with no `bundles:` section.
+    let mut cfg = lockstep_agent::config::parse(
+        "labels: {id: opal-pdp}\n",
+        &|_| None,
+        &Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            ..Overrides::default()
+        },
+    )
+    .unwrap();
+    assert!(cfg.sync.bundles.is_empty());
+    cfg.sync.persistence_dir = dir.path().to_path_buf();
+    let a = lockstep_agent::start(cfg).await.unwrap();
+    let http = reqwest::Client::new();
+
+    // Serving at once: nothing loaded is "undefined", not a fail-closed 503, and there
+    // is no revision to name.
+    let (s, rev, b) = post(&http, &a, "/v1/data/app/authz/allow", json!({"input": {}})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(rev, None);
+    assert!(
+        b.get("result").is_none() && b["decision_id"].is_string(),
+        "{b}"
+    );
+    // Ready as OPA is with no bundles configured (opal-client probes GET /health).
+    for q in ["", "?bundles", "?plugins", "?fresh"] {
+        let r = http
+            .get(url(&a, &format!("/health{q}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "/health{q}");
+    }
+
+    // A full bundle, as opal-client writes it: list modules, root data (JSON sent as
+    // text/plain) → 204, modules by repo path → 200, stale module deleted.
+    let r: Value = http
+        .get(url(&a, "/v1/policies"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r, json!({"result": []}));
+    let text = |m: reqwest::Method, path: &str, body: &str| {
+        http.request(m, url(&a, path))
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(body.to_string())
+            .send()
+    };
+    let r = text(
+        reqwest::Method::PUT,
+        "/v1/data",
+        r#"{"roles": {"alice": ["admin"]}}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = text(reqwest::Method::PUT, "/v1/data/opal_source", "{}")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = text(
+        reqwest::Method::PUT,
+        "/v1/policies/lib/roles.rego",
+        "package app.lib\n\nallowed_roles := {\"admin\"}\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let r = text(
+        reqwest::Method::PUT,
+        "/v1/policies/policy.rego",
+        "package app.authz\n\ndefault allow := false\n\nallow if {\n    some role in data.roles[input.user]\n    role in data.app.lib.allowed_roles\n}\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // OPAL's health module is a `system.` package.
+    let r = text(
+        reqwest::Method::PUT,
+        "/v1/policies/engine/healthcheck/opal.rego",
+        "package system.opal\n\ndefault ready = true\n\nlast_policy_transaction := {\"id\": \"abc\", \"success\": true, \"error\": null}\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let (s, rev, b) = post(
+        &http,
+        &a,
+        "/v1/data/app/authz/allow",
+        json!({"input": {"user": "alice"}}),
+    )
+    .await;
+    assert_eq!((s, rev, &b["result"]), (200, None, &json!(true)), "{b}");
+    let (_, _, b) = post(&http, &a, "/v1/data/system/opal", json!({})).await;
+    assert_eq!(b["result"]["ready"], true, "{b}");
+    assert_eq!(b["result"]["last_policy_transaction"]["id"], "abc", "{b}");
+    let r: Value = http
+        .get(url(&a, "/v1/policies"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = r["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [
+            "engine/healthcheck/opal.rego",
+            "lib/roles.rego",
+            "policy.rego"
+        ]
+    );
+
+    // A delta: new root data, a module deleted (404 once gone, which OPAL accepts), a
+    // data path deleted (404 when absent, likewise).
+    let r = text(
+        reqwest::Method::PUT,
+        "/v1/data",
+        r#"{"roles": {"alice": ["viewer"]}}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 204);
+    let (_, _, b) = post(
+        &http,
+        &a,
+        "/v1/data/app/authz/allow",
+        json!({"input": {"user": "alice"}}),
+    )
+    .await;
+    assert_eq!(b["result"], false, "{b}");
+    for want in [200, 404] {
+        let r = http
+            .delete(url(&a, "/v1/policies/lib/roles.rego"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want);
+    }
+    // The root PUT replaced the whole document (OPA's semantics, and why a root
+    // data.json in an OPAL repo races OPAL's data sources written elsewhere).
+    let (_, _, b) = post(&http, &a, "/v1/data/opal_source", json!({})).await;
+    assert!(b.get("result").is_none(), "{b}");
+    let r = text(reqwest::Method::PUT, "/v1/data/opal_source", "{\"k\": 1}")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    for want in [204, 404] {
+        let r = http
+            .delete(url(&a, "/v1/data/opal_source"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want);
+    }
+    // A module that does not compile: 400 (OPAL retries it once the batch's other
+    // operations are done, then gives up), and nothing changed.
+    let r = text(
+        reqwest::Method::PUT,
+        "/v1/policies/broken.rego",
+        "package x\n\nallow if {\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        http.get(url(&a, "/v1/policies/broken.rego"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let st: Value = http
+        .get(url(&a, "/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(st["result"]["bundles"], json!({}), "{st}");
+    assert_eq!(st["result"]["labels"]["id"], "opal-pdp", "{st}");
+    a.shutdown().await.unwrap();
+}
+
+/// With a bundle configured, REST writes are stored but do not open the gate: decisions
+/// fail closed until the bundle activates, then serve both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_bundle_not_active_stays_fail_closed_despite_rest_writes() {
+    let mut server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = start_agent(&server, dir.path(), Some(20)).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .put(url(&a, "/v1/policies/extra.rego"))
+        .header("content-type", "text/plain")
+        .body("package extra\n\nallow := true\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        http.put(url(&a, "/v1/data/teams"))
+            .body("{\"a\": 1}")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let (s, _, b) = post(&http, &a, "/v1/data/extra/allow", json!({"input": {}})).await;
+    assert_eq!(s, 503, "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains("not activated yet"),
+        "{b}"
+    );
+    server
+        .publish("main", bundle("r1", 1000, Some(&server.keys)))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while serving(&http, &a).await.as_deref() != Some("r1") {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (s, rev, b) = post(&http, &a, "/v1/data/extra/allow", json!({"input": {}})).await;
+    assert_eq!(
+        (s, rev.as_deref(), &b["result"]),
+        (200, Some("r1"), &json!(true))
+    );
+    let (_, _, b) = post(&http, &a, "/v1/data/teams/a", json!({"input": {}})).await;
+    assert_eq!(b["result"], 1);
+    a.shutdown().await.unwrap();
+    server.stop().await;
+}
+
 fn uuid_like(v: &Value) -> bool {
     v.as_str()
         .is_some_and(|s| s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4)
