@@ -211,6 +211,22 @@ struct Inner {
     plugins: Mutex<BTreeMap<String, PluginState>>,
 }
 
+/// `(long_polling_timeout, min_delay, max_delay)` bounded by half of `max_staleness`
+/// (at least 1 s): a long poll that expires, or a periodic poll, must answer before
+/// the freshness lease runs out, or the agent would go stale on every cycle.
+fn lease_bounded(
+    p: &crate::config::Polling,
+    max_staleness: Duration,
+) -> (Option<Duration>, Duration, Duration) {
+    let bound = (max_staleness / 2).max(Duration::from_secs(1));
+    let max_delay = p.max_delay.min(bound);
+    (
+        p.long_polling_timeout.map(|t| t.min(bound)),
+        p.min_delay.min(max_delay),
+        max_delay,
+    )
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -675,9 +691,20 @@ impl Inner {
             });
         }
         deep_merge(&mut data, overlay.data.clone());
+        let t0 = Instant::now();
         let policy = PolicySet::compile(&modules, data, &self.cfg.compile)?;
-        // Evaluate once: a bundle that cannot produce its documents is not activated.
-        policy.eval_query("data", None)?;
+        let t1 = Instant::now();
+        // Evaluate every package once: a bundle that cannot produce its documents is
+        // not activated. (Per package rather than all of `data`, so a large data tree
+        // beside the rules is not copied into a result for nothing.)
+        for package in policy.packages() {
+            policy.eval_query(package, None)?;
+        }
+        tracing::debug!(
+            compile_ms = (t1 - t0).as_secs_f64() * 1e3,
+            eval_ms = t1.elapsed().as_secs_f64() * 1e3,
+            "policy compiled and evaluated"
+        );
         Ok(policy)
     }
 
@@ -756,7 +783,13 @@ impl Inner {
             skip_verify: matches!(src.verification, Verification::Skip),
             ..ReadOptions::default()
         };
+        let t0 = Instant::now();
         let bundle = read_tar_gz(raw.as_slice(), &opts)?;
+        tracing::debug!(
+            bundle = %name,
+            read_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "bundle read and verified"
+        );
         if matches!(src.verification, Verification::Required(_))
             && bundle.verified_signature.is_none()
         {
@@ -813,7 +846,7 @@ impl Inner {
             from_disk,
         };
         st.overlay = overlay;
-        st.bundles.insert(
+        let previous = st.bundles.insert(
             name.to_string(),
             Loaded {
                 info: info.clone(),
@@ -823,6 +856,10 @@ impl Inner {
             },
         );
         self.publish(&mut st, policy);
+        drop(st);
+        // Freeing the previous revision's data (seconds for 100 MB) happens after the
+        // swap and outside the lock, so it delays neither activation nor readers.
+        drop(previous);
         Ok(info)
     }
 
@@ -884,6 +921,17 @@ impl Inner {
         };
         let url = src.url();
         let max_bytes = self.cfg.limits.max_compressed_bytes;
+        let (long_poll_timeout, min_delay, max_delay) =
+            lease_bounded(&src.polling, self.cfg.max_staleness);
+        if long_poll_timeout != src.polling.long_polling_timeout
+            || max_delay != src.polling.max_delay
+        {
+            tracing::warn!(
+                bundle = %src.name,
+                max_staleness_s = self.cfg.max_staleness.as_secs_f64(),
+                "polling delays or long_polling_timeout_seconds reach max_staleness: shortened to half of it, so a proof of freshness always arrives in time"
+            );
+        }
         let mut long_poll = src.polling.long_polling_timeout.is_some();
         let mut failures: u32 = 0;
         loop {
@@ -893,11 +941,7 @@ impl Inner {
             let etag = lock(&self.trackers)
                 .get(&src.name)
                 .and_then(|t| t.etag.clone());
-            let wait = if long_poll {
-                src.polling.long_polling_timeout
-            } else {
-                None
-            };
+            let wait = if long_poll { long_poll_timeout } else { None };
             let began = Instant::now();
             if let Some(t) = lock(&self.trackers).get_mut(&src.name) {
                 t.status.last_request = Some(Utc::now());
@@ -939,11 +983,11 @@ impl Inner {
                 if long_poll && !quick_304 {
                     Duration::ZERO
                 } else {
-                    polling_delay(src.polling.min_delay, src.polling.max_delay)
+                    polling_delay(min_delay, max_delay)
                 }
             } else {
                 failures = failures.saturating_add(1);
-                error_backoff(failures, src.polling.max_delay)
+                error_backoff(failures, max_delay)
             };
             if delay > Duration::ZERO {
                 tokio::select! {
@@ -1221,5 +1265,38 @@ impl Inner {
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Polling;
+
+    #[test]
+    fn polling_is_bounded_by_the_lease() {
+        let s = Duration::from_secs;
+        let p = Polling {
+            min_delay: s(60),
+            max_delay: s(120),
+            long_polling_timeout: Some(s(60)),
+        };
+        assert_eq!(lease_bounded(&p, s(300)), (Some(s(60)), s(60), s(120)));
+        assert_eq!(lease_bounded(&p, s(60)), (Some(s(30)), s(30), s(30)));
+        assert_eq!(lease_bounded(&p, s(100)), (Some(s(50)), s(50), s(50)));
+        // Never below a second, whatever the lease.
+        assert_eq!(
+            lease_bounded(&p, Duration::from_millis(500)),
+            (Some(s(1)), s(1), s(1))
+        );
+        let short = Polling {
+            min_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(200),
+            long_polling_timeout: None,
+        };
+        assert_eq!(
+            lease_bounded(&short, s(10)),
+            (None, Duration::from_millis(100), Duration::from_millis(200))
+        );
     }
 }

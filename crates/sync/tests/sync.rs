@@ -282,6 +282,38 @@ async fn stale_case(on_stale: OnStale) {
     server.stop().await;
 }
 
+/// A long poll configured longer than the lease must not make a healthy agent go stale
+/// at the end of every long poll: the wait is shortened to half the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_longer_than_the_lease_stays_fresh() {
+    let mut server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    server
+        .publish("main", bundle("r1", 1000, Some(&server.keys)))
+        .await;
+    let mut cfg = sync_config(
+        server.service(),
+        server.verification(),
+        dir.path(),
+        Some(30),
+    );
+    cfg.max_staleness = Duration::from_secs(2);
+    let s = Syncer::new(cfg).unwrap();
+    s.start().await;
+    wait_served(&s, "r1", Duration::from_secs(5)).await;
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        assert_eq!(
+            served(&s).unwrap(),
+            "r1",
+            "went stale with a healthy server"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.shutdown().await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_server_denies_within_max_staleness_and_recovers() {
     stale_case(OnStale::Deny).await;
