@@ -7,7 +7,7 @@
 //! the test panics.
 //!
 //! The Python venv lives in `<target>/py-opal` and is created on first run
-//! (`pip install opal-server==0.9.9 opal-client==0.9.9`, a few minutes), under a lock so
+//! (`pip install --no-deps -r tests/opal-requirements.txt`, under a minute), under a lock so
 //! that two test runs do not build it at once. Without network the install fails and so
 //! does the test, unless `LOCKSTEP_SKIP_OPAL=1` is set.
 #![allow(
@@ -205,16 +205,25 @@ fn ensure_venv(venv: &Path) -> Result<(), String> {
         }
     };
     eprintln!(
-        "creating {} with opal-server/opal-client {OPAL_VERSION} (takes minutes)",
+        "creating {} with opal-server/opal-client {OPAL_VERSION}",
         venv.display()
     );
     run(Command::new("python3").args(["-m", "venv"]).arg(venv))?;
-    run(Command::new(venv.join("bin/pip")).args([
-        "install",
-        "-q",
-        &format!("opal-server=={OPAL_VERSION}"),
-        &format!("opal-client=={OPAL_VERSION}"),
-    ]))?;
+    // The pinned set (tests/opal-requirements.txt) skips pip's resolver, which takes
+    // minutes on OPAL's dependency tree; a resolved install is the fallback.
+    let pinned = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/opal-requirements.txt");
+    let installed = run(Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", "--no-deps", "-r"])
+        .arg(&pinned));
+    if let Err(e) = installed {
+        eprintln!("pinned install failed, resolving instead: {e}");
+        run(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "-q",
+            &format!("opal-server=={OPAL_VERSION}"),
+            &format!("opal-client=={OPAL_VERSION}"),
+        ]))?;
+    }
     if venv_ready(venv) {
         Ok(())
     } else {
