@@ -135,7 +135,13 @@ fn venv_ready(venv: &Path) -> bool {
 }
 
 /// Creates the venv if needed. `Err` says why it could not be made.
+/// Both tests of this file need the venv; the first builds it while the other waits.
+static VENV_BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn ensure_venv(venv: &Path) -> Result<(), String> {
+    let _building = VENV_BUILD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if venv_ready(venv) {
         return Ok(());
     }
@@ -152,7 +158,10 @@ fn ensure_venv(venv: &Path) -> Result<(), String> {
             ))
         }
     };
-    run(Command::new("python3").args(["-m", "venv"]).arg(venv))?;
+    // --clear: a venv left half-built by an interrupted run is rebuilt.
+    run(Command::new("python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(venv))?;
     run(Command::new(venv.join("bin/pip")).args([
         "install",
         "-q",
