@@ -4,7 +4,9 @@
 #   2. per-decision latency of the three-layer MCP decision, in process (criterion)
 #   3. bundle server: 1000 held long polls woken by one PUT (latency per poll), and the
 #      server's RSS with 10,000 idle long polls held (crates/server/examples/longpoll_bench.rs)
-# Usage: scripts/bench.sh [bundle|decision|server|all]
+#   4. agent: /v1/data decisions per second and latency over loopback, and time from publish
+#      to activation for 1 MB and 100 MB bundles (crates/agent/examples/agent_bench.rs)
+# Usage: scripts/bench.sh [bundle|decision|server|agent|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -61,4 +63,9 @@ if [ "$what" = server ] || [ "$what" = all ]; then
   hard="$(ulimit -Hn)"
   if [ "$hard" = unlimited ] || [ "$hard" -ge 65536 ]; then ulimit -n 65536; else ulimit -n "$hard"; fi
   target/release/examples/longpoll_bench --server-bin "$bin" --polls 1000 --rounds 5 --idle 10000
+fi
+
+if [ "$what" = agent ] || [ "$what" = all ]; then
+  cargo build --release -q -p lockstep-agent --example agent_bench
+  BENCH_SECONDS="${BENCH_SECONDS:-8}" target/release/examples/agent_bench all
 fi
