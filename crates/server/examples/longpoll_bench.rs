@@ -168,8 +168,15 @@ async fn open_poll(addr: SocketAddr, etag: &str, wait: u64) -> std::io::Result<T
     Ok(s)
 }
 
-/// Reads one whole response (Content-Length framing): status, ETag, arrival instant.
-async fn finish(mut s: TcpStream) -> std::io::Result<(u16, Option<String>, Instant)> {
+/// A poll's answer: status, ETag, arrival instant, and the connection, still open.
+type Finished = (u16, Option<String>, Instant, TcpStream);
+
+/// Reads one whole response (Content-Length framing), then does what OPA does next: sends
+/// its next long poll (the new ETag) on the same keep-alive connection, which is handed
+/// back open. (The first version of this bench closed each connection as soon as it had
+/// its answer; the server's FIN handling then ran inside the measured window, a load no
+/// long-polling client creates.)
+async fn finish(mut s: TcpStream) -> std::io::Result<Finished> {
     let mut buf = Vec::with_capacity(2048);
     let mut chunk = [0u8; 4096];
     loop {
@@ -210,7 +217,17 @@ async fn finish(mut s: TcpStream) -> std::io::Result<(u16, Option<String>, Insta
             }
             buf.extend_from_slice(&chunk[..n]);
         }
-        return Ok((status, etag, Instant::now()));
+        let at = Instant::now();
+        if status == 200
+            && let Some(tag) = &etag
+        {
+            let next = format!(
+                "GET /bundles/main HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {DOWNLOAD}\r\n\
+                 If-None-Match: {tag}\r\nPrefer: modes=snapshot,delta;wait=30\r\n\r\n"
+            );
+            s.write_all(next.as_bytes()).await?;
+        }
+        return Ok((status, etag, at, s));
     }
 }
 
@@ -300,7 +317,7 @@ fn quantiles(v: &mut [Duration]) -> (f64, f64, f64) {
 }
 
 /// A held long poll's eventual answer: status, ETag, arrival instant.
-type Answer = tokio::task::JoinHandle<std::io::Result<(u16, Option<String>, Instant)>>;
+type Answer = tokio::task::JoinHandle<std::io::Result<Finished>>;
 
 /// Opens `n` long polls (at most 256 connects in flight), returns their answers' tasks.
 async fn hold(srv: &Server, n: usize, etag: &str, wait: u64) -> Vec<Answer> {
@@ -321,15 +338,19 @@ async fn hold(srv: &Server, n: usize, etag: &str, wait: u64) -> Vec<Answer> {
 async fn collect(tasks: Vec<Answer>, t0: Instant) -> (Vec<Duration>, Option<String>) {
     let mut lat = Vec::with_capacity(tasks.len());
     let mut etag = None;
+    let mut open = Vec::with_capacity(tasks.len());
     for t in tasks {
-        let (status, tag, at) = t.await.unwrap().unwrap();
+        let (status, tag, at, conn) = t.await.unwrap().unwrap();
         assert_eq!(
             status, 200,
             "a long poll was not answered with the new bundle"
         );
         etag = tag.or(etag);
         lat.push(at.saturating_duration_since(t0));
+        open.push(conn);
     }
+    // Every answer is in: now the connections may close.
+    drop(open);
     (lat, etag)
 }
 

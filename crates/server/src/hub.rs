@@ -7,11 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use axum::http::{HeaderMap, HeaderValue, header};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
 use crate::fleet::Fleet;
+use crate::longpoll::BUNDLE_CONTENT_TYPE;
 use crate::model::BundleState;
 use crate::store::{PointerRead, Store, StoreResult};
 
@@ -27,6 +29,27 @@ pub struct Active {
     pub bytes: Bytes,
     pub seq: u64,
     pub active_since: DateTime<Utc>,
+    /// The response headers every download of this revision carries, built once: a
+    /// publication answers every held long poll at the same moment.
+    pub headers: HeaderMap,
+}
+
+impl Active {
+    fn download_headers(etag: &str, revision: &str) -> HeaderMap {
+        let mut h = HeaderMap::with_capacity(4);
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(BUNDLE_CONTENT_TYPE),
+        );
+        if let Ok(v) = HeaderValue::from_str(etag) {
+            h.insert(header::ETAG, v);
+        }
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        if let Ok(v) = HeaderValue::from_str(revision) {
+            h.insert("x-lockstep-revision", v);
+        }
+        h
+    }
 }
 
 /// One bundle.
@@ -137,23 +160,33 @@ impl Hub {
     /// Makes `state` current if it is newer than what this replica has, and wakes waiters
     /// when the active revision changed.
     pub async fn apply(&self, state: BundleState) -> StoreResult<()> {
+        self.apply_with(state, None).await
+    }
+
+    /// [`Self::apply`] with the active revision's bytes when the caller has them (its own
+    /// publish), so waking the long polls does not wait for a read of what was just written.
+    pub async fn apply_with(&self, state: BundleState, known: Option<Bytes>) -> StoreResult<()> {
         let slot = self.slot_or_create(&state.name);
         if slot.seq() >= state.seq {
             return Ok(());
         }
         let current = slot.active();
-        let bytes = match &current {
-            Some(a) if a.id == state.active => a.bytes.clone(),
+        let bytes = match (&current, known) {
+            (Some(a), _) if a.id == state.active => a.bytes.clone(),
+            (_, Some(b)) => b,
             _ => self.store.get_blob(&state.name, &state.active).await?,
         };
         let record = state.active_record().cloned();
+        let etag = format!("\"{}\"", state.active);
+        let revision = record
+            .as_ref()
+            .map(|r| r.revision.clone())
+            .unwrap_or_default();
         let active = Arc::new(Active {
             id: state.active.clone(),
-            etag: format!("\"{}\"", state.active),
-            revision: record
-                .as_ref()
-                .map(|r| r.revision.clone())
-                .unwrap_or_default(),
+            headers: Active::download_headers(&etag, &revision),
+            etag,
+            revision,
             bytes,
             seq: state.seq,
             active_since: state.active_since,

@@ -145,6 +145,7 @@ pub async fn publish(
         ..ReadOptions::default()
     };
     let bytes = req.bytes.clone();
+    let t0 = std::time::Instant::now();
     let read = tokio::task::spawn_blocking(move || lockstep_bundle::read_tar_gz(&bytes[..], &opts))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -195,6 +196,7 @@ pub async fn publish(
     let revision = bundle.manifest.revision.clone();
 
     // 2. Check against the newest state, store the bytes, commit a new state.
+    let verified_at = t0.elapsed();
     let slot = app.hub.slot_or_create(&name);
     let _lock = slot.publish_lock.lock().await;
     let mut blob_written = false;
@@ -281,15 +283,27 @@ pub async fn publish(
             revisions,
             history,
         };
-        if !app.hub.store.commit_state(&state).await? {
+        if !app.hub.store.create_state(&state).await? {
             continue;
         }
+        // Committed: wake the waiting clients first, then tidy up the store.
+        let committed_at = t0.elapsed();
+        app.hub
+            .apply_with(state.clone(), Some(req.bytes.clone()))
+            .await?;
+        tracing::debug!(
+            bundle = %name,
+            verify_ms = verified_at.as_secs_f64() * 1e3,
+            commit_ms = committed_at.as_secs_f64() * 1e3,
+            wake_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "publish timings (from the start of verification)"
+        );
+        app.hub.store.after_commit(&name, seq).await?;
         for old in dropped {
             if let Err(e) = app.hub.store.delete_blob(&name, &old).await {
                 tracing::warn!(bundle = %name, id = %old, error = %e, "deleting an old revision");
             }
         }
-        app.hub.apply(state.clone()).await?;
         app.metrics
             .publishes
             .get_or_create(&ActionLabels {

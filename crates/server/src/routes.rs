@@ -91,18 +91,7 @@ fn count(app: &AppState, bundle: &str, code: StatusCode) {
 
 fn bundle_response(active: &Active) -> Response {
     let mut r = Response::new(Body::from(active.bytes.clone()));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(BUNDLE_CONTENT_TYPE),
-    );
-    if let Ok(v) = HeaderValue::from_str(&active.etag) {
-        h.insert(header::ETAG, v);
-    }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if let Ok(v) = HeaderValue::from_str(&active.revision) {
-        h.insert("x-lockstep-revision", v);
-    }
+    *r.headers_mut() = active.headers.clone();
     r
 }
 

@@ -187,6 +187,18 @@ impl Store {
 
     /// Writes the next state; `Ok(false)` when another writer took that sequence number.
     pub async fn commit_state(&self, state: &BundleState) -> StoreResult<bool> {
+        if !self.create_state(state).await? {
+            return Ok(false);
+        }
+        self.after_commit(&state.name, state.seq).await?;
+        Ok(true)
+    }
+
+    /// The commit itself: creates the state document for `state.seq`, or `Ok(false)` when
+    /// another writer took that sequence number. The state is authoritative from here on;
+    /// [`Self::after_commit`] only maintains the pointer hint and prunes old documents, so a
+    /// publisher can wake its clients in between.
+    pub async fn create_state(&self, state: &BundleState) -> StoreResult<bool> {
         let body = serde_json::to_vec_pretty(state).map_err(|e| json_err(&e))?;
         let opts = PutOptions {
             mode: PutMode::Create,
@@ -202,13 +214,18 @@ impl Store {
             | Err(object_store::Error::Precondition { .. }) => return Ok(false),
             Err(e) => return Err(e),
         }
-        self.write_pointer(&state.name, state.seq).await?;
+        Ok(true)
+    }
+
+    /// Points `current.json` at the committed `seq` and drops state documents no longer needed.
+    pub async fn after_commit(&self, name: &str, seq: u64) -> StoreResult<()> {
+        self.write_pointer(name, seq).await?;
         // Old state documents are not needed (each holds the whole history): best effort.
-        if state.seq > KEEP_STATE_DOCS {
-            let old = Self::state_path(&state.name, state.seq - KEEP_STATE_DOCS);
+        if seq > KEEP_STATE_DOCS {
+            let old = Self::state_path(name, seq - KEEP_STATE_DOCS);
             let _ = self.inner.delete(&old).await;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Points `current.json` at `seq`, then re-points it if a newer state appeared meanwhile.
