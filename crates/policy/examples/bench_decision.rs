@@ -78,13 +78,17 @@ fn main() {
     } else {
         custom.split(',').collect()
     };
+    // `BENCH_RVM_ONLY=1` skips the interpreter (for profiling the RVM alone).
+    let rvm_only = std::env::var("BENCH_RVM_ONLY").is_ok();
     for ep in entrypoints {
-        let interp = policy.decision_fn(ep);
-        let (m, p99) = median_ns(&interp, &inputs);
-        println!(
-            "{ep:32} interpreter: median {:>7.0} ns  p99 {:>7.0} ns",
-            m, p99
-        );
+        if !rvm_only {
+            let interp = policy.decision_fn(ep);
+            let (m, p99) = median_ns(&interp, &inputs);
+            println!(
+                "{ep:32} interpreter: median {:>7.0} ns  p99 {:>7.0} ns",
+                m, p99
+            );
+        }
         let rvm = policy.decision_fn_rvm(ep, &inputs);
         let (m, p99) = median_ns(&rvm, &inputs);
         println!(
