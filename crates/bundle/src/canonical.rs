@@ -144,22 +144,24 @@ pub enum RawJsonError {
 /// Writes the canonical form of the JSON document `input` without building a tree.
 ///
 /// Returns [`RawJsonError::Invalid`] when `input` is not one valid JSON value (with
-/// optional surrounding whitespace), before anything is written.
+/// optional surrounding whitespace). The document is validated while it is written (one
+/// scan fewer for a large file): after an error, what reached `out` is not canonical
+/// JSON of anything and must be discarded, as a digest's caller does.
 pub fn write_canonical_json_bytes(input: &[u8], out: &mut impl Write) -> Result<(), RawJsonError> {
     let scanner = Scanner { buf: input };
-    let end = scanner.skip_value(scanner.skip_ws(0), 0)?;
+    let start = scanner.skip_ws(0);
+    let end = scanner
+        .emit_value(start, out, input.len() - start <= SMALL_OBJECT, 0)
+        .map_err(|e| match e {
+            EmitError::Io(e) => RawJsonError::Io(e.to_string()),
+            EmitError::Invalid(m) => RawJsonError::Invalid(m),
+        })?;
     if scanner.skip_ws(end) != input.len() {
         return Err(RawJsonError::Invalid(format!(
             "invalid character after top-level value at offset {end}"
         )));
     }
-    scanner
-        .emit_value(scanner.skip_ws(0), out)
-        .map(|_| ())
-        .map_err(|e| match e {
-            EmitError::Io(e) => RawJsonError::Io(e.to_string()),
-            EmitError::Invalid(m) => RawJsonError::Invalid(m),
-        })
+    Ok(())
 }
 
 /// Checks that `input` is one valid JSON document (Go's `json.Valid`) without building
@@ -183,6 +185,30 @@ pub fn canonical_json_bytes_string(input: &[u8]) -> Result<String, RawJsonError>
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// The object structure of a JSON document down to a depth: what checks on data *paths*
+/// need (which keys exist, which values are objects) without the values themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonShape {
+    /// An object above the depth limit: its members in document order (a later duplicate
+    /// key replaces an earlier one, as in Go).
+    Object(Vec<(String, JsonShape)>),
+    /// Anything else: a scalar, an array, or any value at the depth limit.
+    Other,
+}
+
+/// The [`JsonShape`] of `input`, objects expanded for `depth` levels (0: the whole document
+/// is [`JsonShape::Other`]). The whole document is validated, as [`validate_json`] does.
+pub fn json_shape(input: &[u8], depth: usize) -> Result<JsonShape, RawJsonError> {
+    let scanner = Scanner { buf: input };
+    let (shape, end) = scanner.shape(scanner.skip_ws(0), depth, 0)?;
+    if scanner.skip_ws(end) != input.len() {
+        return Err(RawJsonError::Invalid(format!(
+            "invalid character after top-level value at offset {end}"
+        )));
+    }
+    Ok(shape)
+}
+
 enum EmitError {
     Io(io::Error),
     Invalid(String),
@@ -200,6 +226,19 @@ impl From<RawJsonError> for EmitError {
             RawJsonError::Invalid(m) | RawJsonError::Io(m) => EmitError::Invalid(m),
         }
     }
+}
+
+/// Objects up to this many bytes of source are canonicalised in one scan, through a
+/// scratch buffer of about their size (see `Scanner::emit_value`).
+const SMALL_OBJECT: usize = 64 * 1024;
+
+/// Where an object member's canonical value is while the members are sorted.
+#[derive(Clone, Copy)]
+enum Place {
+    /// Already emitted, in the object's scratch buffer.
+    Scratch(usize, usize),
+    /// Still to emit, from this span of the source.
+    Source(usize, usize),
 }
 
 /// A validating JSON scanner over a byte slice; positions are byte offsets.
@@ -273,6 +312,45 @@ impl Scanner<'_> {
         }
     }
 
+    /// [`json_shape`] of the value at `pos` (`nesting` counts levels for [`MAX_DEPTH`]).
+    fn shape(
+        &self,
+        pos: usize,
+        depth: usize,
+        nesting: usize,
+    ) -> Result<(JsonShape, usize), RawJsonError> {
+        if depth == 0 || self.at(pos) != Some(b'{') {
+            return Ok((JsonShape::Other, self.skip_value(pos, nesting)?));
+        }
+        if nesting > MAX_DEPTH {
+            return Err(invalid("nesting too deep", pos));
+        }
+        let mut members = Vec::new();
+        let mut p = self.skip_ws(pos + 1);
+        if self.at(p) == Some(b'}') {
+            return Ok((JsonShape::Object(members), p + 1));
+        }
+        loop {
+            if self.at(p) != Some(b'"') {
+                return Err(invalid("expected object key", p));
+            }
+            let key_end = self.skip_string(p)?;
+            let key = self.decode_string(p, key_end);
+            p = self.skip_ws(key_end);
+            if self.at(p) != Some(b':') {
+                return Err(invalid("expected ':'", p));
+            }
+            let (value, end) = self.shape(self.skip_ws(p + 1), depth - 1, nesting + 1)?;
+            members.push((key, value));
+            p = self.skip_ws(end);
+            match self.at(p) {
+                Some(b',') => p = self.skip_ws(p + 1),
+                Some(b'}') => return Ok((JsonShape::Object(members), p + 1)),
+                _ => return Err(invalid("expected ',' or '}'", p)),
+            }
+        }
+    }
+
     fn skip_literal(&self, pos: usize, lit: &[u8]) -> Result<usize, RawJsonError> {
         if self.buf.get(pos..pos + lit.len()) == Some(lit) {
             Ok(pos + lit.len())
@@ -323,6 +401,12 @@ impl Scanner<'_> {
     fn skip_string(&self, pos: usize) -> Result<usize, RawJsonError> {
         let mut p = pos + 1;
         loop {
+            // Jump over the plain bytes in one tight loop (most of a data file).
+            let rest = self.buf.get(p..).unwrap_or_default();
+            p += rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .unwrap_or(rest.len());
             match self.at(p) {
                 None => return Err(invalid("unterminated string", p)),
                 Some(b'"') => return Ok(p + 1),
@@ -343,18 +427,38 @@ impl Scanner<'_> {
         }
     }
 
-    /// Emits the (already validated) value at `pos`; returns the offset after it.
-    fn emit_value(&self, pos: usize, out: &mut impl Write) -> Result<usize, EmitError> {
+    /// Validates and emits the value at `pos`; returns the offset after it.
+    ///
+    /// An object's members must be written sorted, so their places are found first. A
+    /// `small` object (see [`SMALL_OBJECT`]) emits each member into a scratch buffer as it
+    /// goes and copies the buffers out in key order: one scan of its bytes. A larger one
+    /// skips over each member to find the next, then emits them in order: a second scan,
+    /// but no buffer the size of the document.
+    fn emit_value(
+        &self,
+        pos: usize,
+        out: &mut impl Write,
+        small: bool,
+        nesting: usize,
+    ) -> Result<usize, EmitError> {
+        if nesting > MAX_DEPTH {
+            return Err(invalid("nesting too deep", pos).into());
+        }
         match self.at(pos) {
             Some(b'{') => {
-                // Remember (decoded key, value offset); sort; last duplicate wins as in Go.
-                let mut members: Vec<(std::borrow::Cow<'_, str>, usize)> = Vec::new();
+                // (decoded key, where its canonical value is); sorted; last duplicate wins
+                // as in Go.
+                let mut members: Vec<(std::borrow::Cow<'_, str>, Place)> = Vec::new();
+                let mut scratch = Vec::new();
                 let mut p = self.skip_ws(pos + 1);
                 let end;
                 if self.at(p) == Some(b'}') {
                     end = p + 1;
                 } else {
                     loop {
+                        if self.at(p) != Some(b'"') {
+                            return Err(invalid("expected object key", p).into());
+                        }
                         let key_end = self.skip_string(p)?;
                         // Borrow keys that need no unescaping (the common case) instead of
                         // allocating one String per key.
@@ -363,14 +467,30 @@ impl Scanner<'_> {
                             Ok(k) if is_canonical_string_body(raw) => std::borrow::Cow::Borrowed(k),
                             _ => std::borrow::Cow::Owned(self.decode_string(p, key_end)),
                         };
-                        let value_start = self.skip_ws(self.skip_ws(key_end) + 1);
-                        members.push((key, value_start));
-                        p = self.skip_ws(self.skip_value(value_start, 0)?);
-                        if self.at(p) == Some(b',') {
-                            p = self.skip_ws(p + 1);
+                        let colon = self.skip_ws(key_end);
+                        if self.at(colon) != Some(b':') {
+                            return Err(invalid("expected ':'", colon).into());
+                        }
+                        let value_start = self.skip_ws(colon + 1);
+                        let value_end = if small {
+                            let from = scratch.len();
+                            let value_end =
+                                self.emit_value(value_start, &mut scratch, true, nesting + 1)?;
+                            members.push((key, Place::Scratch(from, scratch.len())));
+                            value_end
                         } else {
-                            end = p + 1;
-                            break;
+                            let value_end = self.skip_value(value_start, nesting + 1)?;
+                            members.push((key, Place::Source(value_start, value_end)));
+                            value_end
+                        };
+                        p = self.skip_ws(value_end);
+                        match self.at(p) {
+                            Some(b',') => p = self.skip_ws(p + 1),
+                            Some(b'}') => {
+                                end = p + 1;
+                                break;
+                            }
+                            _ => return Err(invalid("expected ',' or '}'", p).into()),
                         }
                     }
                 }
@@ -378,7 +498,7 @@ impl Scanner<'_> {
                 out.write_all(b"{")?;
                 let mut first = true;
                 let mut iter = members.iter().peekable();
-                while let Some((key, value_start)) = iter.next() {
+                while let Some((key, place)) = iter.next() {
                     // A later member with the same key replaces this one (stable sort keeps
                     // document order within equal keys).
                     if iter.peek().is_some_and(|next| next.0 == *key) {
@@ -397,7 +517,14 @@ impl Scanner<'_> {
                         std::borrow::Cow::Owned(k) => write_go_json_string(k, out)?,
                     }
                     out.write_all(b":")?;
-                    self.emit_value(*value_start, out)?;
+                    match *place {
+                        Place::Scratch(from, to) => {
+                            out.write_all(scratch.get(from..to).unwrap_or_default())?;
+                        }
+                        Place::Source(start, end) => {
+                            self.emit_value(start, out, end - start <= SMALL_OBJECT, nesting + 1)?;
+                        }
+                    }
                 }
                 out.write_all(b"}")?;
                 Ok(end)
@@ -412,11 +539,11 @@ impl Scanner<'_> {
                             out.write_all(b",")?;
                         }
                         first = false;
-                        p = self.skip_ws(self.emit_value(p, out)?);
-                        if self.at(p) == Some(b',') {
-                            p = self.skip_ws(p + 1);
-                        } else {
-                            break;
+                        p = self.skip_ws(self.emit_value(p, out, small, nesting + 1)?);
+                        match self.at(p) {
+                            Some(b',') => p = self.skip_ws(p + 1),
+                            Some(b']') => break,
+                            _ => return Err(invalid("expected ',' or ']'", p).into()),
                         }
                     }
                 }
@@ -591,12 +718,18 @@ mod tests {
     }
 
     #[test]
-    fn invalid_json_is_reported_not_written() {
+    fn invalid_json_is_reported() {
         for bad in [
             "",
             "{",
             "[1,]",
             "{\"a\" 1}",
+            "{\"a\": 1,}",
+            "{\"a\": 1 \"b\": 2}",
+            "{\"a\": [1 2]}",
+            "{\"a\": {\"b\": 1]}",
+            "{1: 2}",
+            "[{\"a\": 1}",
             "01",
             "1.",
             "tru",
@@ -615,6 +748,31 @@ mod tests {
     }
 
     #[test]
+    fn shape_keeps_objects_to_the_depth_and_validates_everything() {
+        let doc = br#"{"a": {"b": {"c": 1}, "l": [1, {"x": 2}]}, "s": "t", "a": {"z": null}}"#;
+        let shape = json_shape(doc, 2).unwrap();
+        let JsonShape::Object(top) = shape else {
+            panic!("not an object")
+        };
+        let keys: Vec<&str> = top.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["a", "s", "a"]);
+        let JsonShape::Object(a) = &top[0].1 else {
+            panic!("a is not an object")
+        };
+        assert_eq!(a[0], ("b".to_string(), JsonShape::Other));
+        assert_eq!(a[1], ("l".to_string(), JsonShape::Other));
+        assert_eq!(top[1].1, JsonShape::Other);
+        assert_eq!(json_shape(doc, 0).unwrap(), JsonShape::Other);
+        assert_eq!(
+            json_shape(br#"{"k\u0041": {}}"#, 1).unwrap(),
+            JsonShape::Object(vec![("kA".to_string(), JsonShape::Other)])
+        );
+        // Below the depth limit the document is still validated.
+        assert!(json_shape(br#"{"a": {"b": [1, }}"#, 1).is_err());
+        assert!(json_shape(br#"{"a": 1} x"#, 3).is_err());
+    }
+
+    #[test]
     fn deep_nesting_is_refused_without_overflow() {
         let deep = "[".repeat(100_000);
         assert!(canonical_json_bytes_string(deep.as_bytes()).is_err());
@@ -625,5 +783,25 @@ mod tests {
         let doc = r#"{"z": [1, 2.50, {"b": null, "a": "x\ny"}], "a": "<&>", "m": false}"#;
         let v: Value = serde_json::from_str(doc).unwrap();
         assert_eq!(canonical_value_string(&v), canon(doc));
+    }
+
+    #[test]
+    fn large_objects_take_the_two_pass_path_and_agree() {
+        // Members of a large object are emitted from the source, small ones through
+        // scratch buffers; both must give what the value path gives, duplicates included.
+        let mut doc = String::from("{");
+        for i in (0..3000).rev() {
+            doc.push_str(&format!(
+                r#""k{i:05}": {{"z": [{i}, {{"y": "\u00e9\n", "b": 1.50}}], "a": "<{i}>", "z": "last"}},"#
+            ));
+        }
+        doc.push_str(r#""big": {"#);
+        for i in 0..2000 {
+            doc.push_str(&format!(r#""m{i}": {{"q": [{i}], "p": null}},"#));
+        }
+        doc.push_str(r#""m0": "dup"}}"#);
+        assert!(doc.len() > 2 * SMALL_OBJECT);
+        let v: Value = serde_json::from_str(&doc).unwrap();
+        assert_eq!(canonical_value_string(&v), canon(&doc));
     }
 }

@@ -35,4 +35,4 @@ pub use model::{Bundle, BundleFile, Manifest, Module, Patch, PatchOperation, Sig
 pub use reader::{Limits, ReadOptions, read_dir, read_tar_gz};
 pub use signing::{SigningConfig, sign_bundle, sign_files, signatures_json};
 pub use verify::{DecodedSignature, KeyConfig, VerificationConfig, verify_bundle};
-pub use writer::write_tar_gz;
+pub use writer::{write_tar_gz, write_tar_gz_with};

@@ -7,6 +7,7 @@
 //! may only meet where both are objects (`merge.InterfaceMaps`), and every
 //! value must lie inside the manifest's roots.
 
+use lockstep_bundle::canonical::{JsonShape, RawJsonError, json_shape};
 use lockstep_bundle::{Bundle, BundleError, data::data_key, roots};
 use regorus::Value;
 
@@ -17,12 +18,67 @@ use crate::error::CompileError;
 /// `lazy_data`: otherwise its `data.json` files are already in `bundle.data`
 /// and placing them again is reported as a merge conflict.
 pub(crate) fn bundle_data(bundle: &Bundle) -> Result<Value, CompileError> {
-    let mut root = crate::engine::data_from_json(&bundle.data)?;
-    for file in bundle
+    bundle_data_with(bundle, |_, text| {
+        Value::from_json_str(text).map_err(|e| format!("{e:#}"))
+    })
+}
+
+/// [`bundle_data`] reduced to the object keys `depth` levels deep from the data root
+/// (values below, and every non-object, become `null`): enough for the path checks
+/// (rule/data conflicts, roots) that only look that deep. A file that another data file
+/// is merged into, or that sits inside another, is loaded whole: merge conflicts can lie
+/// at any depth.
+pub(crate) fn bundle_data_shape(bundle: &Bundle, depth: usize) -> Result<Value, CompileError> {
+    let keys: Vec<Vec<String>> = data_files(bundle).map(|f| data_key(&f.path)).collect();
+    let eager = bundle.data.as_object().is_some_and(|o| !o.is_empty());
+    bundle_data_with(bundle, |key, text| {
+        let merged = eager
+            || keys
+                .iter()
+                .any(|other| other != key && (other.starts_with(key) || key.starts_with(other)));
+        if merged {
+            return Value::from_json_str(text).map_err(|e| format!("{e:#}"));
+        }
+        let levels = depth.saturating_sub(key.len()).max(1);
+        json_shape(text.as_bytes(), levels)
+            .map(|shape| shape_value(&shape))
+            .map_err(|e| match e {
+                RawJsonError::Invalid(m) | RawJsonError::Io(m) => m,
+            })
+    })
+}
+
+fn shape_value(shape: &JsonShape) -> Value {
+    match shape {
+        JsonShape::Other => Value::Null,
+        JsonShape::Object(members) => {
+            let mut object = Value::new_object();
+            if let Ok(map) = object.as_object_mut() {
+                for (k, v) in members {
+                    // A later duplicate replaces an earlier one, as in Go.
+                    map.insert(Value::from(k.as_str()), shape_value(v));
+                }
+            }
+            object
+        }
+    }
+}
+
+fn data_files(bundle: &Bundle) -> impl Iterator<Item = &lockstep_bundle::BundleFile> {
+    bundle
         .files
         .iter()
         .filter(|f| f.path.rsplit('/').next() == Some("data.json"))
-    {
+}
+
+/// `bundle.data` plus every `data.json`, each file turned into a value by `parse`
+/// (given its data path and text).
+fn bundle_data_with(
+    bundle: &Bundle,
+    parse: impl Fn(&[String], &str) -> Result<Value, String>,
+) -> Result<Value, CompileError> {
+    let mut root = crate::engine::data_from_json(&bundle.data)?;
+    for file in data_files(bundle) {
         let load_error = |message: String| {
             CompileError::Data(
                 BundleError::DataLoad {
@@ -33,8 +89,9 @@ pub(crate) fn bundle_data(bundle: &Bundle) -> Result<Value, CompileError> {
             )
         };
         let text = std::str::from_utf8(&file.bytes).map_err(|e| load_error(e.to_string()))?;
-        let value = Value::from_json_str(text).map_err(|e| load_error(format!("{e:#}")))?;
-        insert(&mut root, &data_key(&file.path), value).map_err(load_error)?;
+        let key = data_key(&file.path);
+        let value = parse(&key, text).map_err(load_error)?;
+        insert(&mut root, &key, value).map_err(load_error)?;
     }
     if bundle.patch.as_ref().is_none_or(|p| p.data.is_empty()) {
         check_roots(&bundle.manifest.effective_roots(), &root)

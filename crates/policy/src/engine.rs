@@ -95,11 +95,23 @@ pub(crate) fn build(
     opts: &CompileOptions,
     extras: &Extras,
 ) -> Result<Built, CompileError> {
+    build_with_data(modules, |_| Ok(data), opts, extras)
+}
+
+/// [`build`] with the data made once the modules are parsed: a caller that only checks a
+/// bundle needs no more of its data than the rules' paths reach.
+pub(crate) fn build_with_data(
+    modules: &[Module],
+    data: impl FnOnce(&[ModuleInfo]) -> Result<regorus::Value, CompileError>,
+    opts: &CompileOptions,
+    extras: &Extras,
+) -> Result<Built, CompileError> {
     let rego_v0 = single_rego_version(modules)?;
     let sources = Sources::new(modules);
     let mut engine = load(modules, opts, rego_v0, extras, &sources)?;
 
     let infos = read_modules(&engine)?;
+    let data = data(&infos)?;
     let mut diags = Vec::new();
     if opts.check_calls {
         diags.extend(check_calls(&infos));

@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use lockstep_bundle::{BuildOptions, Bundle, build_bundle, sign_bundle, write_tar_gz};
+use lockstep_bundle::{
+    BuildOptions, Bundle, BundleError, SignaturesConfig, build_bundle, sign_files,
+    write_tar_gz_with,
+};
 use lockstep_policy::{CompileOptions, PolicySet};
 
 use crate::cli::BuildArgs;
@@ -25,31 +28,71 @@ pub fn run(args: &BuildArgs) -> Result<ExitCode> {
         lazy_data: true,
         ..BuildOptions::default()
     };
-    let mut bundle = build_bundle(&paths, &opts)
+    let bundle = build_bundle(&paths, &opts)
         .with_context(|| format!("building {}", display_paths(&paths)))?;
-    compile_check(&bundle)?;
-    if let Some(cfg) = signing_config(&args.signing)? {
-        sign_bundle(&mut bundle, &cfg).map_err(|e| anyhow::anyhow!("signing: {e}"))?;
-    }
-    write_atomically(&bundle, &args.output)?;
+    let signing = signing_config(&args.signing)?;
+    // Checking, hashing for the signature and compressing are the long steps of a big
+    // bundle, so they run side by side. The writer asks for the check's verdict and the
+    // signature only once every other file is compressed (`.signatures.json` comes after
+    // them), and the archive is renamed into place only after both: a bundle that does
+    // not compile never appears at the output path.
+    std::thread::scope(|scope| -> Result<()> {
+        let signer = signing
+            .as_ref()
+            .map(|cfg| scope.spawn(|| sign_files(&bundle.files, cfg).map_err(anyhow::Error::from)));
+        let mut check = Some(scope.spawn(|| compile_check(&bundle)));
+        let mut failure = None;
+        let written = write_atomically_with(&bundle, &args.output, || {
+            if let Some(handle) = check.take() {
+                joined(handle).map_err(|e| {
+                    failure = Some(e);
+                    BundleError::Write("the bundle does not compile".into())
+                })?;
+            }
+            let Some(handle) = signer else {
+                return Ok(None);
+            };
+            let token = joined(handle)
+                .map_err(|e| anyhow::anyhow!("signing: {e}"))
+                .map_err(|e| {
+                    failure = Some(e);
+                    BundleError::Write("signing failed".into())
+                })?;
+            Ok(Some(SignaturesConfig {
+                signatures: vec![token],
+                plugin: signing.as_ref().and_then(|c| c.plugin.clone()),
+            }))
+        });
+        // A compile error outranks a write error that happened before it was asked for.
+        if let Some(handle) = check.take() {
+            joined(handle)?;
+        }
+        match (written, failure) {
+            (_, Some(e)) => Err(e),
+            (result, None) => result,
+        }
+    })?;
     println!(
         "built {} (revision {:?}, {} files{})",
         args.output.display(),
         bundle.manifest.revision,
         bundle.files.len(),
-        if bundle.signatures.is_some() {
-            ", signed"
-        } else {
-            ""
-        }
+        if signing.is_some() { ", signed" } else { "" }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A scoped thread's result; a panic in it becomes an error.
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    handle
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("a build thread panicked")))
 }
 
 /// Every module is parsed and compiled, with the data, before anything is written:
 /// a bundle that cannot be activated must not reach the bundle server.
 fn compile_check(bundle: &Bundle) -> Result<()> {
-    PolicySet::compile_bundle(bundle, &CompileOptions::default())
+    PolicySet::check_bundle(bundle, &CompileOptions::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }
@@ -57,6 +100,15 @@ fn compile_check(bundle: &Bundle) -> Result<()> {
 /// Write to a temporary file beside the target, then rename: a failed build never
 /// leaves a truncated bundle where a server or OPA could pick it up.
 pub fn write_atomically(bundle: &Bundle, output: &Path) -> Result<()> {
+    write_atomically_with(bundle, output, || Ok(bundle.signatures.clone()))
+}
+
+/// [`write_atomically`] with the signatures supplied late (see [`write_tar_gz_with`]).
+fn write_atomically_with(
+    bundle: &Bundle,
+    output: &Path,
+    signatures: impl FnOnce() -> lockstep_bundle::error::Result<Option<SignaturesConfig>>,
+) -> Result<()> {
     let dir = output
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -68,7 +120,7 @@ pub fn write_atomically(bundle: &Bundle, output: &Path) -> Result<()> {
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let file =
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let result = write_tar_gz(bundle, std::io::BufWriter::new(file))
+    let result = write_tar_gz_with(bundle, std::io::BufWriter::new(file), signatures)
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", output.display()))
         .and_then(|w| {
             w.into_inner()
