@@ -23,6 +23,54 @@ pub(crate) fn bundle_data(bundle: &Bundle) -> Result<Value, CompileError> {
     })
 }
 
+/// A data document in the engine's own values, kept between compilations: clones share
+/// their subtrees, so merging several bundles' data (and the REST-written overlay) into
+/// one document costs a walk over the top levels, not a copy of the data.
+#[derive(Debug, Clone)]
+pub struct DataDocument(pub(crate) Value);
+
+impl DataDocument {
+    /// `{}`.
+    pub fn empty() -> Self {
+        Self(Value::new_object())
+    }
+
+    /// A bundle's data, parsed from its files straight into engine values with OPA's
+    /// merge and roots checks (see [`crate::PolicySet::compile_bundle`]). The bundle must
+    /// have been read with `lazy_data`.
+    pub fn from_bundle(bundle: &Bundle) -> Result<Self, CompileError> {
+        bundle_data(bundle).map(Self)
+    }
+
+    pub fn from_json(json: &serde_json::Value) -> Result<Self, CompileError> {
+        crate::engine::data_from_json(json).map(Self)
+    }
+
+    /// Merges `other` in: objects merge key by key, anything else replaces what is there
+    /// (the overlay's rule: a later writer wins).
+    pub fn merge(&mut self, other: &DataDocument) {
+        merge_over(&mut self.0, &other.0);
+    }
+}
+
+fn merge_over(into: &mut Value, from: &Value) {
+    let (Value::Object(_), Value::Object(b)) = (&*into, from) else {
+        *into = from.clone();
+        return;
+    };
+    let Ok(a) = into.as_object_mut() else {
+        return;
+    };
+    for (k, v) in b.iter() {
+        match a.get_mut(k) {
+            Some(existing) => merge_over(existing, v),
+            None => {
+                a.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
 /// [`bundle_data`] reduced to the object keys `depth` levels deep from the data root
 /// (values below, and every non-object, become `null`): enough for the path checks
 /// (rule/data conflicts, roots) that only look that deep. A file that another data file
@@ -188,6 +236,22 @@ mod tests {
 
     fn v(s: &str) -> Value {
         Value::from_json_str(s).unwrap()
+    }
+
+    #[test]
+    fn documents_merge_objects_and_later_values_win_without_touching_the_source() {
+        let base = DataDocument(v(r#"{"a": {"x": 1, "y": {"k": 1}}, "b": [1]}"#));
+        let mut merged = DataDocument::empty();
+        merged.merge(&base);
+        merged.merge(&DataDocument(v(
+            r#"{"a": {"y": {"k": 2}, "z": 3}, "b": "s"}"#,
+        )));
+        assert_eq!(
+            merged.0,
+            v(r#"{"a": {"x": 1, "y": {"k": 2}, "z": 3}, "b": "s"}"#)
+        );
+        // The merge wrote into its own copy of the shared subtrees.
+        assert_eq!(base.0, v(r#"{"a": {"x": 1, "y": {"k": 1}}, "b": [1]}"#));
     }
 
     #[test]

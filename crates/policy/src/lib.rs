@@ -36,6 +36,7 @@ mod sources;
 pub mod testing;
 
 pub use checks::unsupported_builtins;
+pub use data::DataDocument;
 pub use decision::{Backend, DecisionFn};
 pub use engine::CompileOptions;
 pub use error::{CompileError, Diagnostic, EvalError, SourceLocation};

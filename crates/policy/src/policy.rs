@@ -13,7 +13,7 @@ use regorus::Engine;
 use serde_json::Value as Json;
 
 use crate::ast::rule_path;
-use crate::data::{bundle_data, bundle_data_shape};
+use crate::data::{DataDocument, bundle_data, bundle_data_shape};
 use crate::decision::DecisionFn;
 use crate::engine::{
     Built, CompileOptions, DeserializeFrom, Extras, build, build_with_data, data_from_json,
@@ -89,6 +89,17 @@ impl PolicySet {
     ) -> Result<Self, CompileError> {
         let data = data_from_json(&data)?;
         let built = build(modules, data, opts, &Extras::default())?;
+        Ok(Self::from_built(built))
+    }
+
+    /// [`Self::compile`] with data already in the engine's values (a [`DataDocument`]
+    /// assembled from several bundles and an overlay).
+    pub fn compile_document(
+        modules: &[Module],
+        data: DataDocument,
+        opts: &CompileOptions,
+    ) -> Result<Self, CompileError> {
+        let built = build(modules, data.0, opts, &Extras::default())?;
         Ok(Self::from_built(built))
     }
 

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use chrono::{DateTime, Utc};
 use lockstep_bundle::{BundleError, Module, ReadOptions, read_tar_gz};
-use lockstep_policy::{CompileError, EvalError, PolicyHandle, PolicySet, Snapshot};
-use serde_json::{Map, Value as Json};
+use lockstep_policy::{CompileError, DataDocument, EvalError, PolicyHandle, PolicySet, Snapshot};
+use serde_json::Value as Json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -18,8 +18,7 @@ use crate::backoff::{error_backoff, polling_delay};
 use crate::config::{OnStale, SyncConfig, Verification};
 use crate::download::{FetchError, Fetched, authorize, error_chain, fetch};
 use crate::overlay::{
-    Overlay, OverlayPolicy, PatchOp, PathError, deep_merge, display_path, parse_package,
-    segments_overlap,
+    Overlay, OverlayPolicy, PatchOp, PathError, display_path, parse_package, segments_overlap,
 };
 use crate::persist;
 use crate::status::{BundleStatus, ErrorDetail, Freshness, PluginState, StatusReport};
@@ -175,7 +174,9 @@ fn compile_details(e: &CompileError) -> Vec<ErrorDetail> {
 struct Loaded {
     info: ActiveBundle,
     modules: Vec<Module>,
-    data: Json,
+    /// In the engine's values: the next compilation (another bundle, an overlay write)
+    /// reuses it without parsing or copying the data again.
+    data: DataDocument,
     raw: Arc<Vec<u8>>,
 }
 
@@ -668,20 +669,20 @@ impl Inner {
         &self,
         st: &State,
         overlay: &Overlay,
-        replace: Option<(&str, &[Module], &Json)>,
+        replace: Option<(&str, &[Module], &DataDocument)>,
     ) -> Result<PolicySet, ActivationError> {
         let mut modules = Vec::new();
-        let mut data = Json::Object(Map::new());
+        let mut data = DataDocument::empty();
         for (name, l) in &st.bundles {
             if replace.is_some_and(|(n, _, _)| n == name) {
                 continue;
             }
             modules.extend(l.modules.iter().cloned());
-            deep_merge(&mut data, l.data.clone());
+            data.merge(&l.data);
         }
         if let Some((_, m, d)) = replace {
             modules.extend(m.iter().cloned());
-            deep_merge(&mut data, d.clone());
+            data.merge(d);
         }
         for (id, p) in &overlay.policies {
             modules.push(Module {
@@ -690,9 +691,9 @@ impl Inner {
                 rego_version: 1,
             });
         }
-        deep_merge(&mut data, overlay.data.clone());
+        data.merge(&DataDocument::from_json(&overlay.data)?);
         let t0 = Instant::now();
-        let policy = PolicySet::compile(&modules, data, &self.cfg.compile)?;
+        let policy = PolicySet::compile_document(&modules, data, &self.cfg.compile)?;
         let t1 = Instant::now();
         // Evaluate every package once: a bundle that cannot produce its documents is
         // not activated. (Per package rather than all of `data`, so a large data tree
@@ -781,6 +782,9 @@ impl Inner {
                 Verification::Skip => None,
             },
             skip_verify: matches!(src.verification, Verification::Skip),
+            // data.json files stay bytes until they are parsed, once, into engine values
+            // (no serde_json tree: about 8x the JSON's size).
+            lazy_data: true,
             ..ReadOptions::default()
         };
         let t0 = Instant::now();
@@ -798,6 +802,13 @@ impl Inner {
         if bundle.is_delta() {
             return Err(ActivationError::Delta);
         }
+        let t1 = Instant::now();
+        let data = DataDocument::from_bundle(&bundle)?;
+        tracing::debug!(
+            bundle = %name,
+            data_ms = t1.elapsed().as_secs_f64() * 1e3,
+            "bundle data parsed"
+        );
         let issued_at = bundle.verified_signature.as_ref().and_then(|s| s.issued_at);
         let roots = bundle.manifest.effective_roots();
         let modules: Vec<Module> = bundle
@@ -835,7 +846,7 @@ impl Inner {
         for r in &roots {
             overlay.erase_root(&root_segments(r));
         }
-        let policy = self.compile_all(&st, &overlay, Some((name, &modules, &bundle.data)))?;
+        let policy = self.compile_all(&st, &overlay, Some((name, &modules, &data)))?;
         let info = ActiveBundle {
             name: name.to_string(),
             revision: bundle.manifest.revision.clone(),
@@ -851,7 +862,7 @@ impl Inner {
             Loaded {
                 info: info.clone(),
                 modules,
-                data: bundle.data,
+                data,
                 raw,
             },
         );
