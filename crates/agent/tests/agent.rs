@@ -848,18 +848,26 @@ async fn guide_opa_config_starts_the_agent() {
         assert!(Instant::now() < deadline, "guide config never activated");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let st: Value = http
-        .get(url(&a, "/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        st["result"]["bundles"]["main"]["active_revision"],
-        "git-sha-abc1234"
-    );
+    // Status is recorded just after the swap that decisions see: allow it a moment.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let st: Value = http
+            .get(url(&a, "/v1/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if st["result"]["bundles"]["main"]["active_revision"] == "git-sha-abc1234" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never showed the revision: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     a.shutdown().await.unwrap();
 
     // Without a key for signing.keyid it refuses to start, and says how to fix it.

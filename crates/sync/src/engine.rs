@@ -869,8 +869,16 @@ impl Inner {
         self.publish(&mut st, policy);
         drop(st);
         // Freeing the previous revision's data (seconds for 100 MB) happens after the
-        // swap and outside the lock, so it delays neither activation nor readers.
-        drop(previous);
+        // swap, outside the lock and on its own thread, so it delays neither readers nor
+        // the status update that follows this activation.
+        if let Some(previous) = previous {
+            let freed = std::thread::Builder::new()
+                .name("lockstep-free".into())
+                .spawn(move || drop(previous));
+            if let Err(e) = freed {
+                tracing::debug!(error = %e, "freeing the previous revision in place");
+            }
+        }
         Ok(info)
     }
 
