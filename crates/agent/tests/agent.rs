@@ -124,14 +124,7 @@ async fn opa_rest_api_shapes_and_write_api() {
     );
 
     // Status, health, metrics.
-    let st: Value = http
-        .get(url(&a, "/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let st = get_json(&http, &a, "/v1/status").await;
     let m = &st["result"]["bundles"]["main"];
     assert_eq!(m["active_revision"], "r1", "{st}");
     assert_eq!(m["name"], "main");
@@ -851,14 +844,7 @@ async fn guide_opa_config_starts_the_agent() {
     // Status is recorded just after the swap that decisions see: allow it a moment.
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        let st: Value = http
-            .get(url(&a, "/v1/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let st = get_json(&http, &a, "/v1/status").await;
         if st["result"]["bundles"]["main"]["active_revision"] == "git-sha-abc1234" {
             break;
         }

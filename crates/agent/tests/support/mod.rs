@@ -58,6 +58,17 @@ pub async fn post(
     (status, rev, r.json().await.unwrap_or(Value::Null))
 }
 
+/// `GET` a JSON document from the agent.
+pub async fn get_json(http: &reqwest::Client, a: &RunningAgent, path: &str) -> Value {
+    http.get(url(a, path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 pub async fn serving(http: &reqwest::Client, a: &RunningAgent) -> Option<String> {
     let (s, _, b) = post(http, a, "/v1/data/mcp/revision", json!({})).await;
     (s == 200).then(|| b["result"].as_str().unwrap_or_default().to_string())
