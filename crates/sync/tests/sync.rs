@@ -149,7 +149,13 @@ async fn tampered_and_older_bundles_are_refused() {
 
     st.set(bundle("r3", 4000, Some(&keys)));
     wait_served(&s, "r3", Duration::from_secs(5)).await;
-    assert!(status_of(&s).get("code").is_none());
+    // The status is recorded just after the swap that decisions see.
+    let cleared = eventually(Duration::from_secs(2), || {
+        let st = status_of(&s);
+        st.get("code").is_none() && st["active_revision"] == "r3"
+    })
+    .await;
+    assert!(cleared, "{}", status_of(&s));
     s.shutdown().await;
     let _ = stop.send(());
     h.await.unwrap();

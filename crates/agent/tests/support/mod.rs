@@ -60,13 +60,7 @@ pub async fn post(
 
 /// `GET` a JSON document from the agent.
 pub async fn get_json(http: &reqwest::Client, a: &RunningAgent, path: &str) -> Value {
-    http.get(url(a, path))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    json_of(http.get(url(a, path))).await
 }
 
 pub async fn serving(http: &reqwest::Client, a: &RunningAgent) -> Option<String> {

@@ -224,15 +224,12 @@ impl Server {
     }
 
     pub async fn fleet(&self) -> serde_json::Value {
-        self.http
-            .get(format!("{}/v1/fleet", self.base()))
-            .bearer_auth(STATUS)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        json_of(
+            self.http
+                .get(format!("{}/v1/fleet", self.base()))
+                .bearer_auth(STATUS),
+        )
+        .await
     }
 
     pub fn service(&self) -> Service {
@@ -392,4 +389,9 @@ pub async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 pub fn tmp_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
+}
+
+/// Sends `request` and returns its JSON body.
+pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
 }
