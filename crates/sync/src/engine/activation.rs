@@ -1,0 +1,263 @@
+//! Activation: read → verify → rollback check → compile with the other bundles and
+//! the overlay → evaluate once → install the new active state atomically. Also the
+//! persisted bundle loaded at start.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use lockstep_bundle::{Module, ReadOptions, read_tar_gz};
+use lockstep_policy::{DataDocument, PolicySet, Snapshot};
+
+use super::types::{Active, ActivationError, ActiveBundle};
+use super::{Inner, Loaded, State, lock, root_segments};
+use crate::config::Verification;
+use crate::overlay::Overlay;
+use crate::persist;
+
+impl Inner {
+    /// Modules and data of every bundle (`replace` standing in for its bundle) plus
+    /// `overlay`, compiled and evaluated once.
+    pub(super) fn compile_all(
+        &self,
+        st: &State,
+        overlay: &Overlay,
+        replace: Option<(&str, &[Module], &DataDocument)>,
+    ) -> Result<PolicySet, ActivationError> {
+        let mut modules = Vec::new();
+        let mut data = DataDocument::empty();
+        for (name, l) in &st.bundles {
+            if replace.is_some_and(|(n, _, _)| n == name) {
+                continue;
+            }
+            modules.extend(l.modules.iter().cloned());
+            data.merge(&l.data);
+        }
+        if let Some((_, m, d)) = replace {
+            modules.extend(m.iter().cloned());
+            data.merge(d);
+        }
+        for (id, p) in &overlay.policies {
+            modules.push(Module {
+                path: id.clone(),
+                source: p.raw.clone(),
+                rego_version: 1,
+            });
+        }
+        data.merge(&DataDocument::from_json(&overlay.data)?);
+        let t0 = Instant::now();
+        let policy = PolicySet::compile_document(&modules, data, &self.cfg.compile)?;
+        let t1 = Instant::now();
+        // Evaluate every package once: a bundle that cannot produce its documents is
+        // not activated. (Per package rather than all of `data`, so a large data tree
+        // beside the rules is not copied into a result for nothing.)
+        for package in policy.packages() {
+            policy.eval_query(package, None)?;
+        }
+        tracing::debug!(
+            compile_ms = (t1 - t0).as_secs_f64() * 1e3,
+            eval_ms = t1.elapsed().as_secs_f64() * 1e3,
+            "policy compiled and evaluated"
+        );
+        Ok(policy)
+    }
+
+    /// Swaps in a new active state (caller holds the state lock).
+    pub(super) fn install(&self, st: &mut State, policy: PolicySet) {
+        st.generation = st.generation.wrapping_add(1);
+        let revision = match st.bundles.len() {
+            0 => String::new(),
+            1 => st
+                .bundles
+                .values()
+                .next()
+                .map(|l| l.info.revision.clone())
+                .unwrap_or_default(),
+            _ => st
+                .bundles
+                .iter()
+                .map(|(n, l)| format!("{n}={}", l.info.revision))
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        self.handle
+            .swap(Snapshot::new(revision.clone(), policy.clone()));
+        let snapshot = self
+            .handle
+            .load()
+            .unwrap_or_else(|| Arc::new(Snapshot::new(revision, policy)));
+        let bundles = st
+            .bundles
+            .iter()
+            .map(|(k, l)| (k.clone(), l.info.clone()))
+            .collect();
+        self.active.store(Some(Arc::new(Active {
+            snapshot,
+            bundles,
+            generation: st.generation,
+        })));
+        let g = st.generation;
+        self.generation.send_replace(g);
+    }
+
+    /// Read → verify → rollback check → compile → evaluate → swap.
+    pub(super) fn activate(
+        &self,
+        idx: usize,
+        raw: Arc<Vec<u8>>,
+        etag: Option<String>,
+        from_disk: bool,
+    ) -> Result<ActiveBundle, ActivationError> {
+        let Some(src) = self.cfg.bundles.get(idx) else {
+            return Err(ActivationError::Roots("unknown bundle".into()));
+        };
+        let name = src.name.as_str();
+        let opts = ReadOptions {
+            limits: self.cfg.limits,
+            verification: match &src.verification {
+                Verification::Required(v) => Some(v.clone()),
+                Verification::Skip => None,
+            },
+            skip_verify: matches!(src.verification, Verification::Skip),
+            // data.json files stay bytes until they are parsed, once, into engine values
+            // (no serde_json tree: about 8x the JSON's size).
+            lazy_data: true,
+            ..ReadOptions::default()
+        };
+        let t0 = Instant::now();
+        let bundle = read_tar_gz(raw.as_slice(), &opts)?;
+        tracing::debug!(
+            bundle = %name,
+            read_ms = t0.elapsed().as_secs_f64() * 1e3,
+            "bundle read and verified"
+        );
+        if matches!(src.verification, Verification::Required(_))
+            && bundle.verified_signature.is_none()
+        {
+            return Err(ActivationError::Unsigned);
+        }
+        if bundle.is_delta() {
+            return Err(ActivationError::Delta);
+        }
+        let t1 = Instant::now();
+        let data = DataDocument::from_bundle(&bundle)?;
+        tracing::debug!(
+            bundle = %name,
+            data_ms = t1.elapsed().as_secs_f64() * 1e3,
+            "bundle data parsed"
+        );
+        let issued_at = bundle.verified_signature.as_ref().and_then(|s| s.issued_at);
+        let roots = bundle.manifest.effective_roots();
+        let modules: Vec<Module> = bundle
+            .modules
+            .iter()
+            .map(|m| Module {
+                path: format!("{name}/{}", m.path),
+                ..m.clone()
+            })
+            .collect();
+        let mut st = lock(&self.state);
+        if let Some(cur) = st.bundles.get(name)
+            && let (Some(old), Some(new)) = (cur.info.issued_at, issued_at)
+            && new < old
+        {
+            return Err(ActivationError::Rollback {
+                new,
+                old,
+                active_revision: cur.info.revision.clone(),
+            });
+        }
+        for (other, l) in &st.bundles {
+            if other == name {
+                continue;
+            }
+            for a in &roots {
+                for b in &l.info.roots {
+                    if lockstep_bundle::roots::root_paths_overlap(a, b) {
+                        return Err(ActivationError::Roots(format!("[{name}/{a} {other}/{b}]")));
+                    }
+                }
+            }
+        }
+        let mut overlay = st.overlay.clone();
+        for r in &roots {
+            overlay.erase_root(&root_segments(r));
+        }
+        let policy = self.compile_all(&st, &overlay, Some((name, &modules, &data)))?;
+        let info = ActiveBundle {
+            name: name.to_string(),
+            revision: bundle.manifest.revision.clone(),
+            roots,
+            etag,
+            issued_at,
+            activated_at: Utc::now(),
+            from_disk,
+        };
+        st.overlay = overlay;
+        let previous = st.bundles.insert(
+            name.to_string(),
+            Loaded {
+                info: info.clone(),
+                modules,
+                data,
+                raw,
+            },
+        );
+        self.install(&mut st, policy);
+        drop(st);
+        // Freeing the previous revision's data (seconds for 100 MB) happens after the
+        // swap, outside the lock and on its own thread, so it delays neither readers nor
+        // the status update that follows this activation.
+        if let Some(previous) = previous {
+            let freed = std::thread::Builder::new()
+                .name("lockstep-free".into())
+                .spawn(move || drop(previous));
+            if let Err(e) = freed {
+                tracing::debug!(error = %e, "freeing the previous revision in place");
+            }
+        }
+        Ok(info)
+    }
+
+    pub(super) fn load_persisted(&self, idx: usize) {
+        let Some(src) = self.cfg.bundles.get(idx) else {
+            return;
+        };
+        let (bytes, meta) = match persist::load(&self.cfg.persistence_dir, &src.name) {
+            Ok(Some(x)) => x,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(bundle = %src.name, error = %e, "cannot read persisted bundle");
+                return;
+            }
+        };
+        let size = bytes.len() as u64;
+        match self.activate(idx, Arc::new(bytes), meta.etag.clone(), true) {
+            Ok(info) => {
+                // The ETag is trusted only if it was saved with this very revision.
+                let etag = meta.etag.filter(|_| meta.revision == info.revision);
+                tracing::info!(bundle = %src.name, revision = %info.revision, "activated persisted bundle");
+                self.with_tracker(&src.name, |t| {
+                    t.etag = etag;
+                    t.activated_once = true;
+                    t.status.active_revision = info.revision.clone();
+                    t.status.last_successful_activation = Some(info.activated_at);
+                    t.status.kind = "snapshot".into();
+                    t.status.size = Some(size);
+                });
+                self.update_bundle_plugin();
+            }
+            Err(e) => {
+                tracing::error!(bundle = %src.name, error = %e, "persisted bundle refused");
+                self.with_tracker(&src.name, |t| {
+                    t.status.set_error(
+                        "bundle_error",
+                        format!("persisted bundle: {e}"),
+                        None,
+                        e.details(),
+                    );
+                });
+            }
+        }
+    }
+}

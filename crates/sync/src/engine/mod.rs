@@ -1,0 +1,291 @@
+//! The sync engine: per-bundle download loops ([`polling`]), activation
+//! ([`activation`]), the freshness lease ([`lease`]), the REST overlay ([`writes`]) and
+//! status reports ([`report`]), over one shared [`Inner`].
+//!
+//! Locks (in `Inner`), in the only order they may be nested: `state` → `trackers` →
+//! `plugins`; `tasks` is never held with another. `active` is an `ArcSwapOption` read
+//! without locking. Nothing awaits while holding any of them.
+
+mod activation;
+mod lease;
+mod polling;
+mod report;
+mod types;
+mod writes;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use lockstep_bundle::Module;
+use lockstep_policy::{DataDocument, PolicyHandle};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use types::{Active, ActiveBundle, DataWrite, Gate, WriteError, WriteOutcome};
+
+use crate::config::{SyncConfig, Verification};
+use crate::download::error_chain;
+use crate::overlay::Overlay;
+use crate::status::{BundleStatus, PluginState, StatusReport};
+
+struct Loaded {
+    info: ActiveBundle,
+    modules: Vec<Module>,
+    /// In the engine's values: the next compilation (another bundle, an overlay write)
+    /// reuses it without parsing or copying the data again.
+    data: DataDocument,
+    raw: Arc<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct State {
+    bundles: BTreeMap<String, Loaded>,
+    overlay: Overlay,
+    generation: u64,
+}
+
+#[derive(Default)]
+struct Tracker {
+    status: BundleStatus,
+    /// ETag for `If-None-Match`: the last activated one (OPA resets to it after errors).
+    etag: Option<String>,
+    activated_once: bool,
+}
+
+struct Inner {
+    cfg: SyncConfig,
+    http: reqwest::Client,
+    handle: PolicyHandle,
+    /// What decisions read: swapped whole, never locked.
+    active: ArcSwapOption<Active>,
+    /// Lock order 1: bundles and overlay; held across a compilation, so writers and
+    /// activations are serialised (decisions never take it).
+    state: Mutex<State>,
+    /// Lock order 2: per-bundle download status; may be taken while `state` is held,
+    /// never the other way round.
+    trackers: Mutex<BTreeMap<String, Tracker>>,
+    /// Per bundle (config order): nanoseconds after `started` of the last proof; 0 = none.
+    leases: Vec<AtomicU64>,
+    started: Instant,
+    report: watch::Sender<u64>,
+    generation: watch::Sender<u64>,
+    shutdown: watch::Sender<bool>,
+    /// Held alone (start and shutdown only).
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Lock order 3 (a leaf): plugin states for status reports.
+    plugins: Mutex<BTreeMap<String, PluginState>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn root_segments(root: &str) -> Vec<String> {
+    root.split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The sync engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Syncer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Syncer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Syncer")
+            .field("bundles", &self.inner.cfg.bundles.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Syncer {
+    /// Validates the configuration. Nothing runs until [`Syncer::start`].
+    pub fn new(cfg: SyncConfig) -> Result<Self, String> {
+        let mut names = std::collections::BTreeSet::new();
+        for b in &cfg.bundles {
+            if !names.insert(b.name.clone()) {
+                return Err(format!("bundle {:?} configured twice", b.name));
+            }
+            if b.polling.max_delay < b.polling.min_delay {
+                return Err(format!(
+                    "bundle {:?}: max polling delay must be >= min polling delay",
+                    b.name
+                ));
+            }
+            if matches!(b.verification, Verification::Skip) {
+                tracing::warn!(
+                    bundle = %b.name,
+                    "signature verification is OFF for this bundle (explicit configuration): any bundle the server sends will be activated"
+                );
+            }
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| format!("HTTP client: {}", error_chain(&e)))?;
+        let trackers = cfg
+            .bundles
+            .iter()
+            .map(|b| {
+                (
+                    b.name.clone(),
+                    Tracker {
+                        status: BundleStatus::new(&b.name),
+                        ..Tracker::default()
+                    },
+                )
+            })
+            .collect();
+        let mut plugins = BTreeMap::new();
+        if !cfg.bundles.is_empty() {
+            plugins.insert("bundle".to_string(), PluginState::not_ready(None));
+        }
+        if cfg.status.is_some() {
+            plugins.insert("status".to_string(), PluginState::ok());
+        }
+        let leases = cfg.bundles.iter().map(|_| AtomicU64::new(0)).collect();
+        let syncer = Syncer {
+            inner: Arc::new(Inner {
+                http,
+                handle: PolicyHandle::empty(),
+                active: ArcSwapOption::empty(),
+                state: Mutex::new(State::default()),
+                trackers: Mutex::new(trackers),
+                leases,
+                started: Instant::now(),
+                report: watch::channel(0).0,
+                generation: watch::channel(0).0,
+                shutdown: watch::channel(false).0,
+                tasks: Mutex::new(Vec::new()),
+                plugins: Mutex::new(plugins),
+                cfg,
+            }),
+        };
+        if syncer.inner.cfg.bundles.is_empty() {
+            // REST-only mode (as OPA driven by OPAL): an empty policy is active at once.
+            let mut st = lock(&syncer.inner.state);
+            let overlay = st.overlay.clone();
+            let policy = syncer
+                .inner
+                .compile_all(&st, &overlay, None)
+                .map_err(|e| e.to_string())?;
+            syncer.inner.install(&mut st, policy);
+            drop(st);
+        }
+        Ok(syncer)
+    }
+
+    /// Loads persisted bundles (verified again), then starts one download loop per
+    /// bundle and the status reporter.
+    pub async fn start(&self) {
+        for (idx, src) in self.inner.cfg.bundles.iter().enumerate() {
+            if src.persist {
+                let inner = self.inner.clone();
+                let _ = tokio::task::spawn_blocking(move || inner.load_persisted(idx)).await;
+            }
+        }
+        let mut tasks = Vec::new();
+        for idx in 0..self.inner.cfg.bundles.len() {
+            let inner = self.inner.clone();
+            let shutdown = self.inner.shutdown.subscribe();
+            tasks.push(tokio::spawn(inner.run_bundle(idx, shutdown)));
+        }
+        if let Some(target) = self.inner.cfg.status.clone() {
+            let inner = self.inner.clone();
+            let rx = self.inner.report.subscribe();
+            let shutdown = self.inner.shutdown.subscribe();
+            tasks.push(tokio::spawn(inner.run_reporter(target, rx, shutdown)));
+            self.inner.trigger_report();
+        }
+        lock(&self.inner.tasks).extend(tasks);
+    }
+
+    /// Stops every task this engine started and waits for them.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+        let tasks: Vec<_> = lock(&self.inner.tasks).drain(..).collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    pub fn config(&self) -> &SyncConfig {
+        &self.inner.cfg
+    }
+
+    /// The active state, if any (without the freshness check: use [`Syncer::gate`]
+    /// for decisions).
+    pub fn active(&self) -> Option<Arc<Active>> {
+        self.inner.active.load_full()
+    }
+
+    /// The atomically swapped snapshot holder (for embedders such as the gateway).
+    pub fn handle(&self) -> &PolicyHandle {
+        &self.inner.handle
+    }
+
+    /// Receives the generation number after every activation or REST write.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.generation.subscribe()
+    }
+
+    /// Whether a decision may be made now, and with what.
+    pub fn gate(&self) -> Gate {
+        self.inner.gate()
+    }
+
+    /// True once every configured bundle has activated at least once (OPA's bundle
+    /// plugin readiness; never flips back).
+    pub fn bundles_ready(&self) -> bool {
+        let t = lock(&self.inner.trackers);
+        t.values().all(|t| t.activated_once)
+    }
+
+    /// Sets a plugin state shown in status reports (e.g. `decision_logs`).
+    pub fn set_plugin_state(&self, name: &str, state: PluginState) {
+        lock(&self.inner.plugins).insert(name.to_string(), state);
+    }
+
+    /// The current status report (OPA's shape).
+    pub fn status_report(&self) -> StatusReport {
+        self.inner.status_report()
+    }
+
+    /// Bundle name -> revision of the active state.
+    pub fn revisions(&self) -> BTreeMap<String, String> {
+        self.active()
+            .map(|a| {
+                a.bundles
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.revision.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+}
+
+impl Inner {
+    /// Runs `f` on the tracker of bundle `name` under the trackers lock (nothing for a
+    /// name that is not configured).
+    fn with_tracker<R>(&self, name: &str, f: impl FnOnce(&mut Tracker) -> R) -> Option<R> {
+        lock(&self.trackers).get_mut(name).map(f)
+    }
+
+    pub(super) fn trigger_report(&self) {
+        self.report.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    pub(super) fn update_bundle_plugin(&self) {
+        let ready = lock(&self.trackers).values().all(|t| t.activated_once);
+        if ready {
+            lock(&self.plugins).insert("bundle".into(), PluginState::ok());
+        }
+    }
+}
