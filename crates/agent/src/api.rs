@@ -24,9 +24,9 @@
 //! closed or serving stale, `X-Lockstep-Fail-Closed` / `X-Lockstep-Stale` with the reason.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -35,31 +35,24 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
-use chrono::{SecondsFormat, Utc};
+use lockstep_decision::{Decider, DecisionRequest, Outcome, bundle_revisions};
 use lockstep_policy::EvalError;
 use lockstep_sync::overlay::PatchOp;
 use lockstep_sync::status::PluginState;
 use lockstep_sync::{Active, DataWrite, Gate, Syncer, WriteError, WriteOutcome};
 use serde_json::{Map, Value as JsonValue, json};
 
-use crate::decision_log::DecisionLogger;
-
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub decisions_ok: AtomicU64,
-    pub decisions_fail_closed: AtomicU64,
-    pub decisions_stale_served: AtomicU64,
-    pub decisions_error: AtomicU64,
-    pub writes: AtomicU64,
-}
-
 /// Shared state of the HTTP handlers.
 #[derive(Debug)]
 pub struct AppState {
-    pub syncer: Syncer,
-    pub logger: Option<DecisionLogger>,
-    pub metrics: Metrics,
+    pub decider: Decider,
+    pub metrics: crate::metrics::AgentMetrics,
+}
+
+impl AppState {
+    pub fn syncer(&self) -> &Syncer {
+        self.decider.syncer()
+    }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -189,16 +182,6 @@ fn reason_header(resp: &mut Response, name: &'static str, reason: &str) {
     }
 }
 
-fn bundle_revisions(active: Option<&Active>) -> JsonValue {
-    let mut m = Map::new();
-    if let Some(a) = active {
-        for (k, b) in &a.bundles {
-            m.insert(k.clone(), json!({"revision": b.revision}));
-        }
-    }
-    JsonValue::Object(m)
-}
-
 fn eval_errors(e: &EvalError) -> JsonValue {
     match e.diagnostic() {
         Some(d) => json!([{
@@ -210,7 +193,7 @@ fn eval_errors(e: &EvalError) -> JsonValue {
     }
 }
 
-struct DecisionRequest {
+struct DataRequest {
     path: Vec<String>,
     input: Option<JsonValue>,
     input_missing: bool,
@@ -218,65 +201,46 @@ struct DecisionRequest {
     remote: Option<SocketAddr>,
 }
 
-fn decide(app: &AppState, req: DecisionRequest) -> Response {
+fn decide(app: &AppState, req: DataRequest) -> Response {
     let t0 = Instant::now();
-    let decision_id = uuid::Uuid::new_v4().to_string();
     let path_text = req.path.join("/");
-    let gate = app.syncer.gate();
-    let (active, warning) = match gate {
-        Gate::Deny { reason, active } => {
-            app.metrics
-                .decisions_fail_closed
-                .fetch_add(1, Ordering::Relaxed);
-            if let Some(l) = &app.logger {
-                l.log(event(
-                    app,
-                    &decision_id,
-                    &path_text,
-                    req.input.as_ref(),
-                    None,
-                    Some(json!({"code": "lockstep_fail_closed", "message": reason})),
-                    active.as_deref(),
-                    req.remote,
-                ));
-            }
+    let query = data_ref(&req.path);
+    let input = req.input.as_ref();
+    let d = app.decider.decide(
+        DecisionRequest {
+            path: &path_text,
+            input,
+            remote: req.remote,
+        },
+        |policy| policy.eval_data_path(&query, input),
+        |value| Ok::<_, Infallible>(value.cloned()),
+    );
+    let active = d.active.as_deref();
+    let mut resp = match d.outcome {
+        Outcome::FailClosed(reason) => {
             let mut resp = (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({
                     "code": "internal_error",
                     "message": reason,
-                    "decision_id": decision_id,
+                    "decision_id": d.id,
                 })),
             )
                 .into_response();
-            revision_header(&mut resp, active.as_deref());
             reason_header(&mut resp, "x-lockstep-fail-closed", &reason);
-            return resp;
+            resp
         }
-        Gate::Serve { active, warning } => (active, warning),
-    };
-    let query = data_ref(&req.path);
-    let t_eval = Instant::now();
-    let result = active.policy().eval_data_path(&query, req.input.as_ref());
-    let eval_ns = t_eval.elapsed().as_nanos();
-    match result {
-        Ok(value) => {
-            if warning.is_some() {
-                app.metrics
-                    .decisions_stale_served
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            app.metrics.decisions_ok.fetch_add(1, Ordering::Relaxed);
+        Outcome::Decided(value) => {
             let mut body = Map::new();
-            if let Some(v) = &value {
-                body.insert("result".into(), v.clone());
+            if let Some(v) = value {
+                body.insert("result".into(), v);
             }
-            body.insert("decision_id".into(), json!(decision_id));
+            body.insert("decision_id".into(), json!(d.id));
             if req.params.flag("metrics") {
                 body.insert(
                     "metrics".into(),
                     json!({
-                        "timer_rego_query_eval_ns": u64::try_from(eval_ns).unwrap_or(u64::MAX),
+                        "timer_rego_query_eval_ns": d.eval_ns,
                         "timer_server_handler_ns": u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX),
                     }),
                 );
@@ -289,11 +253,11 @@ fn decide(app: &AppState, req: DecisionRequest) -> Response {
                         "build_commit": "",
                         "build_timestamp": "",
                         "build_hostname": "",
-                        "bundles": bundle_revisions(Some(&active)),
+                        "bundles": bundle_revisions(active),
                     }),
                 );
             }
-            if let Some(w) = &warning {
+            if let Some(w) = &d.stale_warning {
                 body.insert(
                     "warning".into(),
                     json!({"code": "lockstep_stale_policy", "message": w}),
@@ -304,39 +268,13 @@ fn decide(app: &AppState, req: DecisionRequest) -> Response {
                     json!({"code": "api_usage_warning", "message": "'input' key missing from the request"}),
                 );
             }
-            if let Some(l) = &app.logger {
-                l.log(event(
-                    app,
-                    &decision_id,
-                    &path_text,
-                    req.input.as_ref(),
-                    value.as_ref(),
-                    None,
-                    Some(&active),
-                    req.remote,
-                ));
-            }
             let mut resp = (StatusCode::OK, Json(JsonValue::Object(body))).into_response();
-            revision_header(&mut resp, Some(&active));
-            if let Some(w) = &warning {
+            if let Some(w) = &d.stale_warning {
                 reason_header(&mut resp, "x-lockstep-stale", w);
             }
             resp
         }
-        Err(e) => {
-            app.metrics.decisions_error.fetch_add(1, Ordering::Relaxed);
-            if let Some(l) = &app.logger {
-                l.log(event(
-                    app,
-                    &decision_id,
-                    &path_text,
-                    req.input.as_ref(),
-                    None,
-                    Some(json!({"code": "eval_error", "message": e.to_string()})),
-                    Some(&active),
-                    req.remote,
-                ));
-            }
+        Outcome::EvalFailed(e) => {
             let (status, code, message) = match &e {
                 EvalError::Query(_) => (
                     StatusCode::BAD_REQUEST,
@@ -349,58 +287,21 @@ fn decide(app: &AppState, req: DecisionRequest) -> Response {
                     "error(s) occurred while evaluating query",
                 ),
             };
-            let mut resp = (
+            (
                 status,
                 Json(json!({
                     "code": code,
                     "message": message,
                     "errors": eval_errors(&e),
-                    "decision_id": decision_id,
+                    "decision_id": d.id,
                 })),
             )
-                .into_response();
-            revision_header(&mut resp, Some(&active));
-            resp
+                .into_response()
         }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn event(
-    app: &AppState,
-    decision_id: &str,
-    path: &str,
-    input: Option<&JsonValue>,
-    result: Option<&JsonValue>,
-    error: Option<JsonValue>,
-    active: Option<&Active>,
-    remote: Option<SocketAddr>,
-) -> JsonValue {
-    let mut e = Map::new();
-    e.insert("labels".into(), json!(app.syncer.config().labels.clone()));
-    e.insert("decision_id".into(), json!(decision_id));
-    let bundles = bundle_revisions(active);
-    if bundles.as_object().is_some_and(|m| !m.is_empty()) {
-        e.insert("bundles".into(), bundles);
-    }
-    e.insert("path".into(), json!(path));
-    if let Some(i) = input {
-        e.insert("input".into(), i.clone());
-    }
-    if let Some(r) = result {
-        e.insert("result".into(), r.clone());
-    }
-    if let Some(err) = error {
-        e.insert("error".into(), err);
-    }
-    if let Some(r) = remote {
-        e.insert("requested_by".into(), json!(r.to_string()));
-    }
-    e.insert(
-        "timestamp".into(),
-        json!(Utc::now().to_rfc3339_opts(SecondsFormat::Nanos, true)),
-    );
-    JsonValue::Object(e)
+        Outcome::Rejected(never) => match never {},
+    };
+    revision_header(&mut resp, active);
+    resp
 }
 
 /// Parses a POST body for a decision: `{"input": ...}`; empty means no input.
@@ -471,7 +372,7 @@ async fn data(
             };
             decide(
                 &app,
-                DecisionRequest {
+                DataRequest {
                     path,
                     input,
                     input_missing,
@@ -496,7 +397,7 @@ async fn data(
             };
             decide(
                 &app,
-                DecisionRequest {
+                DataRequest {
                     path,
                     input,
                     input_missing: false,
@@ -599,11 +500,11 @@ async fn write_data(
         },
         _ => DataWrite::Delete,
     };
-    let syncer = app.syncer.clone();
+    let syncer = app.syncer().clone();
     let res = tokio::task::spawn_blocking(move || syncer.write_data(&path, op)).await;
     match res {
         Ok(Ok(WriteOutcome::Written)) => {
-            app.metrics.writes.fetch_add(1, Ordering::Relaxed);
+            app.metrics.writes.inc();
             written(params, t0)
         }
         Ok(Ok(WriteOutcome::NotModified)) => StatusCode::NOT_MODIFIED.into_response(),
@@ -618,7 +519,7 @@ async fn write_data(
 
 async fn list_policies(State(app): State<Arc<AppState>>) -> Response {
     let list: Vec<JsonValue> = app
-        .syncer
+        .syncer()
         .policies()
         .into_iter()
         .map(|(id, raw)| json!({"id": id, "raw": raw}))
@@ -638,7 +539,7 @@ async fn policy(
         .decode_utf8_lossy()
         .into_owned();
     match method {
-        Method::GET => match app.syncer.policies().into_iter().find(|(i, _)| *i == id) {
+        Method::GET => match app.syncer().policies().into_iter().find(|(i, _)| *i == id) {
             Some((id, raw)) => Json(json!({"result": {"id": id, "raw": raw}})).into_response(),
             None => error(
                 StatusCode::NOT_FOUND,
@@ -657,11 +558,11 @@ async fn policy(
                     );
                 }
             };
-            let syncer = app.syncer.clone();
+            let syncer = app.syncer().clone();
             let res = tokio::task::spawn_blocking(move || syncer.put_policy(&id, text)).await;
             match res {
                 Ok(Ok(())) => {
-                    app.metrics.writes.fetch_add(1, Ordering::Relaxed);
+                    app.metrics.writes.inc();
                     policy_ok(&params)
                 }
                 Ok(Err(e)) => write_error(e, false),
@@ -673,11 +574,11 @@ async fn policy(
             }
         }
         Method::DELETE => {
-            let syncer = app.syncer.clone();
+            let syncer = app.syncer().clone();
             let res = tokio::task::spawn_blocking(move || syncer.delete_policy(&id)).await;
             match res {
                 Ok(Ok(())) => {
-                    app.metrics.writes.fetch_add(1, Ordering::Relaxed);
+                    app.metrics.writes.inc();
                     policy_ok(&params)
                 }
                 Ok(Err(e)) => write_error(e, true),
@@ -701,12 +602,9 @@ fn policy_ok(params: &Params) -> Response {
 }
 
 fn report(app: &AppState) -> JsonValue {
-    if let Some(l) = &app.logger {
-        let dropped = l.dropped.load(Ordering::Relaxed)
-            + l.upload_stats
-                .as_ref()
-                .map_or(0, |u| u.dropped_events.load(Ordering::Relaxed));
-        app.syncer.set_plugin_state(
+    if let Some(l) = app.decider.logger() {
+        let dropped = l.dropped_total();
+        app.syncer().set_plugin_state(
             "decision_logs",
             if dropped == 0 {
                 PluginState::ok()
@@ -720,7 +618,7 @@ fn report(app: &AppState) -> JsonValue {
             },
         );
     }
-    serde_json::to_value(app.syncer.status_report()).unwrap_or_default()
+    serde_json::to_value(app.syncer().status_report()).unwrap_or_default()
 }
 
 async fn status(State(app): State<Arc<AppState>>) -> Response {
@@ -729,7 +627,7 @@ async fn status(State(app): State<Arc<AppState>>) -> Response {
 
 async fn health(State(app): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Response {
     let params = Params::parse(raw.as_deref());
-    if (params.flag("bundles") || params.flag("bundle")) && !app.syncer.bundles_ready() {
+    if (params.flag("bundles") || params.flag("bundle")) && !app.syncer().bundles_ready() {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({"error": "one or more bundles are not activated"})),
@@ -757,7 +655,7 @@ async fn health(State(app): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Re
         }
     }
     if params.flag("fresh") {
-        match app.syncer.gate() {
+        match app.syncer().gate() {
             Gate::Deny { reason, .. }
             | Gate::Serve {
                 warning: Some(reason),
@@ -775,103 +673,8 @@ async fn health(State(app): State<Arc<AppState>>, RawQuery(raw): RawQuery) -> Re
     Json(json!({})).into_response()
 }
 
-fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {
-    use std::fmt::Write;
-    let m = &app.metrics;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP lockstep_decisions_total Decisions answered, by outcome.\n# TYPE lockstep_decisions_total counter"
-    );
-    for (k, v) in [
-        ("ok", &m.decisions_ok),
-        ("fail_closed", &m.decisions_fail_closed),
-        ("error", &m.decisions_error),
-    ] {
-        let _ = writeln!(
-            out,
-            "lockstep_decisions_total{{outcome=\"{k}\"}} {}",
-            v.load(Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP lockstep_decisions_stale_total Decisions served from a stale policy (on_stale: serve).\n# TYPE lockstep_decisions_stale_total counter\nlockstep_decisions_stale_total {}",
-        m.decisions_stale_served.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP lockstep_policy_writes_total Policy and data writes through the REST API.\n# TYPE lockstep_policy_writes_total counter\nlockstep_policy_writes_total {}",
-        m.writes.load(Ordering::Relaxed)
-    );
-    let rep = app.syncer.status_report();
-    let _ = writeln!(
-        out,
-        "# HELP lockstep_bundle_info Active revision of each bundle.\n# TYPE lockstep_bundle_info gauge"
-    );
-    for (name, b) in &rep.bundles {
-        let _ = writeln!(
-            out,
-            "lockstep_bundle_info{{name=\"{}\",revision=\"{}\"}} 1",
-            escape_label(name),
-            escape_label(&b.active_revision)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP lockstep_bundle_fresh 1 while the freshness lease holds.\n# TYPE lockstep_bundle_fresh gauge"
-    );
-    for (name, b) in &rep.bundles {
-        let _ = writeln!(
-            out,
-            "lockstep_bundle_fresh{{name=\"{}\"}} {}",
-            escape_label(name),
-            u8::from(b.lockstep.fresh)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP lockstep_bundle_error 1 while the last bundle request or activation failed.\n# TYPE lockstep_bundle_error gauge"
-    );
-    for (name, b) in &rep.bundles {
-        let _ = writeln!(
-            out,
-            "lockstep_bundle_error{{name=\"{}\"}} {}",
-            escape_label(name),
-            u8::from(b.code.is_some())
-        );
-    }
-    if let Some(l) = &app.logger {
-        let _ = writeln!(
-            out,
-            "# HELP lockstep_decision_logs_dropped_total Decision log events dropped (queue or buffer full, too large).\n# TYPE lockstep_decision_logs_dropped_total counter\nlockstep_decision_logs_dropped_total {}",
-            l.dropped.load(Ordering::Relaxed)
-                + l.upload_stats
-                    .as_ref()
-                    .map_or(0, |u| u.dropped_events.load(Ordering::Relaxed))
-        );
-        if let Some(u) = &l.upload_stats {
-            let _ = writeln!(
-                out,
-                "# HELP lockstep_decision_logs_uploaded_total Decision log events accepted by the log service.\n# TYPE lockstep_decision_logs_uploaded_total counter\nlockstep_decision_logs_uploaded_total {}\n# HELP lockstep_decision_log_upload_failures_total Upload attempts not answered 2xx.\n# TYPE lockstep_decision_log_upload_failures_total counter\nlockstep_decision_log_upload_failures_total {}\n# HELP lockstep_decision_logs_buffered Events waiting for upload.\n# TYPE lockstep_decision_logs_buffered gauge\nlockstep_decision_logs_buffered {}",
-                u.uploaded_events.load(Ordering::Relaxed),
-                u.failed_uploads.load(Ordering::Relaxed),
-                u.buffered_events.load(Ordering::Relaxed),
-            );
-        }
-    }
-    let generation = app.syncer.active().map_or(0, |a| a.generation);
-    let _ = writeln!(
-        out,
-        "# HELP lockstep_policy_generation Activations and REST writes since start.\n# TYPE lockstep_policy_generation gauge\nlockstep_policy_generation {generation}"
-    );
-    let mut r = out.into_response();
+    let mut r = app.metrics.render().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

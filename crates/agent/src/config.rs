@@ -1,85 +1,29 @@
-//! OPA's configuration file (`opa run --config-file`), for the parts lockstep
-//! supports, plus a `lockstep:` section. Every key that is not supported is named in
-//! [`AgentConfig::ignored`] (and logged by [`AgentConfig::log_ignored`]).
+//! The agent's configuration: OPA's config file as `lockstep-sync` reads it
+//! ([`lockstep_sync::opa_config`]), plus the sections that are the agent's own:
+//! `plugins.envoy_ext_authz_grpc` / `plugins.envoy_ext_authz_http` (the Envoy
+//! listeners), `decision_logs` ([`lockstep_decision::log_config`]) and
+//! `lockstep.listen`. Every key nobody reads is named in [`AgentConfig::ignored`].
 //!
 //! ```yaml
-//! services:                       # map or list (with `name`), as OPA accepts
-//!   bundle-server:
-//!     url: https://bundle.example.com
-//!     headers: {X-Team: a}
-//!     response_header_timeout_seconds: 10
-//!     credentials:
-//!       bearer: {token: "${BUNDLE_TOKEN}", token_path: /run/token, scheme: Bearer}
-//! bundles:
-//!   main:
-//!     service: bundle-server
-//!     resource: /bundles/main.tar.gz   # default bundles/<name>
-//!     persist: true
-//!     polling: {min_delay_seconds: 30, max_delay_seconds: 120, long_polling_timeout_seconds: 60}
-//!     signing: {keyid: prod-key-2025, scope: "", exclude_files: []}
-//! keys:
-//!   prod-key-2025: {key: "-----BEGIN PUBLIC KEY-----...", algorithm: ES256}
-//! labels: {app: mcp-gateway, region: eu}
-//! status: {service: bundle-server, partition_name: eu}
+//! # ... services, bundles, keys, labels, status, persistence_directory, lockstep
+//! #     (see lockstep_sync::opa_config) ...
 //! decision_logs: {console: true, file: /var/log/lockstep/decisions.jsonl}   # and/or upload:
 //! # decision_logs: {service: logs, partition_name: eu, reporting: {min_delay_seconds: 5, max_delay_seconds: 10, upload_size_limit_bytes: 32768}}
-//! persistence_directory: /var/lib/lockstep
 //! plugins:
 //!   envoy_ext_authz_grpc: {addr: ":9191", path: envoy/authz/allow}   # Envoy ext_authz (gRPC)
 //!   envoy_ext_authz_http: {addr: ":9292", path: envoy/authz/allow, path_prefix: /authz}  # HTTP mode (lockstep)
 //! lockstep:
 //!   listen: 127.0.0.1:8181
-//!   max_staleness: 60s             # or a number of seconds
-//!   on_stale: deny                 # or serve
-//!   skip_verification: false       # true accepts unsigned bundles (logged)
 //! ```
-//!
-//! `${VAR}` anywhere in the file is replaced by the environment variable, as OPA does
-//! (an unset variable becomes the empty string).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::time::Duration;
 
-use lockstep_bundle::{KeyConfig, VerificationConfig};
-use lockstep_sync::{
-    BundleSource, Credentials, OnStale, Polling, Service, StatusTarget, SyncConfig, TokenSource,
-    Verification,
-};
-use serde_json::{Map, Value as Json};
-
-/// Where decisions are logged.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DecisionLogConfig {
-    /// `decision_logs.console: true`: one JSON line per decision on stdout.
-    pub console: bool,
-    /// `decision_logs.file` (lockstep): JSON lines appended to this file.
-    pub file: Option<PathBuf>,
-    /// `decision_logs.service`: gzip'd JSON arrays POSTed as OPA's logs plugin does.
-    pub upload: Option<DecisionUpload>,
-}
-
-/// Where and how often decision logs are uploaded (`decision_logs.service`,
-/// `resource`, `partition_name`, `reporting.*`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecisionUpload {
-    pub service: Service,
-    /// `resource` (default `/logs`; `partition_name` gives `/logs/<partition>`).
-    pub resource: String,
-    /// `reporting.min_delay_seconds` / `max_delay_seconds` (OPA: 300 / 600).
-    pub min_delay: Duration,
-    pub max_delay: Duration,
-    /// `reporting.upload_size_limit_bytes`: largest gzip'd body (OPA: 32768).
-    pub upload_size_limit: usize,
-    /// `reporting.buffer_size_limit_events` (OPA: 10000): oldest events dropped beyond.
-    pub buffer_size_limit_events: usize,
-}
-
-impl DecisionUpload {
-    pub fn url(&self) -> String {
-        self.service.join(&self.resource)
-    }
-}
+use lockstep_bundle::KeyConfig;
+use lockstep_decision::DecisionLogConfig;
+use lockstep_sync::SyncConfig;
+use lockstep_sync::opa_config::values::{Walker, boolean, invalid, obj, string};
+use lockstep_sync::opa_config::{self, ConfigError, OwnSections};
+use serde_json::Value as Json;
 
 /// `plugins.envoy_ext_authz_grpc` (legacy name `envoy.ext_authz.grpc`), as
 /// opa-envoy-plugin reads it; `plugins.envoy_ext_authz_http` (lockstep's own: the
@@ -116,13 +60,14 @@ impl Default for EnvoyConfig {
 
 impl EnvoyConfig {
     /// The address to bind: `:9191` listens on all interfaces, `grpc://` is dropped.
-    pub fn bind_addr(&self) -> Result<String, String> {
+    pub fn bind_addr(&self) -> Result<String, ConfigError> {
         let a = self.addr.trim();
         let a = a.strip_prefix("grpc://").unwrap_or(a);
         let a = a.strip_prefix("http://").unwrap_or(a);
         if a.starts_with("unix://") {
-            return Err(format!(
-                "plugins.envoy_ext_authz_*.addr: unix sockets are not supported ({a})"
+            return Err(invalid(
+                "plugins.envoy_ext_authz_*.addr",
+                format!("unix sockets are not supported ({a})"),
             ));
         }
         Ok(if a.starts_with(':') {
@@ -150,7 +95,7 @@ type EnvoyPlugins = (Option<EnvoyConfig>, Option<EnvoyConfig>);
 
 pub const DEFAULT_ENVOY_HTTP_ADDR: &str = ":9292";
 
-fn parse_plugins(v: Option<&Json>, w: &mut Walker) -> Result<EnvoyPlugins, String> {
+fn parse_plugins(v: Option<&Json>, w: &mut Walker) -> Result<EnvoyPlugins, ConfigError> {
     let Some(plugins) = obj(v, "plugins")? else {
         return Ok((None, None));
     };
@@ -180,8 +125,9 @@ fn parse_plugins(v: Option<&Json>, w: &mut Walker) -> Result<EnvoyPlugins, Strin
             String::new()
         };
         if !path_prefix.is_empty() && !path_prefix.starts_with('/') {
-            return Err(format!(
-                "{what}.path_prefix: must start with '/' ({path_prefix:?})"
+            return Err(invalid(
+                format!("{what}.path_prefix"),
+                format!("must start with '/' ({path_prefix:?})"),
             ));
         }
         let cfg = EnvoyConfig {
@@ -197,7 +143,7 @@ fn parse_plugins(v: Option<&Json>, w: &mut Walker) -> Result<EnvoyPlugins, Strin
         };
         cfg.bind_addr()?;
         if cfg.path_segments().is_empty() {
-            return Err(format!("{what}.path: empty decision path"));
+            return Err(invalid(format!("{what}.path"), "empty decision path"));
         }
         if is_http {
             http = Some(cfg);
@@ -239,506 +185,39 @@ pub struct Overrides {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8181";
 
-/// Replaces `${NAME}` with `env(NAME)` (empty when unset).
-pub fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        let (before, after) = rest.split_at(start);
-        out.push_str(before);
-        let body = after.get(2..).unwrap_or_default();
-        match body.find('}') {
-            Some(end) => {
-                let name = body.get(..end).unwrap_or_default();
-                out.push_str(&env(name).unwrap_or_default());
-                rest = body.get(end + 1..).unwrap_or_default();
-            }
-            None => {
-                out.push_str(after);
-                rest = "";
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-struct Walker {
-    ignored: Vec<String>,
-}
-
-impl Walker {
-    /// Records every key of `obj` not in `known`, as `prefix.key`.
-    fn check(&mut self, prefix: &str, obj: &Map<String, Json>, known: &[&str]) {
-        for k in obj.keys() {
-            if !known.contains(&k.as_str()) {
-                self.ignored.push(if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                });
-            }
-        }
-    }
-}
-
-fn obj<'a>(v: Option<&'a Json>, what: &str) -> Result<Option<&'a Map<String, Json>>, String> {
-    match v {
-        None | Some(Json::Null) => Ok(None),
-        Some(Json::Object(m)) => Ok(Some(m)),
-        Some(_) => Err(format!("{what}: expected a mapping")),
-    }
-}
-
-fn string(v: Option<&Json>, what: &str) -> Result<Option<String>, String> {
-    match v {
-        None | Some(Json::Null) => Ok(None),
-        Some(Json::String(s)) => Ok(Some(s.clone())),
-        Some(Json::Number(n)) => Ok(Some(n.to_string())),
-        Some(Json::Bool(b)) => Ok(Some(b.to_string())),
-        Some(_) => Err(format!("{what}: expected a string")),
-    }
-}
-
-fn boolean(v: Option<&Json>, what: &str) -> Result<Option<bool>, String> {
-    match v {
-        None | Some(Json::Null) => Ok(None),
-        Some(Json::Bool(b)) => Ok(Some(*b)),
-        Some(Json::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
-        Some(Json::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
-        Some(_) => Err(format!("{what}: expected true or false")),
-    }
-}
-
-fn seconds(v: Option<&Json>, what: &str) -> Result<Option<u64>, String> {
-    match v {
-        None | Some(Json::Null) => Ok(None),
-        Some(Json::Number(n)) => n
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| format!("{what}: expected a non-negative integer")),
-        Some(Json::String(s)) => s
-            .trim()
-            .parse::<u64>()
-            .map(Some)
-            .map_err(|_| format!("{what}: expected a non-negative integer")),
-        Some(_) => Err(format!("{what}: expected a non-negative integer")),
-    }
-}
-
-/// `30s`, `5m`, `1h`, `250ms`, or a plain number of seconds.
-pub fn parse_duration(v: &Json, what: &str) -> Result<Duration, String> {
-    let bad =
-        || format!("{what}: expected a duration such as 30s, 5m, 250ms or a number of seconds");
-    match v {
-        Json::Number(n) => n
-            .as_f64()
-            .filter(|f| *f >= 0.0 && f.is_finite())
-            .map(Duration::from_secs_f64)
-            .ok_or_else(bad),
-        Json::String(s) => {
-            let s = s.trim();
-            let (num, unit) =
-                s.find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                    .map_or((s, ""), |i| {
-                        (
-                            s.get(..i).unwrap_or_default(),
-                            s.get(i..).unwrap_or_default(),
-                        )
-                    });
-            let n: f64 = num.parse().map_err(|_| bad())?;
-            let secs = match unit.trim() {
-                "" | "s" => n,
-                "ms" => n / 1000.0,
-                "m" => n * 60.0,
-                "h" => n * 3600.0,
-                _ => return Err(bad()),
-            };
-            if !secs.is_finite() || secs < 0.0 {
-                return Err(bad());
-            }
-            Ok(Duration::from_secs_f64(secs))
-        }
-        _ => Err(bad()),
-    }
-}
-
-fn parse_service(name: &str, m: &Map<String, Json>, w: &mut Walker) -> Result<Service, String> {
-    let p = format!("services.{name}");
-    w.check(
-        &p,
-        m,
-        &[
-            "name",
-            "url",
-            "credentials",
-            "headers",
-            "response_header_timeout_seconds",
-        ],
-    );
-    let url = string(m.get("url"), &format!("{p}.url"))?
-        .filter(|u| !u.trim().is_empty())
-        .ok_or_else(|| format!("{p}: missing url"))?;
-    let mut credentials = Credentials::None;
-    if let Some(c) = obj(m.get("credentials"), &format!("{p}.credentials"))? {
-        w.check(&format!("{p}.credentials"), c, &["bearer"]);
-        if let Some(b) = obj(c.get("bearer"), &format!("{p}.credentials.bearer"))? {
-            let bp = format!("{p}.credentials.bearer");
-            w.check(&bp, b, &["token", "token_path", "scheme"]);
-            let scheme = string(b.get("scheme"), &bp)?.unwrap_or_else(|| "Bearer".into());
-            let token = match (
-                string(b.get("token"), &format!("{bp}.token"))?,
-                string(b.get("token_path"), &format!("{bp}.token_path"))?,
-            ) {
-                (Some(t), _) => TokenSource::Inline(t),
-                (None, Some(path)) => TokenSource::Path(PathBuf::from(path)),
-                (None, None) => return Err(format!("{bp}: token or token_path required")),
-            };
-            credentials = Credentials::Bearer { scheme, token };
-        }
-    }
-    let mut headers = BTreeMap::new();
-    if let Some(h) = obj(m.get("headers"), &format!("{p}.headers"))? {
-        for (k, v) in h {
-            headers.insert(
-                k.clone(),
-                string(Some(v), &format!("{p}.headers.{k}"))?.unwrap_or_default(),
-            );
-        }
-    }
-    let timeout = seconds(
-        m.get("response_header_timeout_seconds"),
-        &format!("{p}.response_header_timeout_seconds"),
-    )?
-    .unwrap_or(10);
-    Ok(Service {
-        name: name.to_string(),
-        url: url.trim_end_matches('/').to_string(),
-        credentials,
-        headers,
-        response_header_timeout: Duration::from_secs(timeout.max(1)),
-    })
-}
-
-fn parse_services(v: Option<&Json>, w: &mut Walker) -> Result<BTreeMap<String, Service>, String> {
-    let mut out = BTreeMap::new();
-    match v {
-        None | Some(Json::Null) => {}
-        Some(Json::Object(m)) => {
-            for (name, s) in m {
-                let s = obj(Some(s), &format!("services.{name}"))?
-                    .cloned()
-                    .unwrap_or_default();
-                out.insert(name.clone(), parse_service(name, &s, w)?);
-            }
-        }
-        Some(Json::Array(list)) => {
-            for (i, s) in list.iter().enumerate() {
-                let s = obj(Some(s), &format!("services[{i}]"))?
-                    .cloned()
-                    .unwrap_or_default();
-                let name = string(s.get("name"), &format!("services[{i}].name"))?
-                    .ok_or_else(|| format!("services[{i}]: missing name"))?;
-                out.insert(name.clone(), parse_service(&name, &s, w)?);
-            }
-        }
-        Some(_) => return Err("services: expected a mapping or a list".into()),
-    }
-    Ok(out)
-}
-
-fn pick_service(
-    services: &BTreeMap<String, Service>,
-    name: Option<String>,
-    what: &str,
-) -> Result<Service, String> {
-    match name {
-        Some(n) => services
-            .get(&n)
-            .cloned()
-            .ok_or_else(|| format!("{what}: unknown service {n:?}")),
-        // OPA: without `service`, the only configured service.
-        None if services.len() == 1 => services
-            .values()
-            .next()
-            .cloned()
-            .ok_or_else(|| format!("{what}: no service")),
-        None => Err(format!(
-            "{what}: service required (several services configured)"
-        )),
-    }
-}
-
-fn parse_keys(
-    v: Option<&Json>,
-    w: &mut Walker,
-    extra: &BTreeMap<String, KeyConfig>,
-) -> Result<BTreeMap<String, KeyConfig>, String> {
-    let mut keys = BTreeMap::new();
-    if let Some(m) = obj(v, "keys")? {
-        for (id, k) in m {
-            let p = format!("keys.{id}");
-            let k = obj(Some(k), &p)?.cloned().unwrap_or_default();
-            w.check(&p, &k, &["key", "algorithm", "scope"]);
-            let key = string(k.get("key"), &format!("{p}.key"))?
-                .ok_or_else(|| format!("{p}: missing key"))?;
-            keys.insert(
-                id.clone(),
-                KeyConfig {
-                    key,
-                    algorithm: string(k.get("algorithm"), &format!("{p}.algorithm"))?
-                        .unwrap_or_else(|| "RS256".into()),
-                    scope: string(k.get("scope"), &format!("{p}.scope"))?,
-                },
-            );
-        }
-    }
-    keys.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-    // Resolve and check every key now, so a bad key fails at start, not at download.
-    for (id, k) in &mut keys {
-        let material = lockstep_bundle::keys::resolve_key_value(&k.key)
-            .map_err(|e| format!("keys.{id}: {e}"))?;
-        let text = String::from_utf8(material).map_err(|_| format!("keys.{id}: not UTF-8"))?;
-        let alg = lockstep_bundle::keys::Algorithm::from_name(&k.algorithm)
-            .map_err(|e| format!("keys.{id}: {e}"))?;
-        lockstep_bundle::keys::parse_verification_key(&text, alg)
-            .map_err(|e| format!("keys.{id}: {e}"))?;
-        k.key = text;
-    }
-    Ok(keys)
-}
-
 /// Parses OPA's config text. `env` resolves `${VAR}`.
 pub fn parse(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
     overrides: &Overrides,
-) -> Result<AgentConfig, String> {
-    let text = expand_env(text, env);
-    let root: Json = if text.trim().is_empty() {
-        Json::Object(Map::new())
-    } else {
-        serde_yaml_ng::from_str(&text).map_err(|e| format!("config: {e}"))?
-    };
-    let root = obj(Some(&root), "config")?.cloned().unwrap_or_default();
+) -> Result<AgentConfig, ConfigError> {
+    let opa = opa_config::parse(
+        text,
+        env,
+        &opa_config::Overrides {
+            keys: overrides.keys.clone(),
+        },
+        OwnSections {
+            top: &["plugins", lockstep_decision::log_config::SECTION],
+            lockstep: &["listen"],
+        },
+    )?;
     let mut w = Walker {
-        ignored: Vec::new(),
+        ignored: opa.ignored.clone(),
     };
-    w.check(
-        "",
-        &root,
-        &[
-            "services",
-            "bundles",
-            "keys",
-            "labels",
-            "status",
-            "decision_logs",
-            "persistence_directory",
-            "lockstep",
-            "plugins",
-        ],
-    );
-    let services = parse_services(root.get("services"), &mut w)?;
-    let (envoy, envoy_http) = parse_plugins(root.get("plugins"), &mut w)?;
-    let keys = parse_keys(root.get("keys"), &mut w, &overrides.keys)?;
-
-    let ls = obj(root.get("lockstep"), "lockstep")?
-        .cloned()
-        .unwrap_or_default();
-    w.check(
-        "lockstep",
-        &ls,
-        &["listen", "max_staleness", "on_stale", "skip_verification"],
-    );
-    let skip_verification =
-        boolean(ls.get("skip_verification"), "lockstep.skip_verification")?.unwrap_or(false);
-    let max_staleness = match ls.get("max_staleness") {
-        Some(v) if !v.is_null() => parse_duration(v, "lockstep.max_staleness")?,
-        _ => Duration::from_secs(300),
+    let (envoy, envoy_http) = parse_plugins(opa.document.get("plugins"), &mut w)?;
+    let decision_logs = lockstep_decision::parse_decision_logs(
+        opa.document.get(lockstep_decision::log_config::SECTION),
+        &opa.services,
+        &mut w,
+    )?;
+    let listen = match overrides.listen.clone() {
+        Some(l) => l,
+        None => string(opa.lockstep_section().get("listen"), "lockstep.listen")?
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
     };
-    let on_stale = match string(ls.get("on_stale"), "lockstep.on_stale")?.as_deref() {
-        None | Some("deny") => OnStale::Deny,
-        Some("serve") => OnStale::Serve,
-        Some(other) => {
-            return Err(format!(
-                "lockstep.on_stale: expected deny or serve, got {other:?}"
-            ));
-        }
-    };
-    let listen = overrides
-        .listen
-        .clone()
-        .or(string(ls.get("listen"), "lockstep.listen")?)
-        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-
-    let mut bundles = Vec::new();
-    if let Some(m) = obj(root.get("bundles"), "bundles")? {
-        for (name, b) in m {
-            let p = format!("bundles.{name}");
-            let b = obj(Some(b), &p)?.cloned().unwrap_or_default();
-            w.check(
-                &p,
-                &b,
-                &["service", "resource", "polling", "signing", "persist"],
-            );
-            let service = pick_service(&services, string(b.get("service"), &p)?, &p)?;
-            let resource = string(b.get("resource"), &format!("{p}.resource"))?
-                .unwrap_or_else(|| format!("bundles/{name}"));
-            let mut polling = Polling::default();
-            if let Some(pm) = obj(b.get("polling"), &format!("{p}.polling"))? {
-                let pp = format!("{p}.polling");
-                w.check(
-                    &pp,
-                    pm,
-                    &[
-                        "min_delay_seconds",
-                        "max_delay_seconds",
-                        "long_polling_timeout_seconds",
-                    ],
-                );
-                let min = seconds(pm.get("min_delay_seconds"), &pp)?;
-                let max = seconds(pm.get("max_delay_seconds"), &pp)?;
-                match (min, max) {
-                    (Some(min), Some(max)) => {
-                        if max < min {
-                            return Err(format!(
-                                "{pp}: max polling delay must be >= min polling delay"
-                            ));
-                        }
-                        polling.min_delay = Duration::from_secs(min);
-                        polling.max_delay = Duration::from_secs(max);
-                    }
-                    (Some(_), None) => {
-                        return Err(format!(
-                            "{pp}: polling configuration missing 'max_delay_seconds'"
-                        ));
-                    }
-                    (None, Some(_)) => {
-                        return Err(format!(
-                            "{pp}: polling configuration missing 'min_delay_seconds'"
-                        ));
-                    }
-                    (None, None) => {}
-                }
-                if let Some(lp) = seconds(pm.get("long_polling_timeout_seconds"), &pp)? {
-                    if lp < 1 {
-                        return Err(format!(
-                            "{pp}: 'long_polling_timeout_seconds' must be at least 1"
-                        ));
-                    }
-                    polling.long_polling_timeout = Some(Duration::from_secs(lp));
-                }
-            }
-            let signing = obj(b.get("signing"), &format!("{p}.signing"))?
-                .cloned()
-                .unwrap_or_default();
-            w.check(
-                &format!("{p}.signing"),
-                &signing,
-                &["keyid", "scope", "exclude_files"],
-            );
-            let verification = if skip_verification {
-                Verification::Skip
-            } else {
-                if keys.is_empty() {
-                    return Err(format!(
-                        "{p}: signature verification is required but no keys are configured (add keys: and {p}.signing.keyid, pass --verification-key, or set lockstep.skip_verification: true to accept unsigned bundles)"
-                    ));
-                }
-                let exclude_files = match signing.get("exclude_files") {
-                    None | Some(Json::Null) => Vec::new(),
-                    Some(Json::Array(a)) => a
-                        .iter()
-                        .map(|v| string(Some(v), &format!("{p}.signing.exclude_files")))
-                        .collect::<Result<Vec<_>, _>>()?
-                        .into_iter()
-                        .flatten()
-                        .collect(),
-                    Some(_) => return Err(format!("{p}.signing.exclude_files: expected a list")),
-                };
-                let key_id = string(signing.get("keyid"), &format!("{p}.signing.keyid"))?;
-                if let Some(k) = &key_id
-                    && !keys.contains_key(k)
-                {
-                    return Err(format!(
-                        "{p}.signing.keyid: key {k:?} is not configured under keys (or --verification-key-id)"
-                    ));
-                }
-                Verification::Required(VerificationConfig {
-                    keys: keys.clone(),
-                    key_id,
-                    scope: string(signing.get("scope"), &format!("{p}.signing.scope"))?,
-                    exclude_files,
-                })
-            };
-            bundles.push(BundleSource {
-                name: name.clone(),
-                service,
-                resource,
-                polling,
-                verification,
-                persist: boolean(b.get("persist"), &format!("{p}.persist"))?.unwrap_or(false),
-            });
-        }
-    }
-
-    let mut labels = BTreeMap::new();
-    labels.insert("id".to_string(), new_instance_id());
-    labels.insert("version".to_string(), env!("CARGO_PKG_VERSION").to_string());
-    labels.insert("agent".to_string(), "lockstep".to_string());
-    if let Some(m) = obj(root.get("labels"), "labels")? {
-        for (k, v) in m {
-            labels.insert(
-                k.clone(),
-                string(Some(v), &format!("labels.{k}"))?.unwrap_or_default(),
-            );
-        }
-    }
-
-    let mut status = None;
-    if let Some(s) = obj(root.get("status"), "status")? {
-        w.check("status", s, &["service", "partition_name"]);
-        status = Some(StatusTarget {
-            service: pick_service(
-                &services,
-                string(s.get("service"), "status.service")?,
-                "status",
-            )?,
-            partition: string(s.get("partition_name"), "status.partition_name")?,
-        });
-    }
-
-    let mut decision_logs = DecisionLogConfig::default();
-    if let Some(d) = obj(root.get("decision_logs"), "decision_logs")? {
-        w.check(
-            "decision_logs",
-            d,
-            &[
-                "console",
-                "file",
-                "service",
-                "resource",
-                "partition_name",
-                "reporting",
-            ],
-        );
-        decision_logs.console =
-            boolean(d.get("console"), "decision_logs.console")?.unwrap_or(false);
-        decision_logs.file = string(d.get("file"), "decision_logs.file")?.map(PathBuf::from);
-        decision_logs.upload = parse_upload(d, &services, decision_logs.console, &mut w)?;
-    }
-
-    let persistence_dir = string(root.get("persistence_directory"), "persistence_directory")?
-        .map_or_else(|| PathBuf::from(".opa"), PathBuf::from);
-
-    let mut sync = SyncConfig::new(bundles, persistence_dir);
-    sync.max_staleness = max_staleness;
-    sync.on_stale = on_stale;
-    sync.status = status;
-    sync.labels = labels;
     Ok(AgentConfig {
-        sync,
+        sync: opa.sync,
         listen,
         decision_logs,
         envoy,
@@ -747,107 +226,12 @@ pub fn parse(
     })
 }
 
-/// `decision_logs` upload settings. As OPA: a named `service`, or, when console
-/// logging is off, the first service (lockstep's `file` also counts as "logging
-/// elsewhere", so a file-only config never starts uploading to the bundle server).
-fn parse_upload(
-    d: &Map<String, Json>,
-    services: &BTreeMap<String, Service>,
-    console: bool,
-    w: &mut Walker,
-) -> Result<Option<DecisionUpload>, String> {
-    let named = string(d.get("service"), "decision_logs.service")?;
-    let service = match named {
-        Some(n) => services
-            .get(&n)
-            .cloned()
-            .ok_or_else(|| format!("decision_logs.service: unknown service {n:?}"))?,
-        None if console || d.contains_key("file") => return Ok(None),
-        None => match services.values().next() {
-            Some(s) => s.clone(),
-            None => return Ok(None),
-        },
-    };
-    let partition = string(d.get("partition_name"), "decision_logs.partition_name")?;
-    let resource = match (
-        string(d.get("resource"), "decision_logs.resource")?,
-        partition,
-    ) {
-        (Some(r), _) => r,
-        (None, Some(p)) => format!("/logs/{}", p.trim_matches('/')),
-        (None, None) => "/logs".to_string(),
-    };
-    let r = obj(d.get("reporting"), "decision_logs.reporting")?
-        .cloned()
-        .unwrap_or_default();
-    w.check(
-        "decision_logs.reporting",
-        &r,
-        &[
-            "min_delay_seconds",
-            "max_delay_seconds",
-            "upload_size_limit_bytes",
-            "buffer_size_limit_events",
-        ],
-    );
-    let int = |k: &str, default: u64| -> Result<u64, String> {
-        match r.get(k) {
-            None => Ok(default),
-            Some(v) => v.as_u64().ok_or_else(|| {
-                format!("decision_logs.reporting.{k}: expected a non-negative integer")
-            }),
-        }
-    };
-    let min = int("min_delay_seconds", 300)?;
-    let max = int("max_delay_seconds", 600)?;
-    if min > max {
-        return Err(format!(
-            "decision_logs.reporting: min_delay_seconds ({min}) exceeds max_delay_seconds ({max})"
-        ));
-    }
-    let limit = int("upload_size_limit_bytes", 32_768)?;
-    if limit < 256 {
-        return Err(format!(
-            "decision_logs.reporting.upload_size_limit_bytes: {limit} is too small (>= 256)"
-        ));
-    }
-    Ok(Some(DecisionUpload {
-        service,
-        resource,
-        min_delay: Duration::from_secs(min),
-        max_delay: Duration::from_secs(max),
-        upload_size_limit: usize::try_from(limit).unwrap_or(usize::MAX),
-        buffer_size_limit_events: usize::try_from(int("buffer_size_limit_events", 10_000)?)
-            .unwrap_or(usize::MAX)
-            .max(1),
-    }))
-}
-
-/// A random UUID for `labels.id`.
-pub fn new_instance_id() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
-
-    #[test]
-    fn env_expansion() {
-        let env = |k: &str| (k == "A").then(|| "x".to_string());
-        assert_eq!(expand_env("a${A}b${B}c${", &env), "axbc${");
-    }
-
-    #[test]
-    fn durations() {
-        let d = |s: &str| parse_duration(&Json::String(s.into()), "x").unwrap();
-        assert_eq!(d("30s"), Duration::from_secs(30));
-        assert_eq!(d("5m"), Duration::from_secs(300));
-        assert_eq!(d("250ms"), Duration::from_millis(250));
-        assert_eq!(d("2"), Duration::from_secs(2));
-        assert!(parse_duration(&Json::String("2d".into()), "x").is_err());
-    }
 
     #[test]
     fn envoy_plugin() {
@@ -872,6 +256,7 @@ plugins:
         assert!(
             parse(&bad_prefix, &|_| None, &Overrides::default())
                 .unwrap_err()
+                .to_string()
                 .contains("path_prefix")
         );
         assert_eq!(
@@ -960,43 +345,8 @@ plugins:
                 "non-negative",
             ),
         ] {
-            let e = p(bad).unwrap_err();
+            let e = p(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");
         }
-    }
-
-    #[test]
-    fn ignored_keys_are_named_and_errors_are_opa_like() {
-        let text = r#"
-services:
-  - name: s
-    url: http://127.0.0.1:1/
-    tls: {ca_cert: x}
-bundles:
-  b:
-    polling: {min_delay_seconds: 5}
-default_decision: /x
-lockstep: {skip_verification: true, max_staleness: 10s, on_stale: serve, wat: 1}
-"#;
-        let e = parse(text, &|_| None, &Overrides::default()).unwrap_err();
-        assert!(e.contains("missing 'max_delay_seconds'"), "{e}");
-        let ok = text.replace(
-            "{min_delay_seconds: 5}",
-            "{min_delay_seconds: 5, max_delay_seconds: 6, trigger: periodic}",
-        );
-        let c = parse(&ok, &|_| None, &Overrides::default()).unwrap();
-        assert_eq!(
-            c.ignored,
-            vec![
-                "default_decision",
-                "services.s.tls",
-                "lockstep.wat",
-                "bundles.b.polling.trigger"
-            ]
-        );
-        assert_eq!(c.sync.bundles[0].url(), "http://127.0.0.1:1/bundles/b");
-        assert_eq!(c.sync.bundles[0].verification, Verification::Skip);
-        assert_eq!(c.sync.on_stale, OnStale::Serve);
-        assert_eq!(c.sync.max_staleness, Duration::from_secs(10));
     }
 }

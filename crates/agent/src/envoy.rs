@@ -19,7 +19,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use base64::Engine as _;
 use envoy_types::ext_authz::v3::pb::{
@@ -33,11 +32,12 @@ use envoy_types::pb::envoy::config::core::v3::{Address, Metadata, QueryParameter
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer};
 use envoy_types::pb::google::protobuf::{ListValue, Struct, Value as PbValue, value::Kind};
 use envoy_types::pb::google::rpc;
-use lockstep_sync::{Active, Gate};
+use lockstep_decision::{DecisionRequest, Outcome};
+use lockstep_sync::Active;
 use serde_json::{Map, Value as Json, json};
 use tonic::{Request, Response, Status};
 
-use crate::api::{AppState, data_ref, event};
+use crate::api::{AppState, data_ref};
 use crate::config::EnvoyConfig;
 
 /// google.rpc codes.
@@ -531,7 +531,6 @@ impl ExtAuthz {
         remote: Option<SocketAddr>,
     ) -> Result<CheckResponse, Status> {
         let app = &*self.state;
-        let decision_id = uuid::Uuid::new_v4().to_string();
         let input = match input(req, self.skip_body) {
             Ok(i) => i,
             Err(e) => {
@@ -546,23 +545,22 @@ impl ExtAuthz {
                 });
             }
         };
-        let (active, warning) = match app.syncer.gate() {
-            Gate::Deny { reason, active } => {
-                app.metrics
-                    .decisions_fail_closed
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Some(l) = &app.logger {
-                    l.log(event(
-                        app,
-                        &decision_id,
-                        &self.path_text,
-                        Some(&input),
-                        None,
-                        Some(json!({"code": "lockstep_fail_closed", "message": reason})),
-                        active.as_deref(),
-                        remote,
-                    ));
-                }
+        let query = &self.query;
+        let d = app.decider.decide(
+            DecisionRequest {
+                path: &self.path_text,
+                input: Some(&input),
+                remote,
+            },
+            |policy| policy.eval_data_path(query, Some(&input)),
+            |value| {
+                value
+                    .ok_or_else(|| "undefined decision".to_string())
+                    .and_then(response)
+            },
+        );
+        let (allowed, http_response, meta) = match d.outcome {
+            Outcome::FailClosed(reason) => {
                 let mut b = DeniedHttpResponseBuilder::new();
                 b.set_http_status(HttpStatusCode::Forbidden)
                     .add_header("x-lockstep-fail-closed", reason.clone(), None, true)
@@ -570,47 +568,14 @@ impl ExtAuthz {
                 return Ok(CheckResponse {
                     status: status(CODE_PERMISSION_DENIED, &reason),
                     http_response: Some(HttpResponse::DeniedResponse(b.build())),
-                    dynamic_metadata: with_metadata(Map::new(), &decision_id, active.as_deref()),
+                    dynamic_metadata: with_metadata(Map::new(), &d.id, d.active.as_deref()),
                 });
             }
-            Gate::Serve { active, warning } => (active, warning),
+            Outcome::EvalFailed(e) => return Err(Status::unknown(e.to_string())),
+            Outcome::Rejected(e) => return Err(Status::unknown(e)),
+            Outcome::Decided(decided) => decided,
         };
-        let evaluated = active
-            .policy()
-            .eval_data_path(&self.query, Some(&input))
-            .map_err(|e| e.to_string())
-            .and_then(|v| v.ok_or_else(|| "undefined decision".to_string()));
-        let decided = evaluated.as_ref().map_err(Clone::clone).and_then(response);
-        if let Some(l) = &app.logger {
-            let err = decided
-                .as_ref()
-                .err()
-                .map(|e| json!({"code": "eval_error", "message": e}));
-            l.log(event(
-                app,
-                &decision_id,
-                &self.path_text,
-                Some(&input),
-                evaluated.as_ref().ok(),
-                err,
-                Some(&active),
-                remote,
-            ));
-        }
-        let (allowed, http_response, meta) = match decided {
-            Ok(d) => d,
-            Err(e) => {
-                app.metrics.decisions_error.fetch_add(1, Ordering::Relaxed);
-                return Err(Status::unknown(e));
-            }
-        };
-        app.metrics.decisions_ok.fetch_add(1, Ordering::Relaxed);
-        if warning.is_some() {
-            app.metrics
-                .decisions_stale_served
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        let dynamic_metadata = with_metadata(meta, &decision_id, Some(&active));
+        let dynamic_metadata = with_metadata(meta, &d.id, d.active.as_deref());
         if allowed || self.dry_run {
             let http_response = match http_response {
                 Some(HttpResponse::OkResponse(ok)) => Some(HttpResponse::OkResponse(ok)),

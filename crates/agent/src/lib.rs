@@ -2,22 +2,22 @@
 //!
 //! Owns OPA's REST API — `/v1/data` decisions (with `decision_id`, `?metrics`,
 //! `?provenance`), the policy and data write API that OPAL drives, `/v1/status`,
-//! `/health`, `/metrics` — over the active policy kept by `lockstep-sync`, OPA's
-//! configuration file format ([`config`]), and decision logs in OPA's event shape
-//! ([`decision_log`]), and Envoy's ext_authz gRPC service as opa-envoy-plugin serves
-//! it ([`envoy`], `plugins.envoy_ext_authz_grpc`) plus Envoy's HTTP mode over the same
-//! decision ([`envoy_http`], `plugins.envoy_ext_authz_http`).
+//! `/health`, `/metrics` — over the active policy kept by `lockstep-sync`, its own
+//! sections of OPA's configuration file ([`config`]), and Envoy's ext_authz gRPC
+//! service as opa-envoy-plugin serves it ([`envoy`], `plugins.envoy_ext_authz_grpc`)
+//! plus Envoy's HTTP mode over the same decision ([`envoy_http`],
+//! `plugins.envoy_ext_authz_http`). Every decision goes through
+//! [`lockstep_decision::Decider`]; this crate only shapes requests and answers.
 //!
 //! Must not: know MCP (the gateway does), download or verify bundles itself (that is
-//! `lockstep-sync`'s job).
+//! `lockstep-sync`'s job), evaluate or log a decision outside `lockstep-decision`.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod config;
-pub mod decision_log;
-pub mod decision_upload;
 pub mod envoy;
 pub mod envoy_http;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,8 +25,28 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{AgentConfig, DecisionLogConfig, DecisionUpload, EnvoyConfig, Overrides};
+pub use config::{AgentConfig, EnvoyConfig, Overrides};
+use lockstep_decision::{Decider, DecisionLogger};
+pub use lockstep_decision::{DecisionLogConfig, DecisionUpload};
 use lockstep_sync::Syncer;
+use lockstep_sync::opa_config::ConfigError;
+
+/// Why the agent did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Sync(#[from] lockstep_sync::StartError),
+    #[error(transparent)]
+    DecisionLog(#[from] lockstep_decision::LogFileError),
+    #[error("{what} listen on {addr}: {source}")]
+    Listen {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+}
 
 /// A started agent; stop it with [`RunningAgent::shutdown`].
 #[derive(Debug)]
@@ -102,53 +122,48 @@ async fn join_http(h: Option<JoinHandle<std::io::Result<()>>>) -> std::io::Resul
 }
 
 async fn bind(
-    e: &EnvoyConfig,
-    what: &str,
-) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
-    let bind = e.bind_addr()?;
-    let l = tokio::net::TcpListener::bind(&bind)
-        .await
-        .map_err(|err| format!("{what} listen on {bind}: {err}"))?;
-    let a = l
-        .local_addr()
-        .map_err(|err| format!("{what} listen on {bind}: {err}"))?;
+    addr: &str,
+    what: &'static str,
+) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    let err = |source| StartError::Listen {
+        what,
+        addr: addr.to_string(),
+        source,
+    };
+    let l = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
+    let a = l.local_addr().map_err(err)?;
     Ok((l, a))
 }
 
 /// Loads persisted bundles, starts syncing, binds and serves.
-pub async fn start(cfg: AgentConfig) -> Result<RunningAgent, String> {
+pub async fn start(cfg: AgentConfig) -> Result<RunningAgent, StartError> {
     cfg.log_ignored();
     let syncer = Syncer::new(cfg.sync.clone())?;
-    let logger = decision_log::DecisionLogger::start(&cfg.decision_logs).await?;
+    let logger = DecisionLogger::start(&cfg.decision_logs).await?;
     let (logger, logger_task) = match logger {
         Some((l, h)) => (Some(l), Some(h)),
         None => (None, None),
     };
-    let listener = tokio::net::TcpListener::bind(&cfg.listen)
-        .await
-        .map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| format!("listen on {}: {e}", cfg.listen))?;
+    let (listener, addr) = bind(&cfg.listen, "REST API").await?;
     let (envoy_listener, envoy_addr) = match &cfg.envoy {
         Some(e) => {
-            let (l, a) = bind(e, "envoy ext_authz").await?;
+            let (l, a) = bind(&e.bind_addr()?, "envoy ext_authz").await?;
             (Some(l), Some(a))
         }
         None => (None, None),
     };
     let (http_listener, envoy_http_addr) = match &cfg.envoy_http {
         Some(e) => {
-            let (l, a) = bind(e, "envoy ext_authz (HTTP)").await?;
+            let (l, a) = bind(&e.bind_addr()?, "envoy ext_authz (HTTP)").await?;
             (Some(l), Some(a))
         }
         None => (None, None),
     };
     syncer.start().await;
+    let decider = Decider::new(syncer.clone(), logger);
     let state = Arc::new(api::AppState {
-        syncer: syncer.clone(),
-        logger,
-        metrics: api::Metrics::default(),
+        metrics: metrics::AgentMetrics::new(&decider),
+        decider,
     });
     let router = api::router(state.clone());
     let (tx, mut rx) = watch::channel(false);

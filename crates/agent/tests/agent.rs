@@ -857,7 +857,9 @@ async fn guide_opa_config_starts_the_agent() {
     a.shutdown().await.unwrap();
 
     // Without a key for signing.keyid it refuses to start, and says how to fix it.
-    let e = lockstep_agent::config::parse(GUIDE_CONFIG, &env, &Overrides::default()).unwrap_err();
+    let e = lockstep_agent::config::parse(GUIDE_CONFIG, &env, &Overrides::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no keys are configured"), "{e}");
     server.stop().await;
 }

@@ -1,5 +1,5 @@
-//! Resolved configuration of the sync engine. Parsing OPA's config YAML into these
-//! types is the agent's job; here every value is already validated and defaulted.
+//! Resolved configuration of the sync engine: every value validated and defaulted.
+//! [`crate::opa_config`] builds it from OPA's config file.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,14 +17,25 @@ pub enum TokenSource {
 }
 
 impl TokenSource {
-    pub fn load(&self) -> Result<String, String> {
+    pub fn load(&self) -> Result<String, TokenError> {
         match self {
             TokenSource::Inline(t) => Ok(t.trim().to_string()),
             TokenSource::Path(p) => std::fs::read_to_string(p)
                 .map(|t| t.trim().to_string())
-                .map_err(|e| format!("token_path {}: {e}", p.display())),
+                .map_err(|source| TokenError {
+                    path: p.clone(),
+                    source,
+                }),
         }
     }
+}
+
+/// A `token_path` that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("token_path {}: {source}", path.display())]
+pub struct TokenError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
 }
 
 /// `services[_].credentials`.

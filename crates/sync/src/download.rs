@@ -58,7 +58,9 @@ pub fn authorize(
     match &service.credentials {
         Credentials::None => {}
         Credentials::Bearer { scheme, token } => {
-            let t = token.load().map_err(FetchError::Credentials)?;
+            let t = token
+                .load()
+                .map_err(|e| FetchError::Credentials(e.to_string()))?;
             req = req.header(AUTHORIZATION, format!("{scheme} {t}"));
         }
     }

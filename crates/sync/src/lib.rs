@@ -19,7 +19,9 @@
 //!   serving and says so (`serve`); before any bundle is active every decision denies;
 //! - the policies and data written through OPA's REST API (the overlay), compiled
 //!   together with the bundles;
-//! - **status reports** in OPA's status-plugin format.
+//! - **status reports** in OPA's status-plugin format;
+//! - **OPA's config file** for all of the above ([`opa_config`]), so every process that
+//!   embeds this engine reads the same file the same way.
 //!
 //! Must not: serve HTTP (that is `lockstep-agent`'s job) or know MCP.
 #![forbid(unsafe_code)]
@@ -28,6 +30,7 @@ pub mod backoff;
 pub mod config;
 pub mod download;
 mod engine;
+pub mod opa_config;
 pub mod overlay;
 pub mod persist;
 pub mod status;
@@ -36,7 +39,9 @@ pub use config::{
     BundleSource, Credentials, OnStale, Polling, Service, StatusTarget, SyncConfig, TokenSource,
     Verification,
 };
-pub use engine::{Active, ActiveBundle, DataWrite, Gate, Syncer, WriteError, WriteOutcome};
+pub use engine::{
+    Active, ActiveBundle, DataWrite, Gate, StartError, Syncer, WriteError, WriteOutcome,
+};
 pub use status::{BundleStatus, StatusReport};
 
 /// `Content-Type` a bundle server sends on a 200 to keep a client in long-poll mode.

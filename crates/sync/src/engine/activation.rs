@@ -9,7 +9,7 @@ use chrono::Utc;
 use lockstep_bundle::{Module, ReadOptions, read_tar_gz};
 use lockstep_policy::{DataDocument, PolicySet, Snapshot};
 
-use super::types::{Active, ActivationError, ActiveBundle};
+use super::types::{ActivationError, Active, ActiveBundle};
 use super::{Inner, Loaded, State, lock, root_segments};
 use crate::config::Verification;
 use crate::overlay::Overlay;

@@ -156,7 +156,6 @@ impl Inner {
             },
         }
     }
-
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use lockstep_policy::{DataDocument, PolicyHandle};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use types::{Active, ActiveBundle, DataWrite, Gate, WriteError, WriteOutcome};
+pub use types::{Active, ActiveBundle, DataWrite, Gate, StartError, WriteError, WriteOutcome};
 
 use crate::config::{SyncConfig, Verification};
 use crate::download::error_chain;
@@ -106,17 +106,14 @@ impl std::fmt::Debug for Syncer {
 
 impl Syncer {
     /// Validates the configuration. Nothing runs until [`Syncer::start`].
-    pub fn new(cfg: SyncConfig) -> Result<Self, String> {
+    pub fn new(cfg: SyncConfig) -> Result<Self, StartError> {
         let mut names = std::collections::BTreeSet::new();
         for b in &cfg.bundles {
             if !names.insert(b.name.clone()) {
-                return Err(format!("bundle {:?} configured twice", b.name));
+                return Err(StartError::DuplicateBundle(b.name.clone()));
             }
             if b.polling.max_delay < b.polling.min_delay {
-                return Err(format!(
-                    "bundle {:?}: max polling delay must be >= min polling delay",
-                    b.name
-                ));
+                return Err(StartError::PollingDelays(b.name.clone()));
             }
             if matches!(b.verification, Verification::Skip) {
                 tracing::warn!(
@@ -128,7 +125,7 @@ impl Syncer {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()
-            .map_err(|e| format!("HTTP client: {}", error_chain(&e)))?;
+            .map_err(|e| StartError::HttpClient(error_chain(&e)))?;
         let trackers = cfg
             .bundles
             .iter()
@@ -174,7 +171,7 @@ impl Syncer {
             let policy = syncer
                 .inner
                 .compile_all(&st, &overlay, None)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| StartError::EmptyPolicy(e.to_string()))?;
             syncer.inner.install(&mut st, policy);
             drop(st);
         }
@@ -268,7 +265,6 @@ impl Syncer {
             })
             .unwrap_or_default()
     }
-
 }
 
 impl Inner {

@@ -15,7 +15,11 @@ use crate::download::{FetchError, Fetched, fetch};
 use crate::persist;
 
 impl Inner {
-    pub(super) async fn run_bundle(self: Arc<Self>, idx: usize, mut shutdown: watch::Receiver<bool>) {
+    pub(super) async fn run_bundle(
+        self: Arc<Self>,
+        idx: usize,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let Some(src) = self.cfg.bundles.get(idx).cloned() else {
             return;
         };

@@ -87,6 +87,19 @@ pub enum WriteError {
     BadRequest(String),
 }
 
+/// Why [`super::Syncer::new`] refused a configuration.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StartError {
+    #[error("bundle {0:?} configured twice")]
+    DuplicateBundle(String),
+    #[error("bundle {0:?}: max polling delay must be >= min polling delay")]
+    PollingDelays(String),
+    #[error("HTTP client: {0}")]
+    HttpClient(String),
+    #[error("the empty policy does not compile: {0}")]
+    EmptyPolicy(String),
+}
+
 /// What a data write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {

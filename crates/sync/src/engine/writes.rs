@@ -1,7 +1,6 @@
 //! Policies and data written through OPA's REST API: the ownership check against
 //! the bundles' roots, then a recompilation with the new overlay.
 
-
 use super::types::{ActivationError, DataWrite, WriteError, WriteOutcome, compile_details};
 use super::{Inner, State, Syncer, lock, root_segments};
 use crate::overlay::{Overlay, OverlayPolicy, display_path, parse_package, segments_overlap};

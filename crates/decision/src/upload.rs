@@ -18,7 +18,21 @@ use lockstep_sync::backoff::{error_backoff, polling_delay};
 use lockstep_sync::download::authorize;
 use tokio::sync::mpsc;
 
-use crate::config::DecisionUpload;
+use crate::log_config::DecisionUpload;
+
+/// Why a chunk was not accepted (it goes back to the buffer).
+#[derive(Debug, thiserror::Error)]
+enum UploadError {
+    #[error(transparent)]
+    Authorize(#[from] lockstep_sync::download::FetchError),
+    #[error("{}", lockstep_sync::download::error_chain(.0))]
+    Send(#[from] reqwest::Error),
+    #[error("{url} answered {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+}
 
 /// Counters shown in status and `/metrics`.
 #[derive(Debug, Default)]
@@ -100,19 +114,25 @@ fn next_chunk(
 }
 
 /// POSTs one chunk; `Err` says why it was not accepted.
-async fn post(http: &reqwest::Client, cfg: &DecisionUpload, body: Vec<u8>) -> Result<(), String> {
+async fn post(
+    http: &reqwest::Client,
+    cfg: &DecisionUpload,
+    body: Vec<u8>,
+) -> Result<(), UploadError> {
     let req = http
         .post(cfg.url())
         .header("content-type", "application/json")
         .header("content-encoding", "gzip")
         .timeout(cfg.service.response_header_timeout)
         .body(body);
-    let req = authorize(req, &cfg.service).map_err(|e| e.to_string())?;
-    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let resp = authorize(req, &cfg.service)?.send().await?;
     if resp.status().is_success() {
         Ok(())
     } else {
-        Err(format!("{} answered {}", cfg.url(), resp.status()))
+        Err(UploadError::Status {
+            url: cfg.url(),
+            status: resp.status(),
+        })
     }
 }
 
@@ -123,7 +143,7 @@ async fn flush(
     buf: &mut VecDeque<Vec<u8>>,
     ratio: &mut f64,
     stats: &UploadStats,
-) -> Result<(), String> {
+) -> Result<(), UploadError> {
     while let Some((body, events)) = next_chunk(buf, cfg.upload_size_limit, ratio, stats) {
         match post(http, cfg, body).await {
             Ok(()) => {

@@ -1,7 +1,7 @@
 //! Decision logs: OPA's event shape (`v1/plugins/logs/plugin.go` `EventV1`) as JSON
 //! lines, to a file and/or stdout, written by one background task so a slow disk never
 //! delays a decision (events are dropped, and counted, when 10 000 are queued), and/or
-//! uploaded to a service as OPA does ([`crate::decision_upload`]).
+//! uploaded to a service as OPA does ([`crate::upload`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,8 +12,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::DecisionLogConfig;
-use crate::decision_upload::{self, UploadStats};
+use crate::log_config::DecisionLogConfig;
+use crate::upload::{self, UploadStats};
 
 const QUEUE: usize = 10_000;
 
@@ -31,7 +31,7 @@ impl DecisionLogger {
     /// Starts the writer task; `None` when decision logging is off.
     pub async fn start(
         cfg: &DecisionLogConfig,
-    ) -> Result<Option<(DecisionLogger, JoinHandle<()>)>, String> {
+    ) -> Result<Option<(DecisionLogger, JoinHandle<()>)>, LogFileError> {
         if !cfg.console && cfg.file.is_none() && cfg.upload.is_none() {
             return Ok(None);
         }
@@ -52,11 +52,7 @@ impl DecisionLogger {
                 let stats = Arc::new(UploadStats::default());
                 let (tx, rx) = mpsc::channel(QUEUE);
                 tracing::info!(url = %u.url(), "decision logs uploaded");
-                tasks.push(tokio::spawn(decision_upload::run(
-                    u.clone(),
-                    rx,
-                    stats.clone(),
-                )));
+                tasks.push(tokio::spawn(upload::run(u.clone(), rx, stats.clone())));
                 (Some(tx), Some(stats))
             }
             None => (None, None),
@@ -77,6 +73,15 @@ impl DecisionLogger {
         )))
     }
 
+    /// Events lost so far: queue full, too large, or dropped from the upload buffer.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+            + self
+                .upload_stats
+                .as_ref()
+                .map_or(0, |u| u.dropped_events.load(Ordering::Relaxed))
+    }
+
     pub fn log(&self, event: Json) {
         let Ok(line) = serde_json::to_vec(&event) else {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -95,18 +100,28 @@ impl DecisionLogger {
     }
 }
 
-async fn open(p: &PathBuf) -> Result<tokio::fs::File, String> {
+/// The decision-log file cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("decision_logs.file {}: {source}", path.display())]
+pub struct LogFileError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+async fn open(p: &PathBuf) -> Result<tokio::fs::File, LogFileError> {
+    let err = |source| LogFileError {
+        path: p.clone(),
+        source,
+    };
     if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|e| format!("decision_logs.file {}: {e}", p.display()))?;
+        tokio::fs::create_dir_all(dir).await.map_err(err)?;
     }
     tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(p)
         .await
-        .map_err(|e| format!("decision_logs.file {}: {e}", p.display()))
+        .map_err(err)
 }
 
 async fn write_loop(

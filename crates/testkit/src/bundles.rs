@@ -1,0 +1,90 @@
+//! ES256 keys and signed bundles made in memory.
+
+use lockstep_bundle::keys::{Algorithm, generate_keypair};
+use lockstep_bundle::{Bundle, BundleFile, Manifest, SigningConfig};
+
+use crate::server::KID;
+
+/// An ES256 key pair (PEM).
+#[derive(Clone)]
+pub struct Keys {
+    pub private: String,
+    pub public: String,
+}
+
+pub fn keys() -> Keys {
+    let (private, public) = generate_keypair(Algorithm::ES256).unwrap();
+    Keys { private, public }
+}
+
+/// The policy of revision `rev`: `data.mcp.revision == rev`, and `allow` when
+/// `input.user` is in `data.mcp.users`.
+pub fn policy_source(rev: &str) -> String {
+    format!(
+        "package mcp\n\nrevision := \"{rev}\"\n\ndefault allow := false\n\nallow if input.user in data.mcp.users\n"
+    )
+}
+
+/// A bundle with root `mcp`, revision `rev`, signed at `iat` (unsigned without keys).
+pub fn bundle(rev: &str, iat: i64, keys: Option<&Keys>) -> Vec<u8> {
+    bundle_with(rev, iat, keys, &policy_source(rev))
+}
+
+/// [`bundle`] with the policy text `rego` as `mcp/policy.rego`.
+pub fn bundle_with(rev: &str, iat: i64, keys: Option<&Keys>, rego: &str) -> Vec<u8> {
+    let mut b = Bundle {
+        manifest: Manifest {
+            revision: rev.to_string(),
+            roots: Some(vec!["mcp".to_string()]),
+            ..Manifest::default()
+        },
+        data: serde_json::json!({}),
+        files: vec![
+            BundleFile {
+                path: "mcp/data.json".into(),
+                bytes: br#"{"users": ["alice"]}"#.to_vec(),
+            },
+            BundleFile {
+                path: "mcp/policy.rego".into(),
+                bytes: rego.as_bytes().to_vec(),
+            },
+        ],
+        ..Bundle::default()
+    };
+    b.sync_manifest_file().unwrap();
+    if let Some(k) = keys {
+        lockstep_bundle::sign_bundle(
+            &mut b,
+            &SigningConfig {
+                key: k.private.clone(),
+                alg: "ES256".into(),
+                key_id: Some(KID.into()),
+                issued_at: Some(iat),
+                ..SigningConfig::default()
+            },
+        )
+        .unwrap();
+    }
+    lockstep_bundle::write_tar_gz(&b, Vec::new()).unwrap()
+}
+
+/// A bundle signed for `rev` whose policy was then replaced: the signature no longer
+/// matches.
+pub fn tampered(rev: &str, iat: i64, keys: &Keys) -> Vec<u8> {
+    let good = bundle(rev, iat, Some(keys));
+    let b = lockstep_bundle::read_tar_gz(
+        good.as_slice(),
+        &lockstep_bundle::ReadOptions {
+            skip_verify: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut b = b;
+    for f in &mut b.files {
+        if f.path == "mcp/policy.rego" {
+            f.bytes = policy_source(&format!("{rev}-evil")).into_bytes();
+        }
+    }
+    lockstep_bundle::write_tar_gz(&b, Vec::new()).unwrap()
+}
