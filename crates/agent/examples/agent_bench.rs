@@ -13,6 +13,7 @@
 //!   100 MB; for each publication, the time of the `PUT` (the server verifies and stores
 //!   it) and from the server's acknowledgement until the agent serves the new revision
 //!   (long-poll wake-up, download, signature check, parse, compile, swap).
+// A benchmark program, not library code: it stops at the first failure.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -20,20 +21,14 @@
     clippy::panic
 )]
 
-#[path = "../../sync/tests/common/mod.rs"]
-mod common;
-#[path = "../tests/support/mod.rs"]
-mod support;
-
+use lockstep_testkit::prelude::*;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
-use lockstep_bundle::{BuildOptions, BundleFile, SigningConfig, build_bundle};
+use lockstep_bundle::{BuildOptions, BundleFile, build_bundle};
 use serde_json::json;
-use support::*;
 
 const ALLOWED: &str = r#"{"input":{"agent":{"role":"analyst"},"request":{"tool":"read_database","params":{"target":"orders","operation":"read","database":"analytics"}}}}"#;
 const DENIED: &str = r#"{"input":{"agent":{"role":"analyst"},"request":{"tool":"write_database","params":{"target":"orders","operation":"write","database":"payroll"}}}}"#;
@@ -56,19 +51,7 @@ fn policy_bundle(rev: &str, iat: i64, keys: &Keys, inventory_bytes: usize) -> Ve
             bytes: inventory(inventory_bytes),
         });
     }
-    b.sync_manifest_file().unwrap();
-    lockstep_bundle::sign_bundle(
-        &mut b,
-        &SigningConfig {
-            key: keys.private.clone(),
-            alg: "ES256".into(),
-            key_id: Some(KID.into()),
-            issued_at: Some(iat),
-            ..SigningConfig::default()
-        },
-    )
-    .unwrap();
-    lockstep_bundle::write_tar_gz(&b, Vec::new()).unwrap()
+    seal(b, Some(keys), iat)
 }
 
 /// Resource objects (~150 bytes each) as in scripts/bench.sh, from a fixed LCG.
@@ -128,9 +111,9 @@ async fn wait_active(a: &lockstep_agent::RunningAgent, rev: &str) {
     }
 }
 
-async fn decisions(server: &Server, dir: &Path) {
+async fn decisions(server: &TestServer, dir: &Path) {
     server
-        .publish("main", policy_bundle("d1", 1000, &server.keys, 0))
+        .publish_ok("main", policy_bundle("d1", 1000, &server.keys, 0))
         .await;
     let mut sync = sync_config(server.service(), server.verification(), dir, Some(30));
     sync.labels.insert("id".into(), "bench-agent".into());
@@ -216,13 +199,13 @@ async fn decisions(server: &Server, dir: &Path) {
     a.shutdown().await.unwrap();
 }
 
-async fn activation(server: &Server, dir: &Path) {
+async fn activation(server: &TestServer, dir: &Path) {
     let mut sync = sync_config(server.service(), server.verification(), dir, Some(30));
     sync.labels.insert("id".into(), "bench-agent-2".into());
     sync.bundles[0].name = "big".into();
     sync.bundles[0].resource = "bundles/big".into();
     server
-        .publish("big", policy_bundle("a0", 2000, &server.keys, 0))
+        .publish_ok("big", policy_bundle("a0", 2000, &server.keys, 0))
         .await;
     let a = lockstep_agent::start(agent_config(sync, None))
         .await
@@ -237,7 +220,7 @@ async fn activation(server: &Server, dir: &Path) {
             let body = policy_bundle(&rev, iat, &server.keys, size);
             let gz = body.len();
             let t0 = Instant::now();
-            server.publish("big", body).await;
+            server.publish_ok("big", body).await;
             let acked = t0.elapsed();
             let t1 = Instant::now();
             wait_active(&a, &rev).await;
@@ -262,7 +245,7 @@ async fn main() {
         .with_writer(std::io::stderr)
         .init();
     let what = std::env::args().nth(1).unwrap_or_else(|| "all".into());
-    let mut server = Server::start().await;
+    let mut server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     if what == "decisions" || what == "all" {
         decisions(&server, &dir.path().join("d")).await;

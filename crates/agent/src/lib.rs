@@ -13,10 +13,10 @@
 //! `lockstep-sync`'s job), evaluate or log a decision outside `lockstep-decision`.
 #![forbid(unsafe_code)]
 
-pub mod api;
+pub(crate) mod api;
 pub mod config;
-pub mod envoy;
-pub mod envoy_http;
+pub(crate) mod envoy;
+pub(crate) mod envoy_http;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -60,10 +60,31 @@ pub struct RunningAgent {
     pub syncer: Syncer,
     shutdown: watch::Sender<bool>,
     serve: JoinHandle<std::io::Result<()>>,
+    rest: Rest,
+}
+
+/// What is stopped after the REST listener: the Envoy listeners, the sync engine,
+/// then the decision-log writer (which ends when the last sender is gone).
+#[derive(Debug)]
+struct Rest {
     envoy: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     envoy_http: Option<JoinHandle<std::io::Result<()>>>,
+    syncer: Syncer,
     logger: Option<JoinHandle<()>>,
     state: Arc<api::AppState>,
+}
+
+impl Rest {
+    async fn stop(self) -> std::io::Result<()> {
+        join_envoy(self.envoy).await?;
+        join_http(self.envoy_http).await?;
+        self.syncer.shutdown().await;
+        drop(self.state);
+        if let Some(h) = self.logger {
+            let _ = h.await;
+        }
+        Ok(())
+    }
 }
 
 impl RunningAgent {
@@ -71,14 +92,7 @@ impl RunningAgent {
     pub async fn shutdown(self) -> std::io::Result<()> {
         let _ = self.shutdown.send(true);
         let served = self.serve.await.map_err(std::io::Error::other)?;
-        join_envoy(self.envoy).await?;
-        join_http(self.envoy_http).await?;
-        self.syncer.shutdown().await;
-        // The writer ends when the last sender is gone.
-        drop(self.state);
-        if let Some(h) = self.logger {
-            let _ = h.await;
-        }
+        self.rest.stop().await?;
         served
     }
 
@@ -86,13 +100,7 @@ impl RunningAgent {
     pub async fn wait(self) -> std::io::Result<()> {
         let served = self.serve.await.map_err(std::io::Error::other)?;
         let _ = self.shutdown.send(true);
-        join_envoy(self.envoy).await?;
-        join_http(self.envoy_http).await?;
-        self.syncer.shutdown().await;
-        drop(self.state);
-        if let Some(h) = self.logger {
-            let _ = h.await;
-        }
+        self.rest.stop().await?;
         served
     }
 
@@ -220,12 +228,15 @@ pub async fn start(cfg: AgentConfig) -> Result<RunningAgent, StartError> {
         addr,
         envoy_addr,
         envoy_http_addr,
-        syncer,
+        syncer: syncer.clone(),
         shutdown: tx,
         serve,
-        envoy,
-        envoy_http,
-        logger: logger_task,
-        state,
+        rest: Rest {
+            envoy,
+            envoy_http,
+            syncer,
+            logger: logger_task,
+            state,
+        },
     })
 }

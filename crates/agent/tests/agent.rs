@@ -1,31 +1,20 @@
 //! The agent end to end: real HTTP on 127.0.0.1 against a real lockstep server.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
-#[path = "../../sync/tests/common/mod.rs"]
-mod common;
-mod support;
-
+use lockstep_testkit::prelude::*;
 use std::collections::BTreeMap;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
 use lockstep_agent::Overrides;
 use lockstep_bundle::KeyConfig;
 
 use serde_json::{Value, json};
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opa_rest_api_shapes_and_write_api() {
-    let mut server = Server::start().await;
+    let mut server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let a = start_agent(&server, dir.path(), Some(20)).await;
     let http = reqwest::Client::new();
@@ -64,7 +53,7 @@ async fn opa_rest_api_shapes_and_write_api() {
     );
 
     server
-        .publish("main", bundle("r1", 1000, Some(&server.keys)))
+        .publish_ok("main", bundle("r1", 1000, Some(&server.keys)))
         .await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while serving(&http, &a).await.as_deref() != Some("r1") {
@@ -157,14 +146,7 @@ async fn opa_rest_api_shapes_and_write_api() {
             .status(),
         200
     );
-    let metrics = http
-        .get(url(&a, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&http, &url(&a, "/metrics")).await;
     assert!(
         metrics.contains("lockstep_bundle_info{name=\"main\",revision=\"r1\"} 1"),
         "{metrics}"
@@ -582,7 +564,7 @@ async fn no_bundle_configured_serves_what_the_write_api_stored() {
 /// fail closed until the bundle activates, then serve both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_bundle_not_active_stays_fail_closed_despite_rest_writes() {
-    let mut server = Server::start().await;
+    let mut server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let a = start_agent(&server, dir.path(), Some(20)).await;
     let http = reqwest::Client::new();
@@ -610,7 +592,7 @@ async fn configured_bundle_not_active_stays_fail_closed_despite_rest_writes() {
         "{b}"
     );
     server
-        .publish("main", bundle("r1", 1000, Some(&server.keys)))
+        .publish_ok("main", bundle("r1", 1000, Some(&server.keys)))
         .await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while serving(&http, &a).await.as_deref() != Some("r1") {
@@ -635,9 +617,9 @@ fn uuid_like(v: &Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_load_while_revisions_swap() {
-    let mut server = Server::start().await;
+    let mut server = TestServer::start().await;
     server
-        .publish("main", bundle("r0", 1000, Some(&server.keys)))
+        .publish_ok("main", bundle("r0", 1000, Some(&server.keys)))
         .await;
     let dir = tempfile::tempdir().unwrap();
     let a = start_agent(&server, dir.path(), Some(30)).await;
@@ -687,7 +669,7 @@ async fn concurrent_load_while_revisions_swap() {
     for i in 1..=n {
         let rev = format!("r{i}");
         server
-            .publish(
+            .publish_ok(
                 "main",
                 bundle(&rev, 1000 + i64::from(i), Some(&server.keys)),
             )
@@ -716,9 +698,9 @@ async fn concurrent_load_while_revisions_swap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_agent_answers_503_and_recovers() {
-    let mut server = Server::start().await;
+    let mut server = TestServer::start().await;
     server
-        .publish("main", bundle("r1", 1000, Some(&server.keys)))
+        .publish_ok("main", bundle("r1", 1000, Some(&server.keys)))
         .await;
     let dir = tempfile::tempdir().unwrap();
     let mut sync = sync_config(server.service(), server.verification(), dir.path(), Some(1));
@@ -775,30 +757,11 @@ async fn stale_agent_answers_503_and_recovers() {
     server.stop().await;
 }
 
-/// The guide's `opa-config.yaml`, verbatim.
-const GUIDE_CONFIG: &str = r#"# opa-config.yaml — OPA 번들 폴링 설정
-services:
-  bundle-server:
-    url: https://bundle.example.com
-    credentials:
-      bearer:
-        token: "${BUNDLE_TOKEN}"
-bundles:
-  main:
-    service: bundle-server
-    resource: /bundles/main.tar.gz
-    polling:
-      min_delay_seconds: 30
-      max_delay_seconds: 120
-    signing:
-      keyid: "prod-key-2025"
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guide_opa_config_starts_the_agent() {
-    let mut server = Server::start().await;
+    let mut server = TestServer::start().await;
     server
-        .publish("main", bundle("git-sha-abc1234", 1000, Some(&server.keys)))
+        .publish_ok("main", bundle("git-sha-abc1234", 1000, Some(&server.keys)))
         .await;
     let env = |k: &str| (k == "BUNDLE_TOKEN").then(|| DOWNLOAD.to_string());
     let mut keys = BTreeMap::new();
@@ -817,7 +780,7 @@ async fn guide_opa_config_starts_the_agent() {
 
     // Verbatim: parses, nothing ignored, and starts (the example host is unreachable,
     // so it fails closed and says why).
-    let mut cfg = lockstep_agent::config::parse(GUIDE_CONFIG, &env, &overrides).unwrap();
+    let mut cfg = lockstep_agent::config::parse(GUIDE_OPA_CONFIG, &env, &overrides).unwrap();
     assert!(cfg.ignored.is_empty(), "{:?}", cfg.ignored);
     assert_eq!(
         cfg.sync.bundles[0].url(),
@@ -832,7 +795,7 @@ async fn guide_opa_config_starts_the_agent() {
     a.shutdown().await.unwrap();
 
     // Pointed at the local server (same file, local URL): serves the published revision.
-    let text = GUIDE_CONFIG.replace("https://bundle.example.com", &server.base());
+    let text = GUIDE_OPA_CONFIG.replace("https://bundle.example.com", &server.base());
     let mut cfg = lockstep_agent::config::parse(&text, &env, &overrides).unwrap();
     cfg.sync.persistence_dir = dir.path().to_path_buf();
     let a = lockstep_agent::start(cfg).await.unwrap();
@@ -857,7 +820,7 @@ async fn guide_opa_config_starts_the_agent() {
     a.shutdown().await.unwrap();
 
     // Without a key for signing.keyid it refuses to start, and says how to fix it.
-    let e = lockstep_agent::config::parse(GUIDE_CONFIG, &env, &Overrides::default())
+    let e = lockstep_agent::config::parse(GUIDE_OPA_CONFIG, &env, &Overrides::default())
         .unwrap_err()
         .to_string();
     assert!(e.contains("no keys are configured"), "{e}");

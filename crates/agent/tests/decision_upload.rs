@@ -2,6 +2,7 @@
 //! of events on `<service>/logs`, with the service's credentials, re-sent after a
 //! failed upload, and flushed on shutdown. The log service here is a small axum server
 //! on 127.0.0.1 that fails its first two uploads.
+// Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -9,10 +10,7 @@
     clippy::panic
 )]
 
-#[path = "../../sync/tests/common/mod.rs"]
-mod common;
-mod support;
-
+use lockstep_testkit::prelude::*;
 use std::io::Read as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,10 +20,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post as route_post;
-use common::*;
 use lockstep_agent::DecisionUpload;
 use serde_json::{Value, json};
-use support::*;
 
 #[derive(Default)]
 struct Collected {
@@ -80,9 +76,9 @@ async fn log_service(fail_first: usize) -> (String, Arc<Mutex<Collected>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decision_logs_are_uploaded_retried_and_flushed() {
-    let mut server = Server::start().await;
+    let mut server = TestServer::start().await;
     server
-        .publish("main", bundle("r1", 1000, Some(&server.keys)))
+        .publish_ok("main", bundle("r1", 1000, Some(&server.keys)))
         .await;
     let (log_url, collected) = log_service(2).await;
     let dir = tempfile::tempdir().unwrap();
@@ -145,14 +141,7 @@ async fn decision_logs_are_uploaded_retried_and_flushed() {
         assert!(Instant::now() < deadline, "only {n} events uploaded");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let metrics = http
-        .get(url(&a, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&http, &url(&a, "/metrics")).await;
     assert!(
         metrics.contains(&format!(
             "lockstep_decision_logs_uploaded_total {uploaded}\n"

@@ -1,5 +1,6 @@
 //! Envoy ext_authz: a tonic client built from `envoy-types` against the agent's gRPC
 //! listener on 127.0.0.1, with a bundle from a real lockstep server.
+// Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -7,21 +8,16 @@
     clippy::panic
 )]
 
-#[path = "../../sync/tests/common/mod.rs"]
-mod common;
-mod support;
-
+use lockstep_testkit::prelude::*;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::*;
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use lockstep_agent::EnvoyConfig;
 use serde_json::{Value, json};
-use support::*;
 
 /// Allows `tools/call` of `read_database` on `POST /mcp`; denies everything else
 /// with a JSON-RPC error body.
@@ -104,7 +100,7 @@ fn meta(r: &CheckResponse, k: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_allows_denies_and_fails_closed() {
-    let server = Server::start().await;
+    let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut sync = sync_config(
         server.service(),
@@ -144,7 +140,7 @@ async fn check_allows_denies_and_fails_closed() {
     assert_eq!(meta(&r, "decision_id").map(|s| s.len()), Some(36));
 
     server
-        .publish("main", bundle_with("r1", 1000, Some(&server.keys), POLICY))
+        .publish_ok("main", bundle_with("r1", 1000, Some(&server.keys), POLICY))
         .await;
     let deadline = Instant::now() + Duration::from_secs(5);
     let allowed = loop {
@@ -232,7 +228,7 @@ async fn check_allows_denies_and_fails_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_without_bundle_is_denied() {
-    let server = Server::start().await;
+    let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let sync = sync_config(
         server.service(),
@@ -266,7 +262,7 @@ async fn check_without_bundle_is_denied() {
 /// with `path_prefix`); 200 allows, anything else denies with the decision's answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_mode_allows_denies_and_fails_closed() {
-    let server = Server::start().await;
+    let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let sync = sync_config(
         server.service(),
@@ -306,7 +302,7 @@ async fn http_mode_allows_denies_and_fails_closed() {
     assert!(r.text().await.unwrap().contains("fail closed"));
 
     server
-        .publish("main", bundle_with("r1", 1000, Some(&server.keys), POLICY))
+        .publish_ok("main", bundle_with("r1", 1000, Some(&server.keys), POLICY))
         .await;
     let deadline = Instant::now() + Duration::from_secs(5);
     let allowed = loop {

@@ -1,26 +1,14 @@
 //! Propagation latency: alone in its test binary so that no other test competes for
 //! the two CPUs while it measures.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
-#[path = "../../sync/tests/common/mod.rs"]
-mod common;
-mod support;
-
+use lockstep_testkit::prelude::*;
 use std::time::{Duration, Instant};
-
-use common::*;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_revision_active_on_ten_agents_within_100ms() {
-    let mut server = Server::start().await;
+    let mut server = TestServer::start().await;
     server
-        .publish("main", bundle("r1", 1000, Some(&server.keys)))
+        .publish_ok("main", bundle("r1", 1000, Some(&server.keys)))
         .await;
     let dirs: Vec<_> = (0..10).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut agents = Vec::new();
@@ -57,7 +45,7 @@ async fn new_revision_active_on_ten_agents_within_100ms() {
                 })
             })
             .collect();
-        server.publish("main", body).await;
+        server.publish_ok("main", body).await;
         let acked = t0.elapsed();
         let mut worst = Duration::ZERO;
         for w in waits {

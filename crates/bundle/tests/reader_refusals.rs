@@ -1,10 +1,4 @@
 //! Hostile and broken archives: every refusal is a typed error, nothing panics.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Build -> sign -> write -> read+verify round trips, and every signature refusal with
 //! its exact text.
+// Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -8,6 +8,7 @@
 mod cli;
 mod cmd;
 mod git;
+mod remote;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -1,33 +1,10 @@
 //! `lockstep agent --config opa-config.yaml` with the guide's file.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use lockstep_bundle::keys::{Algorithm, generate_keypair};
-
-/// The guide's `opa-config.yaml`, verbatim except the (unreachable) bundle server URL.
-const GUIDE_CONFIG: &str = r#"services:
-  bundle-server:
-    url: http://127.0.0.1:9
-    credentials:
-      bearer:
-        token: "${BUNDLE_TOKEN}"
-bundles:
-  main:
-    service: bundle-server
-    resource: /bundles/main.tar.gz
-    polling:
-      min_delay_seconds: 30
-      max_delay_seconds: 120
-    signing:
-      keyid: "prod-key-2025"
-"#;
+use lockstep_testkit::fixtures::GUIDE_OPA_CONFIG;
 
 struct Kill(std::process::Child);
 
@@ -45,7 +22,9 @@ fn guide_config_starts_the_agent_and_it_fails_closed() {
     let key = dir.path().join("signing-key-pub.pem");
     std::fs::write(&key, public).unwrap();
     let cfg = dir.path().join("opa-config.yaml");
-    std::fs::write(&cfg, GUIDE_CONFIG).unwrap();
+    // The guide's file with an unreachable bundle server.
+    let text = GUIDE_OPA_CONFIG.replace("https://bundle.example.com", "http://127.0.0.1:9");
+    std::fs::write(&cfg, text).unwrap();
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("lockstep"))
         .args(["agent", "--config"])
         .arg(&cfg)

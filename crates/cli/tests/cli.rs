@@ -1,5 +1,6 @@
 //! The `lockstep` binary end to end: the GitOps chain of the guide, exit codes,
 //! and the refusals a pipeline relies on.
+// Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -4,6 +4,7 @@
 //!
 //! The library path comes from `OPA_GOLIB_LIB`; without it the test fetches the wheel
 //! itself through `scripts/fetch-opa-golib.sh` (pip download), so it never silently skips.
+// Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -1,4 +1,5 @@
 //! `lockstep server`, `publish` and `rollback` as separate processes over loopback HTTP.
+// Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

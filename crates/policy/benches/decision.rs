@@ -10,6 +10,7 @@
 //!   decision comes back as a JSON value (the boundary OPA's anchor measures);
 //! - `value`: the request is already converted ([`Input`]), only evaluation
 //!   and the conversion of the result are timed.
+// A benchmark program, not library code: it stops at the first failure.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -1,6 +1,7 @@
 //! Per-decision latency of the three-layer MCP decision (measured, not asserted).
 //!
 //!     cargo run --release -p lockstep-policy --example bench_decision
+// A benchmark program, not library code: it stops at the first failure.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -1,6 +1,7 @@
 //! `PolicySet::check_bundle` (what `lockstep build` runs) must refuse exactly what
 //! `PolicySet::compile_bundle` (what an agent runs on activation) refuses, with the same
 //! message, although it keeps only the data's keys down to the depth the rules reach.
+// Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

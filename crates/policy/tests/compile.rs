@@ -1,4 +1,5 @@
 //! What PolicySet::compile accepts and refuses.
+// Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -1,5 +1,6 @@
 //! Evaluation on the example policy set: result shapes, data paths, the
 //! bytecode VM against the interpreter, snapshots.
+// Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -1,10 +1,4 @@
 //! The example policy set: every test passes under the runner.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The opa-test runner on small purpose-built modules.
+// Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

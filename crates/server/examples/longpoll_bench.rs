@@ -19,6 +19,7 @@
 //!   reports how fast all of them were answered.
 //!
 //! Both sides need file descriptors: raise `ulimit -n` before (the server inherits it).
+// A benchmark program, not library code: it stops at the first failure.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -26,16 +27,13 @@
     clippy::panic
 )]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{DOWNLOAD, KID, Keys, PUBLISHER, STATUS, bundle, keys};
+use lockstep_testkit::prelude::{DOWNLOAD, KID, Keys, PUBLISHER, STATUS, bundle, keys};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;

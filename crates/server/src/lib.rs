@@ -11,21 +11,21 @@
 //! Must not: evaluate policy (that is `lockstep-policy`'s job), or hold a signing key.
 #![forbid(unsafe_code)]
 
-pub mod app;
+pub(crate) mod app;
 pub mod auth;
 pub mod config;
-pub mod dashboard;
+pub(crate) mod dashboard;
 pub mod error;
 pub mod fleet;
-pub mod fleetsync;
-pub mod hub;
-pub mod longpoll;
-pub mod metrics;
-pub mod model;
+pub(crate) mod fleetsync;
+pub(crate) mod hub;
+pub(crate) mod longpoll;
+pub(crate) mod metrics;
+pub(crate) mod model;
 pub mod publish;
-pub mod routes;
-pub mod status;
-pub mod store;
+pub(crate) mod routes;
+pub(crate) mod status;
+pub(crate) mod store;
 pub mod tls;
 
 use std::net::SocketAddr;

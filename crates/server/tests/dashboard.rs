@@ -5,6 +5,7 @@
 //!
 //! Chromium is `/usr/bin/chromium` (Debian package `chromium`; `LOCKSTEP_CHROMIUM` names
 //! another binary). Without it the test fails, unless `LOCKSTEP_SKIP_BROWSER=1`.
+// Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,14 +13,11 @@
     clippy::panic
 )]
 
-mod common;
-
+use lockstep_testkit::prelude::*;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-use common::*;
 
 /// How long one Chromium run may take before its process group is killed.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -226,7 +224,7 @@ fn output_dir() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_page_in_headless_chromium() {
     let Some(bin) = chromium() else { return };
-    let h = Harness::new().await;
+    let h = TestServer::start().await;
     assert_eq!(
         h.publish("main", bundle("r1", 1000, Some(&h.keys)))
             .await
@@ -240,13 +238,13 @@ async fn fleet_page_in_headless_chromium() {
         201
     );
     assert_eq!(
-        report(&h, &opa_status("opa-current", "main", "r2"))
+        h.report(&opa_status("opa-current", "main", "r2"))
             .await
             .status(),
         200
     );
     assert_eq!(
-        report(&h, &opa_status("opa-behind", "main", "r1"))
+        h.report(&opa_status("opa-behind", "main", "r1"))
             .await
             .status(),
         200
@@ -318,5 +316,5 @@ async fn fleet_page_in_headless_chromium() {
         bytes.len()
     );
     eprintln!("screenshot: {} ({} bytes)", png.display(), bytes.len());
-    h.stop().await;
+    h.shutdown().await;
 }

@@ -1,18 +1,9 @@
 //! deploy/ (Prometheus rules, Grafana dashboard) uses only metric names the server
 //! exports: every `lockstep_*` name in those files appears in a real `/metrics` answer.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
-mod common;
-
+use lockstep_testkit::prelude::*;
 use std::collections::BTreeSet;
 use std::path::Path;
-
-use common::*;
 
 /// `lockstep_...` identifiers in `text`.
 fn metric_names(text: &str) -> BTreeSet<String> {
@@ -52,7 +43,7 @@ async fn deploy_files_use_exported_metric_names() {
 
     // A server with every metric family populated: a publication, a refusal, a status
     // report (fleet gauges, convergence histogram), a bundle download.
-    let h = Harness::new().await;
+    let h = TestServer::start().await;
     assert_eq!(
         h.publish("main", bundle("r1", 1000, Some(&h.keys)))
             .await
@@ -64,22 +55,11 @@ async fn deploy_files_use_exported_metric_names() {
         400
     );
     assert_eq!(
-        report(&h, &opa_status("opa-1", "main", "r1"))
-            .await
-            .status(),
+        h.report(&opa_status("opa-1", "main", "r1")).await.status(),
         200
     );
     assert_eq!(h.get("/bundles/main").await.status(), 200);
-    let m = h
-        .http
-        .get(h.url("/metrics"))
-        .bearer_auth(STATUS)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = h.metrics(STATUS).await;
     let exported: BTreeSet<String> = m
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -91,5 +71,5 @@ async fn deploy_files_use_exported_metric_names() {
         missing.is_empty(),
         "deploy/ uses metric names the server does not export: {missing:?}\nexported: {exported:?}"
     );
-    h.stop().await;
+    h.shutdown().await;
 }

@@ -1,20 +1,11 @@
 //! Bundle download: ETag/304, long polling, download auth, two replicas over one store.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
-mod common;
-
+use lockstep_testkit::prelude::*;
 use std::time::{Duration, Instant};
-
-use common::*;
 
 #[tokio::test]
 async fn etag_and_304() {
-    let h = Harness::new().await;
+    let h = TestServer::start().await;
     assert_eq!(h.get("/bundles/main").await.status(), 404);
     let body = bundle("r1", 1000, Some(&h.keys));
     assert_eq!(h.publish("main", body.clone()).await.status(), 201);
@@ -66,12 +57,12 @@ async fn etag_and_304() {
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["unchanged"], true);
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
 async fn long_poll_wakes_on_publish_and_times_out_with_304() {
-    let h = Harness::new().await;
+    let h = TestServer::start().await;
     h.publish("main", bundle("r1", 1000, Some(&h.keys))).await;
     let tag = etag(&h.get("/bundles/main").await);
 
@@ -126,12 +117,12 @@ async fn long_poll_wakes_on_publish_and_times_out_with_304() {
     let latency = answered.saturating_duration_since(published);
     assert!(latency < Duration::from_millis(100), "latency {latency:?}");
     assert!(answered >= publish_started);
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
 async fn long_poll_wait_is_capped() {
-    let h = Harness::with(|c| c.long_poll.max_wait_seconds = Some(1)).await;
+    let h = TestServer::with(|c| c.long_poll.max_wait_seconds = Some(1)).await;
     h.publish("main", bundle("r1", 1000, Some(&h.keys))).await;
     let tag = etag(&h.get("/bundles/main").await);
     let t = Instant::now();
@@ -146,12 +137,12 @@ async fn long_poll_wait_is_capped() {
         .unwrap();
     assert_eq!(r.status(), 304);
     assert!(t.elapsed() < Duration::from_secs(3));
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
 async fn download_needs_a_token() {
-    let h = Harness::new().await;
+    let h = TestServer::start().await;
     h.publish("main", bundle("r1", 1000, Some(&h.keys))).await;
     let r = h.http.get(h.url("/bundles/main")).send().await.unwrap();
     assert_eq!(r.status(), 401);
@@ -175,12 +166,12 @@ async fn download_needs_a_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
 async fn per_bundle_download_tokens() {
-    let h = Harness::with(|c| {
+    let h = TestServer::with(|c| {
         let dir = c.store.folder.clone().unwrap();
         std::fs::create_dir_all(&dir).unwrap();
         let mut t = write_token(&dir, "team-a-token", "team-a-secret");
@@ -201,12 +192,12 @@ async fn per_bundle_download_tokens() {
     // The fleet-wide token fetches both.
     assert_eq!(h.get("/bundles/team-a").await.status(), 200);
     assert_eq!(h.get("/bundles/main").await.status(), 200);
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
 async fn anonymous_download_only_when_allowed() {
-    let h = Harness::with(|c| {
+    let h = TestServer::with(|c| {
         c.auth.download_tokens.clear();
         c.auth.allow_anonymous_download = true;
     })
@@ -214,7 +205,7 @@ async fn anonymous_download_only_when_allowed() {
     h.publish("main", bundle("r1", 1000, Some(&h.keys))).await;
     let r = h.http.get(h.url("/bundles/main")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
@@ -254,7 +245,7 @@ async fn secure_by_default_startup() {
 
 #[tokio::test]
 async fn two_replicas_over_one_folder_store_wake_their_long_polls() {
-    let a = Harness::new().await;
+    let a = TestServer::start().await;
     // Replica B: same store folder, same keys and tokens.
     let mut cfg_b = config(&a.store(), a.dir.path(), &a.keys);
     cfg_b.store.watch_interval_ms = Some(50);
@@ -311,12 +302,12 @@ async fn two_replicas_over_one_folder_store_wake_their_long_polls() {
         assert_eq!(tags.len(), 1, "every replica serves the same revision");
     }
     b.shutdown().await.unwrap();
-    a.stop().await;
+    a.shutdown().await;
 }
 
 #[tokio::test]
 async fn configurable_path_prefix() {
-    let h = Harness::with(|c| c.bundle_path_prefix = Some("/opa/b/".into())).await;
+    let h = TestServer::with(|c| c.bundle_path_prefix = Some("/opa/b/".into())).await;
     let r = h
         .http
         .put(h.url("/opa/b/main"))
@@ -328,5 +319,5 @@ async fn configurable_path_prefix() {
     assert_eq!(r.status(), 201);
     assert_eq!(h.get("/opa/b/main.tar.gz").await.status(), 200);
     assert_eq!(h.get("/bundles/main").await.status(), 404);
-    h.stop().await;
+    h.shutdown().await;
 }

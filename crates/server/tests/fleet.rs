@@ -1,5 +1,6 @@
 //! Status ingest in OPA's format, the fleet view, drift, unreachable instances,
 //! convergence time, metrics.
+// Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -7,11 +8,9 @@
     clippy::panic
 )]
 
-mod common;
-
+use lockstep_testkit::prelude::*;
 use std::time::Duration;
 
-use common::*;
 use serde_json::{Value, json};
 
 fn instance<'a>(fleet: &'a Value, bundle: &str, id: &str) -> &'a Value {
@@ -40,7 +39,7 @@ fn bundle_view<'a>(fleet: &'a Value, bundle: &str) -> &'a Value {
 
 #[tokio::test]
 async fn opa_status_reports_appear_in_the_fleet_view() {
-    let h = Harness::new().await;
+    let h = TestServer::start().await;
     h.publish("authz", bundle("r1", 1000, Some(&h.keys))).await;
     // Credentials: status token or download token; nothing else.
     let body = opa_status("opa-1", "authz", "r1");
@@ -61,7 +60,7 @@ async fn opa_status_reports_appear_in_the_fleet_view() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(report(&h, &body).await.status(), 200);
+    assert_eq!(h.report(&body).await.status(), 200);
     let r = h
         .http
         .post(h.url("/status/edge-eu"))
@@ -72,7 +71,9 @@ async fn opa_status_reports_appear_in_the_fleet_view() {
         .unwrap();
     assert_eq!(r.status(), 200);
     // No labels.id: refused.
-    let r = report(&h, &json!({"labels": {"version": "1.4.0"}, "bundles": {}})).await;
+    let r = h
+        .report(&json!({"labels": {"version": "1.4.0"}, "bundles": {}}))
+        .await;
     assert_eq!(r.status(), 400);
 
     // Fleet view needs a token.
@@ -111,7 +112,7 @@ async fn opa_status_reports_appear_in_the_fleet_view() {
     err["bundles"]["authz"]["message"] = json!("server replied with Unauthorized");
     err["bundles"]["authz"]["http_code"] = json!(401);
     err["bundles"]["authz"]["errors"] = json!([{"code": "rego_parse_error", "message": "x", "location": {"file": "a.rego", "row": 1, "col": 1}}]);
-    assert_eq!(report(&h, &err).await.status(), 200);
+    assert_eq!(h.report(&err).await.status(), 200);
     let f = h.fleet().await;
     let i2 = instance(&f, "authz", "opa-2");
     assert_eq!(i2["code"], "bundle_error");
@@ -120,9 +121,7 @@ async fn opa_status_reports_appear_in_the_fleet_view() {
 
     // It catches up: converged, with a measured convergence time.
     assert_eq!(
-        report(&h, &opa_status("opa-2", "authz", "r1"))
-            .await
-            .status(),
+        h.report(&opa_status("opa-2", "authz", "r1")).await.status(),
         200
     );
     let f = h.fleet().await;
@@ -134,15 +133,15 @@ async fn opa_status_reports_appear_in_the_fleet_view() {
     assert_eq!(p["action"], "publish");
     assert_eq!(p["actor"], "ci-bot");
     assert!(p["convergence_seconds"].as_f64().unwrap() >= 0.0, "{p}");
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
 async fn convergence_time_is_measured_per_publication() {
-    let h = Harness::new().await;
+    let h = TestServer::start().await;
     h.publish("main", bundle("r1", 1000, Some(&h.keys))).await;
     for id in ["a", "b"] {
-        report(&h, &opa_status(id, "main", "r1")).await;
+        h.report(&opa_status(id, "main", "r1")).await;
     }
     assert_eq!(bundle_view(&h.fleet().await, "main")["converged"], true);
     h.publish("main", bundle("r2", 2000, Some(&h.keys))).await;
@@ -151,10 +150,10 @@ async fn convergence_time_is_measured_per_publication() {
     assert_eq!(b["instances_drifting"], 2);
     assert!(b["publications"][0]["convergence_seconds"].is_null());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    report(&h, &opa_status("a", "main", "r2")).await;
+    h.report(&opa_status("a", "main", "r2")).await;
     assert_eq!(bundle_view(&h.fleet().await, "main")["converged"], false);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    report(&h, &opa_status("b", "main", "r2")).await;
+    h.report(&opa_status("b", "main", "r2")).await;
     let f = h.fleet().await;
     let b = bundle_view(&f, "main");
     assert_eq!(b["converged"], true);
@@ -163,23 +162,14 @@ async fn convergence_time_is_measured_per_publication() {
         .unwrap();
     assert!((0.35..3.0).contains(&secs), "{secs}");
     // Repeated reports do not move the measurement.
-    report(&h, &opa_status("b", "main", "r2")).await;
+    h.report(&opa_status("b", "main", "r2")).await;
     let f = h.fleet().await;
     assert_eq!(
         bundle_view(&f, "main")["publications"][0]["convergence_seconds"].as_f64(),
         Some(secs)
     );
     // The histogram saw both publications.
-    let m = h
-        .http
-        .get(h.url("/metrics"))
-        .bearer_auth(STATUS)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = h.metrics(STATUS).await;
     assert!(
         m.contains(r#"lockstep_convergence_seconds_count{bundle="main"} 2"#),
         "{m}"
@@ -197,20 +187,20 @@ async fn convergence_time_is_measured_per_publication() {
         "{m}"
     );
     assert!(m.contains("lockstep_long_polls_waiting 0"), "{m}");
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
 async fn silent_instances_become_unreachable() {
-    let h = Harness::with(|c| c.fleet.unreachable_after_seconds = Some(1)).await;
+    let h = TestServer::with(|c| c.fleet.unreachable_after_seconds = Some(1)).await;
     h.publish("main", bundle("r1", 1000, Some(&h.keys))).await;
-    report(&h, &opa_status("quiet", "main", "r1")).await;
-    report(&h, &opa_status("chatty", "main", "r1")).await;
+    h.report(&opa_status("quiet", "main", "r1")).await;
+    h.report(&opa_status("chatty", "main", "r1")).await;
     let f = h.fleet().await;
     assert_eq!(f["drift"], false);
     assert_eq!(instance(&f, "main", "quiet")["unreachable"], false);
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    report(&h, &opa_status("chatty", "main", "r1")).await;
+    h.report(&opa_status("chatty", "main", "r1")).await;
     let f = h.fleet().await;
     let q = instance(&f, "main", "quiet");
     assert_eq!(q["unreachable"], true);
@@ -223,24 +213,24 @@ async fn silent_instances_become_unreachable() {
     assert_eq!(std::fs::read_dir(&rec_dir).unwrap().count(), 2);
     // A new publication converges without waiting for the unreachable instance.
     h.publish("main", bundle("r2", 2000, Some(&h.keys))).await;
-    report(&h, &opa_status("chatty", "main", "r2")).await;
+    h.report(&opa_status("chatty", "main", "r2")).await;
     let f = h.fleet().await;
     assert!(bundle_view(&f, "main")["publications"][0]["convergence_seconds"].is_number());
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
 async fn long_silent_instances_are_forgotten() {
-    let h = Harness::with(|c| {
+    let h = TestServer::with(|c| {
         c.fleet.unreachable_after_seconds = Some(1);
         c.fleet.forget_after_seconds = Some(2);
     })
     .await;
     h.publish("main", bundle("r1", 1000, Some(&h.keys))).await;
-    report(&h, &opa_status("gone", "main", "r1")).await;
-    report(&h, &opa_status("here", "main", "r1")).await;
+    h.report(&opa_status("gone", "main", "r1")).await;
+    h.report(&opa_status("here", "main", "r1")).await;
     tokio::time::sleep(Duration::from_millis(2300)).await;
-    report(&h, &opa_status("here", "main", "r1")).await;
+    h.report(&opa_status("here", "main", "r1")).await;
     let f = h.fleet().await;
     let b = bundle_view(&f, "main");
     assert_eq!(b["instances_total"], 1, "{b}");
@@ -252,12 +242,12 @@ async fn long_silent_instances_are_forgotten() {
         assert!(std::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
 async fn dashboard_and_health() {
-    let h = Harness::new().await;
+    let h = TestServer::start().await;
     let r = h.http.get(h.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("v1/fleet"));
@@ -267,21 +257,18 @@ async fn dashboard_and_health() {
         h.http.get(h.url("/metrics")).send().await.unwrap().status(),
         401
     );
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
 async fn every_replica_sees_reports_received_by_another() {
-    let a = Harness::new().await;
+    let a = TestServer::start().await;
     let cfg_b = config(&a.store(), a.dir.path(), &a.keys);
     let b = lockstep_server::start(&cfg_b).await.unwrap();
     let base_b = format!("http://{}", b.addr);
     a.publish("main", bundle("r1", 1000, Some(&a.keys))).await;
     // Instance x reports to A, instance y to B.
-    assert_eq!(
-        report(&a, &opa_status("x", "main", "r1")).await.status(),
-        200
-    );
+    assert_eq!(a.report(&opa_status("x", "main", "r1")).await.status(), 200);
     let r = a
         .http
         .post(format!("{base_b}/status"))
@@ -341,5 +328,5 @@ async fn every_replica_sees_reports_received_by_another() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     b.shutdown().await.unwrap();
-    a.stop().await;
+    a.shutdown().await;
 }

@@ -1,17 +1,8 @@
 //! Many held long polls woken by one publish (bounded: N clients on 127.0.0.1, one
 //! publish, then the server stops). `LOCKSTEP_LOAD_POLLS` sets N (default 1000).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
-mod common;
-
+use lockstep_testkit::prelude::*;
 use std::time::{Duration, Instant};
-
-use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_long_polls_wake_on_one_publish() {
@@ -19,7 +10,7 @@ async fn a_thousand_long_polls_wake_on_one_publish() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let h = Harness::new().await;
+    let h = TestServer::start().await;
     h.publish("main", bundle("r1", 1000, Some(&h.keys))).await;
     let tag = etag(&h.get("/bundles/main").await);
     let http = reqwest::Client::builder()
@@ -48,16 +39,7 @@ async fn a_thousand_long_polls_wake_on_one_publish() {
     // Wait until every request is held.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let m = h
-            .http
-            .get(h.url("/metrics"))
-            .bearer_auth(STATUS)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = h.metrics(STATUS).await;
         if m.contains(&format!("lockstep_long_polls_waiting {n}\n")) {
             break;
         }
@@ -80,5 +62,5 @@ async fn a_thousand_long_polls_wake_on_one_publish() {
     let all = last.duration_since(t);
     eprintln!("{n} long polls answered with the new bundle {all:?} after the publish started");
     assert!(all < Duration::from_secs(5), "{all:?}");
-    h.stop().await;
+    h.shutdown().await;
 }

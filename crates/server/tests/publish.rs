@@ -1,14 +1,6 @@
 //! Publication: credentials, signatures, rollback protection, rollback, history.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::panic
-)]
 
-mod common;
-
-use common::*;
+use lockstep_testkit::prelude::*;
 use serde_json::{Value, json};
 
 async fn code(r: reqwest::Response) -> (u16, Value) {
@@ -18,7 +10,7 @@ async fn code(r: reqwest::Response) -> (u16, Value) {
 
 #[tokio::test]
 async fn publish_needs_the_publisher_token() {
-    let h = Harness::new().await;
+    let h = TestServer::start().await;
     let body = bundle("r1", 1000, Some(&h.keys));
     for token in [None, Some(DOWNLOAD), Some(STATUS), Some("publisher-secre")] {
         let mut req = h.http.put(h.url("/bundles/main")).body(body.clone());
@@ -29,12 +21,12 @@ async fn publish_needs_the_publisher_token() {
     }
     assert_eq!(h.get("/bundles/main").await.status(), 404);
     assert_eq!(h.publish("main", body).await.status(), 201);
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
 async fn publish_refuses_bad_signatures_and_unsigned_bundles() {
-    let h = Harness::new().await;
+    let h = TestServer::start().await;
     // Signed by a key the server does not trust (same key id).
     let stranger = keys();
     let (s, v) = code(h.publish("main", bundle("r1", 1000, Some(&stranger))).await).await;
@@ -70,38 +62,29 @@ async fn publish_refuses_bad_signatures_and_unsigned_bundles() {
     );
     assert_eq!(h.get("/bundles/main").await.status(), 404);
     // Refusals are counted.
-    let m = h
-        .http
-        .get(h.url("/metrics"))
-        .bearer_auth(PUBLISHER)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = h.metrics(PUBLISHER).await;
     assert!(
         m.contains(r#"lockstep_bundles_refused_total{bundle="main",reason="bad_signature"} 2"#),
         "{m}"
     );
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
 async fn unsigned_bundles_when_configured() {
-    let h = Harness::with(|c| {
+    let h = TestServer::with(|c| {
         c.keys.clear();
         c.publish.allow_unsigned = true;
     })
     .await;
     assert_eq!(h.publish("main", bundle("u1", 0, None)).await.status(), 201);
     assert_eq!(h.get("/bundles/main").await.status(), 200);
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
 async fn older_revision_refused_unless_rollback() {
-    let h = Harness::new().await;
+    let h = TestServer::start().await;
     assert_eq!(
         h.publish("main", bundle("r2", 2000, Some(&h.keys)))
             .await
@@ -152,12 +135,12 @@ async fn older_revision_refused_unless_rollback() {
             .status(),
         201
     );
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
 async fn rollback_reactivates_a_kept_revision_and_is_recorded() {
-    let h = Harness::with(|c| c.history.keep_revisions = Some(3)).await;
+    let h = TestServer::with(|c| c.history.keep_revisions = Some(3)).await;
     let r1 = bundle("r1", 1000, Some(&h.keys));
     for (rev, iat) in [("r1", 1000), ("r2", 2000), ("r3", 3000)] {
         assert_eq!(
@@ -272,7 +255,7 @@ async fn rollback_reactivates_a_kept_revision_and_is_recorded() {
             .join(format!("{}.tar.gz", hex_sha(&r1)))
             .exists()
     );
-    h.stop().await;
+    h.shutdown().await;
 }
 
 fn hex_sha(b: &[u8]) -> String {
@@ -282,12 +265,12 @@ fn hex_sha(b: &[u8]) -> String {
 
 #[tokio::test]
 async fn state_survives_a_restart() {
-    let h = Harness::new().await;
+    let h = TestServer::start().await;
     let body = bundle("r1", 1000, Some(&h.keys));
     h.publish("main", body.clone()).await;
     let tag = etag(&h.get("/bundles/main").await);
     let cfg = config(&h.store(), h.dir.path(), &h.keys);
-    let Harness {
+    let TestServer {
         dir,
         keys,
         server,

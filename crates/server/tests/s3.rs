@@ -1,6 +1,7 @@
 //! The scale-out path against a real S3-compatible server: moto's S3 server, started by
 //! the test on 127.0.0.1 (`pip install 'moto[server]'`). Skipped, with a message, when moto
 //! is not installed, unless `LOCKSTEP_REQUIRE_S3=1`.
+// Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -8,12 +9,10 @@
     clippy::panic
 )]
 
-mod common;
-
+use lockstep_testkit::prelude::*;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use lockstep_server::config::{S3Config, StoreConfig};
 
 struct Moto(Child);

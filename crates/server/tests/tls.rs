@@ -1,4 +1,5 @@
 //! HTTPS, and client-certificate verification when `tls.client_ca` is set.
+// Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -6,11 +7,9 @@
     clippy::panic
 )]
 
-mod common;
-
+use lockstep_testkit::prelude::*;
 use std::path::Path;
 
-use common::*;
 use lockstep_server::tls::TlsConfig;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 

@@ -32,7 +32,7 @@ pub mod download;
 mod engine;
 pub mod opa_config;
 pub mod overlay;
-pub mod persist;
+pub(crate) mod persist;
 pub mod status;
 
 pub use config::{

@@ -1,5 +1,6 @@
 //! lockstep-sync against a real lockstep server, a controllable static server and
 //! Python's `http.server` (a plain file server, as in the guide).
+// Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -7,12 +8,10 @@
     clippy::panic
 )]
 
-mod common;
-
+use lockstep_testkit::prelude::*;
 use std::io::BufRead;
 use std::time::{Duration, Instant};
 
-use common::*;
 use lockstep_sync::{Gate, OnStale, StatusTarget, Syncer};
 
 /// The revision served now, or the deny reason.
@@ -48,7 +47,7 @@ async fn wait_served(s: &Syncer, rev: &str, within: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_activation_status_and_fleet() {
-    let mut server = Server::start().await;
+    let mut server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = sync_config(
         server.service(),
@@ -62,7 +61,7 @@ async fn long_poll_activation_status_and_fleet() {
         partition: None,
     });
     server
-        .publish("main", bundle("r1", 1000, Some(&server.keys)))
+        .publish_ok("main", bundle("r1", 1000, Some(&server.keys)))
         .await;
     let s = Syncer::new(cfg).unwrap();
     s.start().await;
@@ -71,7 +70,7 @@ async fn long_poll_activation_status_and_fleet() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t0 = Instant::now();
     server
-        .publish("main", bundle("r2", 2000, Some(&server.keys)))
+        .publish_ok("main", bundle("r2", 2000, Some(&server.keys)))
         .await;
     wait_served(&s, "r2", Duration::from_secs(2)).await;
     let took = t0.elapsed();
@@ -163,10 +162,10 @@ async fn tampered_and_older_bundles_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_with_server_down_serves_persisted_revision() {
-    let mut server = Server::start().await;
+    let mut server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     server
-        .publish("main", bundle("r1", 1000, Some(&server.keys)))
+        .publish_ok("main", bundle("r1", 1000, Some(&server.keys)))
         .await;
     let cfg = sync_config(
         server.service(),
@@ -203,7 +202,7 @@ async fn restart_with_server_down_serves_persisted_revision() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn before_any_bundle_every_decision_denies() {
-    let mut server = Server::start().await;
+    let mut server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = sync_config(
         server.service(),
@@ -226,10 +225,10 @@ async fn before_any_bundle_every_decision_denies() {
 }
 
 async fn stale_case(on_stale: OnStale) {
-    let mut server = Server::start().await;
+    let mut server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     server
-        .publish("main", bundle("r1", 1000, Some(&server.keys)))
+        .publish_ok("main", bundle("r1", 1000, Some(&server.keys)))
         .await;
     let mut cfg = sync_config(server.service(), server.verification(), dir.path(), Some(1));
     let max = Duration::from_secs(2);
@@ -292,10 +291,10 @@ async fn stale_case(on_stale: OnStale) {
 /// at the end of every long poll: the wait is shortened to half the lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_longer_than_the_lease_stays_fresh() {
-    let mut server = Server::start().await;
+    let mut server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     server
-        .publish("main", bundle("r1", 1000, Some(&server.keys)))
+        .publish_ok("main", bundle("r1", 1000, Some(&server.keys)))
         .await;
     let mut cfg = sync_config(
         server.service(),

@@ -32,7 +32,7 @@ pub fn bundle(rev: &str, iat: i64, keys: Option<&Keys>) -> Vec<u8> {
 
 /// [`bundle`] with the policy text `rego` as `mcp/policy.rego`.
 pub fn bundle_with(rev: &str, iat: i64, keys: Option<&Keys>, rego: &str) -> Vec<u8> {
-    let mut b = Bundle {
+    let b = Bundle {
         manifest: Manifest {
             revision: rev.to_string(),
             roots: Some(vec!["mcp".to_string()]),
@@ -51,6 +51,12 @@ pub fn bundle_with(rev: &str, iat: i64, keys: Option<&Keys>, rego: &str) -> Vec<
         ],
         ..Bundle::default()
     };
+    seal(b, keys, iat)
+}
+
+/// Writes `b` as a tar.gz, signed with `keys` at `iat` when given (its manifest file
+/// brought in line first).
+pub fn seal(mut b: Bundle, keys: Option<&Keys>, iat: i64) -> Vec<u8> {
     b.sync_manifest_file().unwrap();
     if let Some(k) = keys {
         lockstep_bundle::sign_bundle(

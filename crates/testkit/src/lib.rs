@@ -28,6 +28,15 @@ pub mod server;
 pub mod sync;
 pub mod wait;
 
-pub use bundles::{Keys, bundle, bundle_with, keys, policy_source, tampered};
-pub use server::{DOWNLOAD, KID, PUBLISHER, STATUS, TestServer};
-pub use wait::{eventually, free_port, json_of, tmp_path};
+/// Everything, for `use lockstep_testkit::prelude::*;` in a test file.
+pub mod prelude {
+    pub use crate::agent::*;
+    pub use crate::bundles::*;
+    pub use crate::fixtures::*;
+    pub use crate::metrics::{sample, scrape};
+    pub use crate::procs::{Proc, run, spawn};
+    pub use crate::python::VenvSpec;
+    pub use crate::server::*;
+    pub use crate::sync::*;
+    pub use crate::wait::*;
+}

@@ -47,9 +47,9 @@ pub fn key_map(keys: &Keys) -> BTreeMap<String, KeyConfig> {
 
 /// The standard test configuration: folder store, the three tokens, fast store
 /// watching and fleet sync.
-pub fn config(store: &Path, tokens: &Path, keys: &Keys, listen: &str) -> Config {
+pub fn config(store: &Path, tokens: &Path, keys: &Keys) -> Config {
     Config {
-        listen: Some(listen.into()),
+        listen: Some("127.0.0.1:0".into()),
         store: StoreConfig {
             folder: Some(store.to_path_buf()),
             watch_interval_ms: Some(50),
@@ -92,7 +92,7 @@ impl TestServer {
     pub async fn with(edit: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let keys = keys();
-        let mut cfg = config(&dir.path().join("store"), dir.path(), &keys, "127.0.0.1:0");
+        let mut cfg = config(&dir.path().join("store"), dir.path(), &keys);
         edit(&mut cfg);
         let server = start(&cfg).await.unwrap();
         let addr = server.addr;
@@ -124,6 +124,11 @@ impl TestServer {
         if let Some(s) = self.server.take() {
             s.shutdown().await.unwrap();
         }
+    }
+
+    /// [`TestServer::stop`] by value, for a server the test is done with.
+    pub async fn shutdown(mut self) {
+        self.stop().await;
     }
 
     /// Starts again on the same address and configuration (retrying while the port
@@ -184,6 +189,19 @@ impl TestServer {
             .unwrap();
         assert_eq!(r.status(), 200);
         r.json().await.unwrap()
+    }
+
+    /// `GET /metrics` with `token` (publisher or status), as text.
+    pub async fn metrics(&self, token: &str) -> String {
+        let r = self
+            .http
+            .get(self.url("/metrics"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "GET /metrics: {}", r.status());
+        r.text().await.unwrap()
     }
 
     /// `POST /status` with the status token.

@@ -1,4 +1,6 @@
 //! Helpers shared by the integration tests: fixture paths and hand-made archives.
+// Test helpers shared by several test crates (each uses a part of them); they fail
+// loudly, like the tests that call them.
 #![allow(
     dead_code,
     clippy::unwrap_used,

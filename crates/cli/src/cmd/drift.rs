@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::Args;
 use lockstep_server::fleet::FleetView;
 
-use super::publish::{RemoteArgs, client, fetch_fleet, runtime};
 use crate::cli::Format;
+use crate::remote::{RemoteArgs, client, fetch_fleet, runtime};
 
 #[derive(Debug, Args)]
 pub struct DriftArgs {

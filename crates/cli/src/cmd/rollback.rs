@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::Args;
 use lockstep_server::publish::{PublishResponse, RollbackRequest};
 
-use super::publish::{RemoteArgs, actor, check, client, runtime, short, with_token};
+use crate::remote::{RemoteArgs, actor, check, client, published, runtime, short, with_token};
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
@@ -57,17 +57,7 @@ pub fn run(a: &RollbackArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("POST rollback")?;
         let resp: PublishResponse = check(r, "rollback").await?.json().await?;
-        println!(
-            "{}: rolled back to revision {} (id {}, seq {}){}",
-            resp.bundle,
-            resp.revision,
-            short(&resp.id),
-            resp.seq,
-            resp.previous_revision
-                .as_deref()
-                .map(|p| format!(", was {p}"))
-                .unwrap_or_default()
-        );
+        println!("{}", published("rolled back to", &resp));
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -1,12 +1,14 @@
 //! A tiny directory loader for tests (the real one lives in lockstep-bundle):
 //! `*.rego` files become modules, each `data.json` is placed at the data path
 //! of its directory, `.manifest`'s `rego_version` applies to every module.
+// Test helpers shared by several test crates (each uses a part of them); they fail
+// loudly, like the tests that call them.
 #![allow(
+    dead_code,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
-    clippy::panic,
-    dead_code
+    clippy::panic
 )]
 
 use std::path::{Path, PathBuf};

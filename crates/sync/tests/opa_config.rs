@@ -1,0 +1,146 @@
+//! OPA's config file as lockstep-sync reads it on its own: the guide's
+//! `opa-config.yaml`, ignored keys, OPA's refusal messages.
+
+use std::time::Duration;
+
+use lockstep_bundle::KeyConfig;
+use lockstep_sync::opa_config::{Overrides, OwnSections, parse};
+use lockstep_sync::{Credentials, OnStale, TokenSource, Verification};
+use lockstep_testkit::prelude::*;
+
+fn env(k: &str) -> Option<String> {
+    (k == "BUNDLE_TOKEN").then(|| "t0ken".to_string())
+}
+
+#[test]
+fn guide_opa_config_parses_into_a_sync_config() {
+    let k = keys();
+    let mut overrides = Overrides::default();
+    overrides.keys.insert(
+        "prod-key-2025".into(),
+        KeyConfig {
+            key: k.public.clone(),
+            algorithm: "ES256".into(),
+            scope: None,
+        },
+    );
+    let c = parse(GUIDE_OPA_CONFIG, &env, &overrides, OwnSections::default()).unwrap();
+    assert!(c.ignored.is_empty(), "{:?}", c.ignored);
+    let b = &c.sync.bundles[0];
+    assert_eq!(b.name, "main");
+    assert_eq!(b.url(), "https://bundle.example.com/bundles/main.tar.gz");
+    assert_eq!(
+        (b.polling.min_delay, b.polling.max_delay),
+        (Duration::from_secs(30), Duration::from_secs(120))
+    );
+    assert_eq!(b.polling.long_polling_timeout, None);
+    assert_eq!(
+        b.service.credentials,
+        Credentials::Bearer {
+            scheme: "Bearer".into(),
+            token: TokenSource::Inline("t0ken".into()),
+        }
+    );
+    match &b.verification {
+        Verification::Required(v) => {
+            assert_eq!(v.key_id.as_deref(), Some("prod-key-2025"));
+            assert!(v.keys.contains_key("prod-key-2025"));
+        }
+        Verification::Skip => panic!("verification must be required by default"),
+    }
+    // Secure defaults: deny when stale, after 300 s.
+    assert_eq!(c.sync.on_stale, OnStale::Deny);
+    assert_eq!(c.sync.max_staleness, Duration::from_secs(300));
+    assert!(!c.sync.labels["id"].is_empty());
+
+    // Without the key it names the fix.
+    let e = parse(
+        GUIDE_OPA_CONFIG,
+        &env,
+        &Overrides::default(),
+        OwnSections::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("no keys are configured"), "{e}");
+    assert!(e.starts_with("bundles.main:"), "{e}");
+}
+
+#[test]
+fn ignored_keys_are_named_and_errors_are_opa_like() {
+    let text = r#"
+services:
+  - name: s
+    url: http://127.0.0.1:1/
+    tls: {ca_cert: x}
+bundles:
+  b:
+    polling: {min_delay_seconds: 5}
+default_decision: /x
+plugins: {envoy_ext_authz_grpc: {}}
+lockstep: {skip_verification: true, max_staleness: 10s, on_stale: serve, wat: 1, listen: x}
+"#;
+    let no_own = OwnSections::default();
+    let e = parse(text, &|_| None, &Overrides::default(), no_own)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing 'max_delay_seconds'"), "{e}");
+    let ok = text.replace(
+        "{min_delay_seconds: 5}",
+        "{min_delay_seconds: 5, max_delay_seconds: 6, trigger: periodic}",
+    );
+    let c = parse(&ok, &|_| None, &Overrides::default(), no_own).unwrap();
+    assert_eq!(
+        c.ignored,
+        vec![
+            "default_decision",
+            "plugins",
+            "services.s.tls",
+            "lockstep.listen",
+            "lockstep.wat",
+            "bundles.b.polling.trigger"
+        ]
+    );
+    // What an embedder reads itself is not reported.
+    let own = OwnSections {
+        top: &["plugins"],
+        lockstep: &["listen"],
+    };
+    let c = parse(&ok, &|_| None, &Overrides::default(), own).unwrap();
+    assert_eq!(
+        c.ignored,
+        vec![
+            "default_decision",
+            "services.s.tls",
+            "lockstep.wat",
+            "bundles.b.polling.trigger"
+        ]
+    );
+    assert_eq!(c.sync.bundles[0].url(), "http://127.0.0.1:1/bundles/b");
+    assert_eq!(c.sync.bundles[0].verification, Verification::Skip);
+    assert_eq!(c.sync.on_stale, OnStale::Serve);
+    assert_eq!(c.sync.max_staleness, Duration::from_secs(10));
+    assert_eq!(
+        c.document["plugins"]["envoy_ext_authz_grpc"],
+        serde_json::json!({})
+    );
+    for (bad, says) in [
+        (
+            "lockstep: {on_stale: maybe}",
+            "lockstep.on_stale: expected deny or serve",
+        ),
+        (
+            "lockstep: {max_staleness: 2d}",
+            "lockstep.max_staleness: expected a duration",
+        ),
+        ("services: 3", "services: expected a mapping or a list"),
+        ("services: {s: {}}", "services.s: missing url"),
+        ("keys: {k: {key: 'not a key', algorithm: ES256}}", "keys.k:"),
+        ("{", "config:"),
+    ] {
+        let e = parse(bad, &|_| None, &Overrides::default(), no_own)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(says), "{bad}: {e}");
+    }
+}
