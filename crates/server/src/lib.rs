@@ -88,11 +88,14 @@ pub async fn start(config: &Config) -> Result<RunningServer, ConfigError> {
     }
     let store = Store::open(&config.store)?;
     let metrics = Arc::new(Metrics::new());
-    let fleet = Arc::new(Fleet::new(
-        Duration::from_secs(config.unreachable_after_seconds()),
-        Duration::from_secs(config.forget_after_seconds()),
-        metrics.clone(),
-    ));
+    let fleet = Arc::new(
+        Fleet::new(
+            Duration::from_secs(config.unreachable_after_seconds()),
+            Duration::from_secs(config.forget_after_seconds()),
+            metrics.clone(),
+        )
+        .with_limits(config.report_limits()),
+    );
     let hub = Arc::new(Hub::new(store, fleet.clone()));
     hub.load_all()
         .await
