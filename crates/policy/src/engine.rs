@@ -164,6 +164,19 @@ pub(crate) fn build_with_data(
     })
 }
 
+/// Every module parsed, not compiled: what each declares, as regorus reads it (with
+/// the same settings a compilation uses), for callers that must know a module's
+/// paths before compiling it.
+pub(crate) fn parse(
+    modules: &[Module],
+    opts: &CompileOptions,
+) -> Result<Vec<ModuleInfo>, CompileError> {
+    let rego_v0 = single_rego_version(modules)?;
+    let sources = Sources::new(modules);
+    let engine = load(modules, opts, rego_v0, &Extras::default(), &sources)?;
+    read_modules(&engine)
+}
+
 /// A configured engine with every module parsed; all parse errors reported.
 fn load(
     modules: &[Module],

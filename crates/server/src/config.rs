@@ -25,7 +25,10 @@
 //!   allow_anonymous_download: false
 //!   allow_anonymous_status: false
 //!   allow_anonymous_views: false       # /, /v1/fleet, /metrics, history
-//! fleet: {unreachable_after_seconds: 300, forget_after_seconds: 3600, sync_interval_ms: 2000}
+//! fleet: {unreachable_after_seconds: 300, forget_after_seconds: 3600, sync_interval_ms: 2000,
+//!         # a status report over any of these is refused with 413:
+//!         max_bundles_per_report: 64, max_labels: 64, max_label_bytes: 4096,
+//!         max_plugins_bytes: 16384, max_bundle_status_bytes: 16384}
 //! # tls: {cert: server.pem, key: server-key.pem, client_ca: clients-ca.pem}   # optional; client_ca optional
 //! ```
 
@@ -141,6 +144,17 @@ pub struct FleetConfig {
     /// (default 3600; OPA picks a new `labels.id` on every start, so restarted instances
     /// would otherwise stay "unreachable" forever).
     pub forget_after_seconds: Option<u64>,
+    /// Bundle statuses one status report may carry (default 64). Statuses of bundles
+    /// this server does not serve are accepted but not kept.
+    pub max_bundles_per_report: Option<usize>,
+    /// Labels one report may carry (default 64).
+    pub max_labels: Option<usize>,
+    /// Bytes of a label's name and of its value as JSON (default 4096).
+    pub max_label_bytes: Option<usize>,
+    /// Bytes of a report's `plugins` object as JSON (default 16384).
+    pub max_plugins_bytes: Option<usize>,
+    /// Bytes of one bundle's status as JSON (default 16384).
+    pub max_bundle_status_bytes: Option<usize>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8282";
@@ -191,6 +205,21 @@ impl Config {
 
     pub fn forget_after_seconds(&self) -> u64 {
         self.fleet.forget_after_seconds.unwrap_or(3600)
+    }
+
+    /// What one status report may hold (`fleet.max_*`).
+    pub fn report_limits(&self) -> crate::fleet::ReportLimits {
+        let d = crate::fleet::ReportLimits::default();
+        let f = &self.fleet;
+        crate::fleet::ReportLimits {
+            max_bundles: f.max_bundles_per_report.unwrap_or(d.max_bundles),
+            max_labels: f.max_labels.unwrap_or(d.max_labels),
+            max_label_bytes: f.max_label_bytes.unwrap_or(d.max_label_bytes),
+            max_plugins_bytes: f.max_plugins_bytes.unwrap_or(d.max_plugins_bytes),
+            max_bundle_status_bytes: f
+                .max_bundle_status_bytes
+                .unwrap_or(d.max_bundle_status_bytes),
+        }
     }
 
     pub fn fleet_sync_interval_ms(&self) -> u64 {
@@ -298,6 +327,7 @@ mod tests {
         assert_eq!(c.auth.download_tokens[1].bundles, ["team-a"]);
         assert_eq!(c.keep_revisions(), 10);
         assert_eq!(c.watch_interval_ms(), 1000);
+        assert_eq!(c.report_limits(), crate::fleet::ReportLimits::default());
         assert!(!c.auth.allow_anonymous_download);
     }
 

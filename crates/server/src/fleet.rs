@@ -15,12 +15,143 @@ use serde_json::{Map, Value};
 
 use crate::metrics::{BundleLabels, Metrics, RevisionLabels};
 use crate::model::{Action, HistoryEvent};
+use crate::routes::valid_bundle_name;
 use crate::status::{BundleStatus, StatusReport};
 
 /// Most instances tracked (reports for new ids beyond this are refused).
 pub const MAX_INSTANCES: usize = 100_000;
 /// Publications remembered per bundle.
 const MAX_PUBLICATIONS: usize = 50;
+/// Longest `labels.id` and partition name.
+const MAX_ID_BYTES: usize = 256;
+/// Least time between two store listings caused by reports naming bundles this replica
+/// does not know (see [`Fleet::relist_due`]).
+const RELIST_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What one status report may hold (`fleet.max_*` in the server config). A report over
+/// any limit is refused whole ([`IngestError::TooLarge`], 413): the fleet keeps every
+/// instance's labels, plugins and bundle statuses in memory, and any status token may
+/// report, so nothing in a report may be unbounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportLimits {
+    /// Bundle statuses in one report (`bundles` plus the legacy `bundle`).
+    pub max_bundles: usize,
+    /// Entries in `labels`.
+    pub max_labels: usize,
+    /// Bytes of each label's name, and of its value as JSON text.
+    pub max_label_bytes: usize,
+    /// Bytes of the whole `plugins` object as JSON text.
+    pub max_plugins_bytes: usize,
+    /// Bytes of one bundle's status as JSON text.
+    pub max_bundle_status_bytes: usize,
+}
+
+impl Default for ReportLimits {
+    fn default() -> Self {
+        ReportLimits {
+            max_bundles: 64,
+            max_labels: 64,
+            max_label_bytes: 4 * 1024,
+            max_plugins_bytes: 16 * 1024,
+            max_bundle_status_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Why a status report was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    /// Unusable (no `labels.id`, too many instances...): 400.
+    #[error("{0}")]
+    Invalid(String),
+    /// Over a [`ReportLimits`] limit: 413.
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+/// Length of `v` as compact JSON, without building the text.
+fn json_len<T: Serialize + ?Sized>(v: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    match serde_json::to_writer(&mut c, v) {
+        Ok(()) => c.0,
+        Err(_) => usize::MAX,
+    }
+}
+
+/// `s` cut to at most `max` bytes (on a character boundary), for messages.
+fn clip(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
+}
+
+impl ReportLimits {
+    /// Labels and plugins within the limits.
+    fn check_meta(
+        &self,
+        labels: &Map<String, Value>,
+        plugins: &Map<String, Value>,
+    ) -> Result<(), IngestError> {
+        if labels.len() > self.max_labels {
+            return Err(IngestError::TooLarge(format!(
+                "status report has {} labels; at most {} are accepted (fleet.max_labels)",
+                labels.len(),
+                self.max_labels
+            )));
+        }
+        for (k, v) in labels {
+            if k.len() > self.max_label_bytes || json_len(v) > self.max_label_bytes {
+                return Err(IngestError::TooLarge(format!(
+                    "status report label {:?} is longer than {} bytes (fleet.max_label_bytes)",
+                    clip(k, 64),
+                    self.max_label_bytes
+                )));
+            }
+        }
+        let n = json_len(plugins);
+        if n > self.max_plugins_bytes {
+            return Err(IngestError::TooLarge(format!(
+                "status report plugins are {n} bytes; at most {} are accepted (fleet.max_plugins_bytes)",
+                self.max_plugins_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_bundle_count(&self, n: usize) -> Result<(), IngestError> {
+        if n > self.max_bundles {
+            return Err(IngestError::TooLarge(format!(
+                "status report has {n} bundles; at most {} are accepted (fleet.max_bundles_per_report)",
+                self.max_bundles
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_bundle(&self, name: &str, status: &BundleStatus) -> Result<(), IngestError> {
+        let n = json_len(status);
+        if n > self.max_bundle_status_bytes {
+            return Err(IngestError::TooLarge(format!(
+                "status of bundle {:?} is {n} bytes; at most {} are accepted (fleet.max_bundle_status_bytes)",
+                clip(name, 64),
+                self.max_bundle_status_bytes
+            )));
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceBundle {
@@ -103,16 +234,32 @@ pub struct Fleet {
     forget_after: Duration,
     /// Unchanged reports are written to the store at most this often.
     heartbeat: Duration,
+    limits: ReportLimits,
+    last_relist: Mutex<Option<std::time::Instant>>,
     metrics: Arc<Metrics>,
 }
 
-/// One instance as `/v1/fleet` shows it for one bundle.
+/// One instance in `/v1/fleet`: what it says about itself, once (not per bundle).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InstanceView {
+pub struct InstanceInfo {
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partition: Option<String>,
+    #[serde(default)]
     pub labels: Map<String, Value>,
+    /// OPA's plugin states (`{"bundle": {"state": "OK"}, ...}`).
+    #[serde(skip_serializing_if = "Map::is_empty", default)]
+    pub plugins: Map<String, Value>,
+    pub last_report: DateTime<Utc>,
+    pub seconds_since_report: f64,
+    pub unreachable: bool,
+}
+
+/// One instance as `/v1/fleet` shows it for one bundle (its labels, plugins and
+/// partition are in [`FleetView::instances`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceView {
+    pub id: String,
     pub active_revision: Option<String>,
     /// On the desired revision.
     pub current: bool,
@@ -133,9 +280,6 @@ pub struct InstanceView {
     pub message: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub errors: Vec<Value>,
-    /// OPA's plugin states (`{"bundle": {"state": "OK"}, ...}`).
-    #[serde(skip_serializing_if = "Map::is_empty", default)]
-    pub plugins: Map<String, Value>,
 }
 
 /// One bundle in `/v1/fleet`.
@@ -164,6 +308,9 @@ pub struct BundleView {
 pub struct FleetView {
     pub generated_at: DateTime<Utc>,
     pub unreachable_after_seconds: u64,
+    /// Every reporting instance, once, by id.
+    #[serde(default)]
+    pub instances: Vec<InstanceInfo>,
     pub bundles: Vec<BundleView>,
     /// True when any instance of any bundle drifts or is unreachable.
     pub drift: bool,
@@ -180,8 +327,48 @@ impl Fleet {
             unreachable_after,
             forget_after: forget_after.max(unreachable_after),
             heartbeat: (unreachable_after / 3).max(Duration::from_secs(1)),
+            limits: ReportLimits::default(),
+            last_relist: Mutex::new(None),
             metrics,
         }
+    }
+
+    /// Whether `report` (within the bundle limit) names a bundle this replica knows no
+    /// activation of: one published through another replica a moment ago, or made up.
+    pub fn names_unknown_bundle(&self, report: &StatusReport) -> bool {
+        let n = report.bundles.len() + usize::from(report.bundle.is_some());
+        if n > self.limits.max_bundles {
+            return false;
+        }
+        let Ok(inner) = self.inner.lock() else {
+            return false;
+        };
+        let legacy = report.bundle.as_ref().map(|b| &b.name);
+        report
+            .bundles
+            .keys()
+            .chain(legacy)
+            .any(|name| valid_bundle_name(name) && !inner.publications.contains_key(name))
+    }
+
+    /// True at most once per second: whether a report naming an unknown bundle may make
+    /// this replica list the store for new bundles before the report is taken. Made-up
+    /// names therefore cost at most one listing a second, however many reports carry them.
+    pub fn relist_due(&self, now: std::time::Instant) -> bool {
+        let Ok(mut last) = self.last_relist.lock() else {
+            return false;
+        };
+        if last.is_some_and(|t| now.saturating_duration_since(t) < RELIST_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
+    /// The same fleet with other report limits.
+    pub fn with_limits(mut self, limits: ReportLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// How long a silent instance stays in the view.
@@ -231,28 +418,51 @@ impl Fleet {
     }
 
     /// Records a status report. `Ok(Some(instance))` when it should be written to the
-    /// store (changed, or the last write is older than the heartbeat); `Err` with a
-    /// message when the report is unusable.
+    /// store (changed, or the last write is older than the heartbeat); `Err` when the
+    /// report is unusable or over the [`ReportLimits`]. Statuses of bundles this server
+    /// does not serve (no activation known) are dropped.
     pub fn ingest(
         &self,
         report: &StatusReport,
         partition: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Result<Option<Instance>, String> {
+    ) -> Result<Option<Instance>, IngestError> {
         let id = report
             .instance_id()
-            .ok_or("status report has no labels.id")?
+            .ok_or_else(|| IngestError::Invalid("status report has no labels.id".into()))?
             .to_string();
-        if id.len() > 256 {
-            return Err("labels.id is longer than 256 bytes".into());
+        if id.len() > MAX_ID_BYTES {
+            return Err(IngestError::Invalid(format!(
+                "labels.id is longer than {MAX_ID_BYTES} bytes"
+            )));
         }
-        let mut inner = self.inner.lock().map_err(|_| "fleet state poisoned")?;
+        if partition.is_some_and(|p| p.len() > MAX_ID_BYTES) {
+            return Err(IngestError::Invalid(format!(
+                "partition is longer than {MAX_ID_BYTES} bytes"
+            )));
+        }
+        let limits = &self.limits;
+        limits.check_bundle_count(report.bundles.len() + usize::from(report.bundle.is_some()))?;
+        limits.check_meta(&report.labels, &report.plugins)?;
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| IngestError::Invalid("fleet state poisoned".into()))?;
         if !inner.instances.contains_key(&id) && inner.instances.len() >= MAX_INSTANCES {
-            return Err(format!("more than {MAX_INSTANCES} instances"));
+            return Err(IngestError::Invalid(format!(
+                "more than {MAX_INSTANCES} instances"
+            )));
+        }
+        let mut served = BTreeMap::new();
+        for (name, status) in report.all_bundles() {
+            if inner.publications.contains_key(&name) {
+                limits.check_bundle(&name, &status)?;
+                served.insert(name, status);
+            }
         }
         let previous = inner.instances.get(&id).cloned();
         let mut bundles = BTreeMap::new();
-        for (name, status) in report.all_bundles() {
+        for (name, status) in served {
             let prev = previous.as_ref().and_then(|p| p.bundles.get(&name));
             let revision_since = match prev {
                 Some(p) if p.status.active_revision == status.active_revision => p.revision_since,
@@ -298,6 +508,22 @@ impl Fleet {
             return;
         };
         if self.forgotten(record.last_report, Utc::now()) {
+            return;
+        }
+        // Records come from replicas, which check reports on ingest; one over the limits
+        // (written before they existed) is not let into the view.
+        let limits = &self.limits;
+        let checked = limits
+            .check_bundle_count(record.bundles.len())
+            .and_then(|()| limits.check_meta(&record.labels, &record.plugins))
+            .and_then(|()| {
+                record
+                    .bundles
+                    .iter()
+                    .try_for_each(|(name, b)| limits.check_bundle(name, &b.status))
+            });
+        if let Err(e) = checked {
+            tracing::warn!(instance = %clip(&record.id, 256), error = %e, "ignoring a stored instance record");
             return;
         }
         if let Some(cur) = inner.instances.get(&record.id) {
@@ -366,6 +592,7 @@ impl Fleet {
     /// The whole view at `now`.
     pub fn view(&self, now: DateTime<Utc>) -> FleetView {
         let mut bundles = Vec::new();
+        let mut instances = Vec::new();
         if let Ok(mut inner) = self.inner.lock() {
             inner
                 .instances
@@ -380,6 +607,19 @@ impl Fleet {
             for name in names {
                 bundles.push(self.bundle_view(&inner, &name, now));
             }
+            instances = inner
+                .instances
+                .values()
+                .map(|i| InstanceInfo {
+                    id: i.id.clone(),
+                    partition: i.partition.clone(),
+                    labels: i.labels.clone(),
+                    plugins: i.plugins.clone(),
+                    last_report: i.last_report,
+                    seconds_since_report: secs(now - i.last_report),
+                    unreachable: self.unreachable(i, now),
+                })
+                .collect();
         }
         let drift = bundles
             .iter()
@@ -387,6 +627,7 @@ impl Fleet {
         FleetView {
             generated_at: now,
             unreachable_after_seconds: self.unreachable_after.as_secs(),
+            instances,
             bundles,
             drift,
         }
@@ -408,8 +649,6 @@ impl Fleet {
             let lag_seconds = desired.map(|d| if current { 0.0 } else { secs(now - d.at) });
             instances.push(InstanceView {
                 id: id.clone(),
-                partition: inst.partition.clone(),
-                labels: inst.labels.clone(),
                 active_revision: b.status.active_revision.clone(),
                 current,
                 drift: !current || unreachable,
@@ -422,7 +661,6 @@ impl Fleet {
                 code: b.status.code.clone(),
                 message: b.status.message.clone(),
                 errors: b.status.errors.clone(),
-                plugins: inst.plugins.clone(),
             });
         }
         let total = instances.len();
@@ -449,31 +687,55 @@ impl Fleet {
         }
     }
 
-    /// Sets the fleet gauges from the current view (called on each scrape).
+    /// Sets the fleet gauges (called on each scrape): counted from the instances in
+    /// place, without building the view.
     pub fn update_gauges(&self) {
-        let view = self.view(Utc::now());
+        let now = Utc::now();
+        let mut drifting: BTreeMap<String, i64> = BTreeMap::new();
+        let mut unreachable: BTreeMap<String, i64> = BTreeMap::new();
+        let mut on_revision: BTreeMap<(String, String), i64> = BTreeMap::new();
+        {
+            let Ok(mut inner) = self.inner.lock() else {
+                return;
+            };
+            inner
+                .instances
+                .retain(|_, i| !self.forgotten(i.last_report, now));
+            self.check_convergence(&mut inner, now);
+            for name in inner.publications.keys() {
+                drifting.insert(name.clone(), 0);
+                unreachable.insert(name.clone(), 0);
+            }
+            for inst in inner.instances.values() {
+                let gone = self.unreachable(inst, now);
+                for (name, b) in &inst.bundles {
+                    let desired = inner.publications.get(name).and_then(|p| p.last());
+                    let current = desired.is_none_or(|d| {
+                        b.status.active_revision.as_deref() == Some(d.revision.as_str())
+                    });
+                    *drifting.entry(name.clone()).or_insert(0) += i64::from(!current || gone);
+                    *unreachable.entry(name.clone()).or_insert(0) += i64::from(gone);
+                    if !gone {
+                        let rev = b.status.active_revision.clone().unwrap_or_default();
+                        *on_revision.entry((name.clone(), rev)).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
         let m = &self.metrics;
         m.instances.clear();
         m.drifting.clear();
         m.unreachable.clear();
-        for b in &view.bundles {
-            let labels = BundleLabels {
-                bundle: b.name.clone(),
-            };
-            m.drifting
-                .get_or_create(&labels)
-                .set(b.instances_drifting as i64);
-            m.unreachable
-                .get_or_create(&labels)
-                .set(b.instances_unreachable as i64);
-            for i in b.instances.iter().filter(|i| !i.unreachable) {
-                m.instances
-                    .get_or_create(&RevisionLabels {
-                        bundle: b.name.clone(),
-                        revision: i.active_revision.clone().unwrap_or_default(),
-                    })
-                    .inc();
-            }
+        for (bundle, n) in drifting {
+            m.drifting.get_or_create(&BundleLabels { bundle }).set(n);
+        }
+        for (bundle, n) in unreachable {
+            m.unreachable.get_or_create(&BundleLabels { bundle }).set(n);
+        }
+        for ((bundle, revision), n) in on_revision {
+            m.instances
+                .get_or_create(&RevisionLabels { bundle, revision })
+                .set(n);
         }
     }
 }

@@ -20,11 +20,11 @@ pub mod fleet;
 pub(crate) mod fleetsync;
 pub(crate) mod hub;
 pub(crate) mod longpoll;
-pub(crate) mod metrics;
-pub(crate) mod model;
+pub mod metrics;
+pub mod model;
 pub mod publish;
 pub(crate) mod routes;
-pub(crate) mod status;
+pub mod status;
 pub(crate) mod store;
 pub mod tls;
 
@@ -88,11 +88,14 @@ pub async fn start(config: &Config) -> Result<RunningServer, ConfigError> {
     }
     let store = Store::open(&config.store)?;
     let metrics = Arc::new(Metrics::new());
-    let fleet = Arc::new(Fleet::new(
-        Duration::from_secs(config.unreachable_after_seconds()),
-        Duration::from_secs(config.forget_after_seconds()),
-        metrics.clone(),
-    ));
+    let fleet = Arc::new(
+        Fleet::new(
+            Duration::from_secs(config.unreachable_after_seconds()),
+            Duration::from_secs(config.forget_after_seconds()),
+            metrics.clone(),
+        )
+        .with_limits(config.report_limits()),
+    );
     let hub = Arc::new(Hub::new(store, fleet.clone()));
     hub.load_all()
         .await

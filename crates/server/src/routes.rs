@@ -6,7 +6,7 @@
 //! | PUT | `{prefix}/{name}` | publisher token | publish (body: bundle tar.gz); `?rollback=true&reason=..` to accept an older one |
 //! | POST | `{prefix}/{name}/rollback` | publisher token | `{"revision","reason","actor"}` re-activates a kept revision |
 //! | GET | `{prefix}/{name}/history` | any token | kept revisions and events |
-//! | POST | `/status`, `/status/{partition}` | status or download token | OPA status report |
+//! | POST | `/status`, `/status/{partition}` | status or download token | OPA status report (413 over `fleet.max_*`) |
 //! | GET | `/v1/fleet` | any token | fleet view JSON |
 //! | GET | `/metrics` | any token | Prometheus text |
 //! | GET | `/` | none (data via `/v1/fleet`) | dashboard page |
@@ -27,6 +27,7 @@ use serde_json::json;
 
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::fleet::IngestError;
 use crate::hub::Active;
 use crate::longpoll::{BUNDLE_CONTENT_TYPE, client_has, if_none_match, prefer_wait, wait_for_new};
 use crate::metrics::ResponseLabels;
@@ -308,10 +309,23 @@ async fn ingest(
     let report: StatusReport = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("status report: {e}")))?;
     app.metrics.status_reports.inc();
+    // Statuses of bundles this replica does not know are dropped; one just published
+    // through another replica is looked for first (at most one listing a second).
+    if app.fleet.names_unknown_bundle(&report)
+        && app.fleet.relist_due(std::time::Instant::now())
+        && let Err(e) = app.hub.load_all().await
+    {
+        tracing::warn!(error = %e, "listing bundles for a status report");
+    }
     let to_store = app
         .fleet
         .ingest(&report, partition, Utc::now())
-        .map_err(ApiError::bad_request)?;
+        .map_err(|e| match e {
+            IngestError::Invalid(m) => ApiError::bad_request(m),
+            IngestError::TooLarge(m) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", m)
+            }
+        })?;
     if let Some(inst) = to_store
         && let Err(e) = app.hub.store.put_instance(&inst).await
     {

@@ -28,6 +28,16 @@ fn instance<'a>(fleet: &'a Value, bundle: &str, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no instance {id} in {b}"))
 }
 
+/// An instance's own part of the view (labels, plugins, partition: once per instance).
+fn instance_info<'a>(fleet: &'a Value, id: &str) -> &'a Value {
+    fleet["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == id)
+        .unwrap_or_else(|| panic!("no instance {id} in {fleet}"))
+}
+
 fn bundle_view<'a>(fleet: &'a Value, bundle: &str) -> &'a Value {
     fleet["bundles"]
         .as_array()
@@ -98,11 +108,20 @@ async fn opa_status_reports_appear_in_the_fleet_view() {
     assert_eq!(i1["current"], true);
     assert_eq!(i1["drift"], false);
     assert_eq!(i1["lag_seconds"], 0.0);
-    assert_eq!(i1["labels"]["app"], "my-example-app");
     assert_eq!(i1["last_successful_activation"], "2018-01-01T00:00:00.000Z");
-    assert_eq!(i1["plugins"]["bundle"]["state"], "OK");
+    // Labels and plugins are the instance's, shown once and not under each bundle.
+    assert!(
+        i1.get("labels").is_none() && i1.get("plugins").is_none(),
+        "{i1}"
+    );
+    let info1 = instance_info(&f, "opa-1");
+    assert_eq!(info1["labels"]["app"], "my-example-app");
+    assert_eq!(info1["plugins"]["bundle"]["state"], "OK");
+    assert_eq!(info1["unreachable"], false);
+    assert!(info1.get("partition").is_none(), "{info1}");
+    assert_eq!(f["instances"].as_array().unwrap().len(), 2);
+    assert_eq!(instance_info(&f, "opa-2")["partition"], "edge-eu");
     let i2 = instance(&f, "authz", "opa-2");
-    assert_eq!(i2["partition"], "edge-eu");
     assert_eq!(i2["drift"], true);
     assert!(i2["lag_seconds"].as_f64().unwrap() >= 0.0);
 

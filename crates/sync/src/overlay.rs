@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use lockstep_bundle::Module;
+use lockstep_policy::{CompileError, CompileOptions, module_paths};
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
@@ -11,8 +13,11 @@ use serde_json::{Map, Value as Json};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverlayPolicy {
     pub raw: String,
-    /// Package path without the leading `data` (`["mcp", "tool_access"]`).
+    /// Package path without the leading `data` (`["mcp", "tool_access"]`), as parsed.
     pub package: Vec<String>,
+    /// Every path the module may define, for bundle ownership: the package first,
+    /// then each rule's path (see [`parse_policy`]).
+    pub claims: Vec<Vec<String>>,
 }
 
 /// Everything written through the REST API.
@@ -43,7 +48,7 @@ impl Overlay {
         }
         let _ = remove(&mut self.data, root);
         self.policies
-            .retain(|_, p| !segments_overlap(&p.package, root));
+            .retain(|_, p| !p.claims.iter().any(|c| segments_overlap(c, root)));
     }
 }
 
@@ -72,64 +77,37 @@ pub fn segments_overlap(a: &[String], b: &[String]) -> bool {
     a.iter().take(n).eq(b.iter().take(n))
 }
 
-/// The package of a Rego module (`package a.b` / `package a["b-c"]`), without `data`.
-pub fn parse_package(source: &str) -> Option<Vec<String>> {
-    for line in source.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let rest = line.strip_prefix("package")?;
-        if !rest.starts_with(char::is_whitespace) {
-            return None;
-        }
-        let rest = rest.split('#').next().unwrap_or_default().trim();
-        return parse_ref(rest);
-    }
-    None
-}
-
-fn parse_ref(text: &str) -> Option<Vec<String>> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '.' => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
+/// A REST-written module, parsed by regorus as the overlay is compiled (Rego v1, the
+/// engine's compile options): its package and claims come from the parser, never
+/// from the text, so no spelling of a path (string escapes, brackets, whitespace,
+/// comments, ref rule heads) can hide what the module defines.
+pub fn parse_policy(
+    id: &str,
+    raw: String,
+    opts: &CompileOptions,
+) -> Result<OverlayPolicy, CompileError> {
+    let module = Module {
+        path: id.to_string(),
+        source: raw,
+        rego_version: 1,
+    };
+    let paths = module_paths(&module, opts)?;
+    let mut claims: Vec<Vec<String>> = Vec::new();
+    for path in paths.all() {
+        // regorus reads `package data.a` as `data.data.a`; claim `a` as well, so a
+        // `data.` prefix is refused where the plain spelling is (as it always was).
+        let stripped = path.strip_prefix(&["data".to_string()][..]);
+        for p in std::iter::once(path).chain(stripped) {
+            if !claims.iter().any(|c| c.as_slice() == p) {
+                claims.push(p.to_vec());
             }
-            '[' => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-                if chars.next() != Some('"') {
-                    return None;
-                }
-                let mut s = String::new();
-                for c in chars.by_ref() {
-                    if c == '"' {
-                        break;
-                    }
-                    s.push(c);
-                }
-                if chars.next() != Some(']') {
-                    return None;
-                }
-                out.push(s);
-            }
-            c if c.is_whitespace() => return None,
-            c => cur.push(c),
         }
     }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    if out.first().map(String::as_str) == Some("data") {
-        out.remove(0);
-    }
-    (!out.is_empty()).then_some(out)
+    Ok(OverlayPolicy {
+        raw: module.source,
+        package: paths.package,
+        claims,
+    })
 }
 
 /// The value at `path`.
@@ -360,17 +338,46 @@ mod tests {
         pointer_segments(s)
     }
 
+    fn policy(src: &str) -> Result<OverlayPolicy, CompileError> {
+        parse_policy("x.rego", src.into(), &CompileOptions::default())
+    }
+
     #[test]
     fn packages() {
         assert_eq!(
-            parse_package("# c\npackage mcp.tool_access\n\nallow := true"),
-            Some(p("/mcp/tool_access"))
+            policy("# c\npackage mcp.tool_access\n\nallow := true")
+                .unwrap()
+                .package,
+            p("/mcp/tool_access")
         );
+        let quoted = policy("package a[\"b-c\"].d # x\nr := 1").unwrap();
+        assert_eq!(quoted.package, p("/a/b-c/d"));
+        assert_eq!(quoted.claims, vec![p("/a/b-c/d"), p("/a/b-c/d/r")]);
+        assert!(policy("x := 1").is_err());
+    }
+
+    #[test]
+    fn finding1_claims_come_from_the_parser() {
+        let escaped = policy("package mcp[\"\\u0061uthz\"]\nallow if true").unwrap();
+        assert_eq!(escaped.package, p("/mcp/authz"));
+        assert_eq!(escaped.claims, vec![p("/mcp/authz"), p("/mcp/authz/allow")]);
+        let head = policy("package mcp\nauthz[\"\\u0061llow\"] if true").unwrap();
+        assert_eq!(head.claims, vec![p("/mcp"), p("/mcp/authz/allow")]);
+        let prefixed = policy("package data.mcp.authz\nallow if true").unwrap();
         assert_eq!(
-            parse_package("package data.a[\"b-c\"].d # x"),
-            Some(p("/a/b-c/d"))
+            prefixed.claims,
+            vec![
+                p("/data/mcp/authz"),
+                p("/mcp/authz"),
+                p("/data/mcp/authz/allow"),
+                p("/mcp/authz/allow")
+            ]
         );
-        assert_eq!(parse_package("x := 1"), None);
+        // Activation of a bundle owning a claimed path erases the policy.
+        let mut o = Overlay::default();
+        o.policies.insert("x".into(), head);
+        o.erase_root(&p("/mcp/authz/allow"));
+        assert!(o.policies.is_empty());
     }
 
     #[test]

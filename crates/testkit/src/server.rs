@@ -66,6 +66,7 @@ pub fn config(store: &Path, tokens: &Path, keys: &Keys) -> Config {
             unreachable_after_seconds: Some(300),
             sync_interval_ms: Some(50),
             forget_after_seconds: None,
+            ..FleetConfig::default()
         },
         ..Config::default()
     }

@@ -149,17 +149,22 @@ mod tests {
             "generated_at": "2026-01-01T00:00:00Z",
             "unreachable_after_seconds": 300,
             "drift": true,
+            "instances": [
+                {"id": "a", "labels": {"app": "x"}, "last_report": "2026-01-01T00:00:00Z", "seconds_since_report": 3.0, "unreachable": false},
+                {"id": "b", "labels": {}, "last_report": "2026-01-01T00:00:00Z", "seconds_since_report": 1.0, "unreachable": false},
+                {"id": "c", "labels": {}, "last_report": "2026-01-01T00:00:00Z", "seconds_since_report": 900.0, "unreachable": true}
+            ],
             "bundles": [{
                 "name": "main", "desired_revision": "r2", "desired_id": "ab", "desired_since": "2026-01-01T00:00:00Z",
                 "instances_total": 3, "instances_current": 1, "instances_drifting": 2, "instances_unreachable": 1,
                 "converged": false, "publications": [],
                 "instances": [
-                    {"id": "a", "labels": {}, "active_revision": "r2", "current": true, "drift": false, "unreachable": false,
+                    {"id": "a", "active_revision": "r2", "current": true, "drift": false, "unreachable": false,
                      "lag_seconds": 0.0, "last_report": "2026-01-01T00:00:00Z", "seconds_since_report": 3.0},
-                    {"id": "b", "labels": {}, "active_revision": "r1", "current": false, "drift": true, "unreachable": false,
+                    {"id": "b", "active_revision": "r1", "current": false, "drift": true, "unreachable": false,
                      "lag_seconds": 600.0, "last_report": "2026-01-01T00:00:00Z", "seconds_since_report": 1.0,
                      "message": "server replied with Not Found"},
-                    {"id": "c", "labels": {}, "active_revision": "r2", "current": true, "drift": true, "unreachable": true,
+                    {"id": "c", "active_revision": "r2", "current": true, "drift": true, "unreachable": true,
                      "lag_seconds": 0.0, "last_report": "2026-01-01T00:00:00Z", "seconds_since_report": 900.0}
                 ]
             }]

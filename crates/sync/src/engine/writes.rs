@@ -3,8 +3,7 @@
 
 use super::types::{ActivationError, DataWrite, WriteError, WriteOutcome, compile_details};
 use super::{Inner, State, Syncer, lock, root_segments};
-use crate::overlay::{Overlay, OverlayPolicy, display_path, parse_package, segments_overlap};
-use crate::status::ErrorDetail;
+use crate::overlay::{Overlay, display_path, parse_policy, segments_overlap};
 
 impl Syncer {
     /// `PUT /v1/policies/{id}`.
@@ -12,26 +11,29 @@ impl Syncer {
         if raw.trim().is_empty() {
             return Err(WriteError::BadRequest("empty module".into()));
         }
-        let package = parse_package(&raw).ok_or_else(|| WriteError::Compile {
-            message: "error(s) occurred while compiling module(s)".into(),
-            errors: vec![ErrorDetail {
-                code: "rego_parse_error".into(),
-                message: "package expected".into(),
-                location: Some(serde_json::json!({"file": id, "row": 1, "col": 1})),
-            }],
-        })?;
         let inner = &self.inner;
+        // Paths as regorus parses them: the text may spell an owned path many ways.
+        let policy =
+            parse_policy(id, raw, &inner.cfg.compile).map_err(|e| WriteError::Compile {
+                message: "error(s) occurred while compiling module(s)".into(),
+                errors: compile_details(&e),
+            })?;
         let mut st = lock(&inner.state);
-        if let Some(msg) = owner_of(&st, &package, false) {
-            return Err(WriteError::Owned(msg));
+        for claim in &policy.claims {
+            if let Some(msg) = owner_of(&st, claim, false) {
+                return Err(WriteError::Owned(msg));
+            }
         }
-        if st.overlay.policies.get(id).is_some_and(|p| p.raw == raw) {
+        if st
+            .overlay
+            .policies
+            .get(id)
+            .is_some_and(|p| p.raw == policy.raw)
+        {
             return Ok(());
         }
         let mut overlay = st.overlay.clone();
-        overlay
-            .policies
-            .insert(id.to_string(), OverlayPolicy { raw, package });
+        overlay.policies.insert(id.to_string(), policy);
         inner.recompile(&mut st, overlay)
     }
 
