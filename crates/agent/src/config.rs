@@ -14,16 +14,23 @@
 //!   envoy_ext_authz_http: {addr: ":9292", path: envoy/authz/allow, path_prefix: /authz}  # HTTP mode (lockstep)
 //! lockstep:
 //!   listen: 127.0.0.1:8181
+//!   authentication:                # bearer tokens for the REST API (/health stays open)
+//!     read_tokens: [{file: /run/secrets/agent-read}]     # decisions, status, policies, metrics
+//!     write_tokens: [{env: AGENT_WRITE_TOKEN}]           # also policy and data writes
+//!   write_api: auto                # auto (off when bundles are configured), on, off
 //! ```
 
 use std::collections::BTreeMap;
 
+use lockstep_auth::{Secret, SecretSource};
 use lockstep_bundle::KeyConfig;
 use lockstep_decision::DecisionLogConfig;
 use lockstep_sync::SyncConfig;
 use lockstep_sync::opa_config::values::{Walker, boolean, invalid, obj, string};
 use lockstep_sync::opa_config::{self, ConfigError, OwnSections};
 use serde_json::Value as Json;
+
+pub use crate::access::{ApiTokens, WriteApi};
 
 /// `plugins.envoy_ext_authz_grpc` (legacy name `envoy.ext_authz.grpc`), as
 /// opa-envoy-plugin reads it; `plugins.envoy_ext_authz_http` (lockstep's own: the
@@ -154,11 +161,58 @@ fn parse_plugins(v: Option<&Json>, w: &mut Walker) -> Result<EnvoyPlugins, Confi
     Ok((grpc, http))
 }
 
+/// `lockstep.authentication`: `read_tokens` and `write_tokens`, each a list of
+/// `{file: …}` / `{env: …}` (never the token itself), loaded now.
+fn parse_tokens(v: Option<&Json>, w: &mut Walker) -> Result<ApiTokens, ConfigError> {
+    let Some(m) = obj(v, "lockstep.authentication")? else {
+        return Ok(ApiTokens::default());
+    };
+    w.check(
+        "lockstep.authentication",
+        m,
+        &["read_tokens", "write_tokens"],
+    );
+    let list = |key: &str| -> Result<Vec<Secret>, ConfigError> {
+        let at = format!("lockstep.authentication.{key}");
+        let items = match m.get(key) {
+            None | Some(Json::Null) => return Ok(Vec::new()),
+            Some(Json::Array(a)) => a,
+            Some(_) => return Err(invalid(&at, "expected a list of {file: …} or {env: …}")),
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let at = format!("{at}[{i}]");
+                let src: SecretSource = serde_json::from_value(item.clone()).map_err(|e| {
+                    invalid(&at, format!("expected {{file: …}} or {{env: …}}: {e}"))
+                })?;
+                src.load().map_err(|e| invalid(&at, e.to_string()))
+            })
+            .collect()
+    };
+    let tokens = ApiTokens {
+        read: list("read_tokens")?,
+        write: list("write_tokens")?,
+    };
+    if !tokens.required() {
+        return Err(invalid(
+            "lockstep.authentication",
+            "no tokens: give read_tokens and/or write_tokens, or remove the section",
+        ));
+    }
+    Ok(tokens)
+}
+
 /// Everything the agent needs, resolved.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub sync: SyncConfig,
     pub listen: String,
+    /// `lockstep.authentication` (empty: the API is open, as OPA's default).
+    pub tokens: ApiTokens,
+    /// `lockstep.write_api`.
+    pub write_api: WriteApi,
     pub decision_logs: DecisionLogConfig,
     /// `plugins.envoy_ext_authz_grpc`: the Envoy ext_authz gRPC listener, when configured.
     pub envoy: Option<EnvoyConfig>,
@@ -199,7 +253,7 @@ pub fn parse(
         },
         OwnSections {
             top: &["plugins", lockstep_decision::log_config::SECTION],
-            lockstep: &["listen"],
+            lockstep: &["listen", "authentication", "write_api"],
         },
     )?;
     let mut w = Walker {
@@ -216,9 +270,27 @@ pub fn parse(
         None => string(opa.lockstep_section().get("listen"), "lockstep.listen")?
             .unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
     };
+    let ls = opa.lockstep_section();
+    let tokens = parse_tokens(ls.get("authentication"), &mut w)?;
+    let write_api = match ls.get("write_api") {
+        None | Some(Json::Null) => WriteApi::Auto,
+        Some(Json::Bool(true)) => WriteApi::On,
+        Some(Json::Bool(false)) => WriteApi::Off,
+        Some(Json::String(s)) if s == "auto" => WriteApi::Auto,
+        Some(Json::String(s)) if s == "on" => WriteApi::On,
+        Some(Json::String(s)) if s == "off" => WriteApi::Off,
+        Some(other) => {
+            return Err(invalid(
+                "lockstep.write_api",
+                format!("expected auto, on or off, got {other}"),
+            ));
+        }
+    };
     Ok(AgentConfig {
         sync: opa.sync,
         listen,
+        tokens,
+        write_api,
         decision_logs,
         envoy,
         envoy_http,

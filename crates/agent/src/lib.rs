@@ -13,6 +13,7 @@
 //! `lockstep-sync`'s job), evaluate or log a decision outside `lockstep-decision`.
 #![forbid(unsafe_code)]
 
+mod access;
 pub(crate) mod api;
 pub mod config;
 pub(crate) mod envoy;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{AgentConfig, EnvoyConfig, Overrides};
+pub use config::{AgentConfig, ApiTokens, EnvoyConfig, Overrides, WriteApi};
 use lockstep_decision::{Decider, DecisionLogger};
 pub use lockstep_decision::{DecisionLogConfig, DecisionUpload};
 use lockstep_sync::Syncer;
@@ -173,7 +174,23 @@ pub async fn start(cfg: AgentConfig) -> Result<RunningAgent, StartError> {
         metrics: metrics::AgentMetrics::new(&decider),
         decider,
     });
-    let router = api::router(state.clone());
+    let bundles_configured = !cfg.sync.bundles.is_empty();
+    let access = access::Access {
+        tokens: cfg.tokens.clone(),
+        write_enabled: cfg.write_api.enabled(bundles_configured),
+    };
+    if !access.tokens.required() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "the REST API is open to anyone who can reach this address: configure lockstep.authentication");
+    }
+    if access.write_enabled && bundles_configured {
+        tracing::warn!(
+            "the policy and data write API is on beside signed bundles (lockstep.write_api: on)"
+        );
+    }
+    let router = api::router(state.clone()).layer(axum::middleware::from_fn_with_state(
+        Arc::new(access),
+        access::check,
+    ));
     let (tx, mut rx) = watch::channel(false);
     let envoy = match (envoy_listener, &cfg.envoy) {
         (Some(l), Some(e)) => {

@@ -16,7 +16,11 @@ use serde_json::{Value, json};
 async fn opa_rest_api_shapes_and_write_api() {
     let mut server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let a = start_agent(&server, dir.path(), Some(20)).await;
+    // Beside a bundle the write API is off unless turned on.
+    let a = start_agent_with(&server, dir.path(), Some(20), |c| {
+        c.write_api = lockstep_agent::WriteApi::On;
+    })
+    .await;
     let http = reqwest::Client::new();
 
     // Fail closed before any bundle.
@@ -566,7 +570,10 @@ async fn no_bundle_configured_serves_what_the_write_api_stored() {
 async fn configured_bundle_not_active_stays_fail_closed_despite_rest_writes() {
     let mut server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let a = start_agent(&server, dir.path(), Some(20)).await;
+    let a = start_agent_with(&server, dir.path(), Some(20), |c| {
+        c.write_api = lockstep_agent::WriteApi::On;
+    })
+    .await;
     let http = reqwest::Client::new();
     let r = http
         .put(url(&a, "/v1/policies/extra.rego"))

@@ -2,52 +2,12 @@
 //! compared (constant time, over SHA-256 digests so the length leaks nothing), and which
 //! request may do what. Secret values are never printed: [`Secret`]'s `Debug` is `***`.
 
-use std::fmt;
-
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::error::ConfigError;
 
-/// A secret string whose `Debug`/`Display` print `***`.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value (trailing whitespace and newlines, as left by `echo > file`, are trimmed).
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into().trim_end().to_string())
-    }
-
-    /// The secret itself, for sending it (never for logging).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    fn digest(&self) -> [u8; 32] {
-        Sha256::digest(self.0.as_bytes()).into()
-    }
-
-    /// Constant-time comparison with a presented value.
-    pub fn matches(&self, presented: &str) -> bool {
-        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        bool::from(self.digest().ct_eq(&presented))
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use lockstep_auth::{Secret, bearer};
 
 /// Where a token comes from: exactly one of `file` and `env`. Inline values are not
 /// accepted, so a configuration file never holds a secret.
@@ -118,20 +78,6 @@ pub struct Auth {
     pub allow_anonymous_download: bool,
     pub allow_anonymous_status: bool,
     pub allow_anonymous_views: bool,
-}
-
-/// The bearer token of a request, if any (`Authorization: Bearer <token>`, scheme
-/// case-insensitive).
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
 }
 
 impl Auth {

@@ -15,6 +15,8 @@ pub fn agent_config(sync: SyncConfig, log: Option<&Path>) -> AgentConfig {
     AgentConfig {
         sync,
         listen: "127.0.0.1:0".into(),
+        tokens: Default::default(),
+        write_api: Default::default(),
         decision_logs: DecisionLogConfig {
             console: false,
             file: log.map(Path::to_path_buf),
@@ -26,13 +28,26 @@ pub fn agent_config(sync: SyncConfig, log: Option<&Path>) -> AgentConfig {
     }
 }
 
+/// An agent on one bundle `main` of `server`, logging decisions to
+/// `dir/decisions.jsonl`, with the production defaults (no API tokens, write API off
+/// beside bundles).
 pub async fn start_agent(server: &TestServer, dir: &Path, long_poll: Option<u64>) -> RunningAgent {
+    start_agent_with(server, dir, long_poll, |_| {}).await
+}
+
+/// [`start_agent`] after `edit` of the configuration.
+pub async fn start_agent_with(
+    server: &TestServer,
+    dir: &Path,
+    long_poll: Option<u64>,
+    edit: impl FnOnce(&mut AgentConfig),
+) -> RunningAgent {
     let mut sync = sync_config(server.service(), server.verification(), dir, long_poll);
     sync.labels
         .insert("id".into(), format!("agent-{}", dir.display()));
-    lockstep_agent::start(agent_config(sync, Some(&dir.join("decisions.jsonl"))))
-        .await
-        .unwrap()
+    let mut cfg = agent_config(sync, Some(&dir.join("decisions.jsonl")));
+    edit(&mut cfg);
+    lockstep_agent::start(cfg).await.unwrap()
 }
 
 pub fn url(a: &RunningAgent, path: &str) -> String {
