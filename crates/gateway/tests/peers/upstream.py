@@ -53,6 +53,7 @@ import json
 import socket
 import sys
 import time
+import warnings
 from typing import Annotated, Any
 
 from mcp.server import MCPServer
@@ -65,9 +66,11 @@ from mcp.server.mcpserver import (
     Sample,
 )
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import CreateMessageResult, ListRootsResult, SamplingMessage, TextContent
 from pydantic import BaseModel
+
+warnings.simplefilter("ignore", MCPDeprecationWarning)  # log/roots/sampling are deprecated in 2026-07-28; still served
 
 ARGS: argparse.Namespace
 RECORD = None  # open file, line-buffered
