@@ -19,6 +19,7 @@ Output: one JSON object per line on stdout, in order:
   {"step": N, "op": ..., "ok": true, "result": {wire-shaped result, camelCase}, ...extras}
       list_*: "names" (tool/prompt names, resource URIs, template uriTemplates)
       call_tool: "is_error", "text" (text contents joined by newlines), "progress" [{progress,total,message}]
+      get_prompt / read_resource: "text" (message / content texts joined by newlines)
       any step: "logs" [notifications/message params], "server_requests" [{method, params}] when the
       server sent sampling/elicitation/roots requests (2025-11-25) or InputRequiredResult rounds (2026-07-28);
       "http_errors" [{status, method, www_authenticate, content_type}] for HTTP responses >= 400 seen
@@ -27,7 +28,7 @@ Output: one JSON object per line on stdout, in order:
   {"step": N, "op": ..., "ok": false, "exception": {"type": "...", "message": "..."}}             anything else
   {"step": N+1, "op": "done", "ok": true, "steps": N}
 Exit status: 0 when connected and every step ran (a step's JSON-RPC error is data, not a failure);
-2 when the connection (initialize / server/discover) failed (the connect line says why); 64 on usage errors.
+2 when the connection (initialize / server/discover) failed (the connect line says why); 64 on usage errors. --brief leaves "result" out of every line.
 
 --protocol auto (SDK default: probe server/discover, fall back to initialize) | 2025-11-25 (the
 initialize handshake; the SDK's mode="legacy") | 2026-07-28 (stateless, no probe).
@@ -65,7 +66,12 @@ LIST_OPS = {
 }
 
 
+BRIEF = False
+
+
 def emit(obj: dict[str, Any]) -> None:
+    if BRIEF:
+        obj = {k: v for k, v in obj.items() if k not in ("result", "capabilities")}
     sys.stdout.write(json.dumps(obj, default=str, separators=(",", ":")) + "\n")
     sys.stdout.flush()
 
@@ -103,6 +109,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--elicit-content", default='{"confirm": true, "note": "from client.py"}', help="JSON object")
     p.add_argument("--root", action="append", default=[], help="root URI (repeatable; default file:///tmp/lockstep-root)")
     p.add_argument("--cache", action="store_true", help="keep the SDK's response cache on")
+    p.add_argument("--brief", action="store_true", help="leave out \"result\" (keep names/text/error/...)")
     p.add_argument("--trace", action="store_true", help="print Python tracebacks of failed steps on stderr")
     return p.parse_args(argv)
 
@@ -280,9 +287,11 @@ async def run_step(client: Client, op: str, step: dict[str, Any], rec: Recorder,
             out["progress"] = rec.progress
         return out
     if op == "get_prompt":
-        return {"result": dump(await client.get_prompt(step["name"], step.get("args", step.get("arguments"))))}
+        wire = dump(await client.get_prompt(step["name"], step.get("args", step.get("arguments"))))
+        return {"result": wire, "text": "\n".join(m.get("content", {}).get("text", "") for m in wire.get("messages", []))}
     if op == "read_resource":
-        return {"result": dump(await client.read_resource(step["uri"]))}
+        wire = dump(await client.read_resource(step["uri"]))
+        return {"result": wire, "text": "\n".join(c.get("text", "") for c in wire.get("contents", []))}
     if op == "ping":
         return {"result": dump(await client.send_ping())}
     if op == "sleep":
@@ -292,7 +301,9 @@ async def run_step(client: Client, op: str, step: dict[str, Any], rec: Recorder,
 
 
 def main() -> int:
+    global BRIEF
     args = parse_args(sys.argv[1:])
+    BRIEF = args.brief
     try:
         steps = load_steps(args.steps)
     except (ValueError, OSError) as exc:

@@ -16,6 +16,7 @@ chains it as the cause), else as {"exception": ...}.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -41,7 +42,12 @@ LIST_OPS = {
 }
 
 
+BRIEF = False
+
+
 def emit(obj: dict[str, Any]) -> None:
+    if BRIEF:
+        obj = {k: v for k, v in obj.items() if k not in ("result", "capabilities")}
     sys.stdout.write(json.dumps(obj, default=str, separators=(",", ":")) + "\n")
     sys.stdout.flush()
 
@@ -51,6 +57,8 @@ def dump(model: Any) -> Any:
         return model.model_dump(mode="json", by_alias=True, exclude_none=True)
     if isinstance(model, list):
         return [dump(m) for m in model]
+    if dataclasses.is_dataclass(model) and not isinstance(model, type):
+        return dataclasses.asdict(model)
     return model
 
 
@@ -86,6 +94,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--elicit-content", default='{"confirm": true, "note": "from client_fastmcp.py"}')
     p.add_argument("--root", action="append", default=[])
     p.add_argument("--cache", action="store_true")
+    p.add_argument("--brief", action="store_true", help="leave out \"result\" (keep names/text/error/...)")
     p.add_argument("--trace", action="store_true")
     return p.parse_args(argv)
 
@@ -252,9 +261,11 @@ async def run_step(client: Client, op: str, step: dict[str, Any], rec: Recorder,
             out["progress"] = rec.progress
         return out
     if op == "get_prompt":
-        return {"result": dump(await client.get_prompt_mcp(step["name"], step.get("args", step.get("arguments"))))}
+        wire = dump(await client.get_prompt_mcp(step["name"], step.get("args", step.get("arguments"))))
+        return {"result": wire, "text": "\n".join(m.get("content", {}).get("text", "") for m in wire.get("messages", []))}
     if op == "read_resource":
-        return {"result": dump(await client.read_resource_mcp(step["uri"]))}
+        wire = dump(await client.read_resource_mcp(step["uri"]))
+        return {"result": wire, "text": "\n".join(c.get("text", "") for c in wire.get("contents", []))}
     if op == "ping":
         return {"result": {"pong": await client.ping()}}
     if op == "sleep":
@@ -264,7 +275,9 @@ async def run_step(client: Client, op: str, step: dict[str, Any], rec: Recorder,
 
 
 def main() -> int:
+    global BRIEF
     args = parse_args(sys.argv[1:])
+    BRIEF = args.brief
     try:
         steps = load_steps(args.steps)
     except (ValueError, OSError) as exc:

@@ -22,7 +22,8 @@ Both protocol eras are served (2025-11-25 `initialize` + sessions, 2026-07-28 `s
                            responses to server->client requests.
 A test proves "a denied call never reached the upstream" by finding no rpc line for it.
 
-Tools (the guide's database tools plus helpers for relaying tests); every result names the upstream:
+Tools (the guide's database tools plus helpers for relaying tests); every result names the upstream
+(the JSON tools answer compact JSON text plus the same object as structuredContent):
   read_database(query, table)      write_database(table, data)      run_query(sql)
   list_tables()                    echo(message)
   fail(code, message, data?)       -> JSON-RPC error {code, message, data} (MCPError)
@@ -43,7 +44,8 @@ unless `Authorization: Bearer TOKEN` is sent (to test per-upstream credentials);
 --deny TOOL (repeatable) answers tools/call TOOL before the SDK sees it with HTTP --deny-status
 (default 200), application/json, JSON-RPC error --deny-code (default -31001) carrying data
 {reason, tool, upstream}: a stand-in for a gateway denial, to pin down how clients surface one;
---json-response, --stateless (SDK options of the HTTP transport).
+--json-response, --stateless (SDK options of the HTTP transport; --json-response loses progress
+notifications, and in the 2025 era both make sample/elicit/roots fail with -32600 "no back-channel").
 """
 from __future__ import annotations
 
@@ -67,7 +69,7 @@ from mcp.server.mcpserver import (
 )
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
-from mcp_types import CreateMessageResult, ListRootsResult, SamplingMessage, TextContent
+from mcp_types import CallToolResult, CreateMessageResult, ListRootsResult, SamplingMessage, TextContent
 from pydantic import BaseModel
 
 warnings.simplefilter("ignore", MCPDeprecationWarning)  # log/roots/sampling are deprecated in 2026-07-28; still served
@@ -156,6 +158,12 @@ mcp.middleware.append(recording_middleware)
 
 
 # ------------------------------------------------------------------ the guide's database tools
+def _result(payload: dict) -> CallToolResult:
+    """Compact JSON text plus the same object as structuredContent (no outputSchema)."""
+    return CallToolResult(content=[TextContent(type="text", text=json.dumps(payload, separators=(",", ":")))],
+                          structured_content=payload)
+
+
 TABLES = {
     "users": [{"id": 1, "name": "alice"}, {"id": 2, "name": "bob"}],
     "orders": [{"id": 10, "user_id": 1, "total": 42.5}],
@@ -165,28 +173,28 @@ TABLES = {
 
 
 @mcp.tool()
-def read_database(query: str, table: str) -> dict:
+def read_database(query: str, table: str) -> CallToolResult:
     """Read rows from a table (layer 1: read role; layer 2/3: table and query scope)."""
-    return {"upstream": ARGS.name, "tool": "read_database", "table": table, "query": query,
-            "rows": TABLES.get(table, [])}
+    return _result({"upstream": ARGS.name, "tool": "read_database", "table": table, "query": query,
+                    "rows": TABLES.get(table, [])})
 
 
 @mcp.tool()
-def write_database(table: str, data: dict) -> dict:
+def write_database(table: str, data: dict) -> CallToolResult:
     """Write a row into a table (a tool an analyst role must not reach)."""
-    return {"upstream": ARGS.name, "tool": "write_database", "table": table, "written": data}
+    return _result({"upstream": ARGS.name, "tool": "write_database", "table": table, "written": data})
 
 
 @mcp.tool()
-def run_query(sql: str) -> dict:
+def run_query(sql: str) -> CallToolResult:
     """Run a raw SQL statement (command-scope target: e.g. only SELECT allowed)."""
-    return {"upstream": ARGS.name, "tool": "run_query", "sql": sql, "rowcount": 1}
+    return _result({"upstream": ARGS.name, "tool": "run_query", "sql": sql, "rowcount": 1})
 
 
 @mcp.tool()
-def list_tables() -> dict:
+def list_tables() -> CallToolResult:
     """List the tables."""
-    return {"upstream": ARGS.name, "tool": "list_tables", "tables": sorted(TABLES)}
+    return _result({"upstream": ARGS.name, "tool": "list_tables", "tables": sorted(TABLES)})
 
 
 @mcp.tool()
@@ -238,11 +246,11 @@ def _ask_llm(prompt: str) -> Sample:
 
 
 @mcp.tool()
-def sample(prompt: str, answer: Annotated[CreateMessageResult, Resolve(_ask_llm)]) -> dict:
+def sample(prompt: str, answer: Annotated[CreateMessageResult, Resolve(_ask_llm)]) -> CallToolResult:
     """Ask the client's LLM (sampling/createMessage) and return what it said."""
     content = answer.content
     text = content.text if isinstance(content, TextContent) else str(content)
-    return {"upstream": ARGS.name, "tool": "sample", "sampled": text, "model": answer.model}
+    return _result({"upstream": ARGS.name, "tool": "sample", "sampled": text, "model": answer.model})
 
 
 class Confirmation(BaseModel):
@@ -255,11 +263,11 @@ def _ask_user(question: str) -> Elicit[Confirmation]:
 
 
 @mcp.tool()
-def elicit(question: str, reply: Annotated[ElicitationResult[Confirmation], Resolve(_ask_user)]) -> dict:
+def elicit(question: str, reply: Annotated[ElicitationResult[Confirmation], Resolve(_ask_user)]) -> CallToolResult:
     """Ask the user (elicitation/create, form mode) and return the action and content."""
     data = getattr(reply, "data", None)
-    return {"upstream": ARGS.name, "tool": "elicit", "action": reply.action,
-            "content": data.model_dump() if data is not None else None}
+    return _result({"upstream": ARGS.name, "tool": "elicit", "action": reply.action,
+                    "content": data.model_dump() if data is not None else None})
 
 
 def _client_roots() -> ListRoots:
@@ -267,9 +275,9 @@ def _client_roots() -> ListRoots:
 
 
 @mcp.tool()
-def roots(listed: Annotated[ListRootsResult, Resolve(_client_roots)]) -> dict:
+def roots(listed: Annotated[ListRootsResult, Resolve(_client_roots)]) -> CallToolResult:
     """Ask the client for its roots (roots/list) and return them."""
-    return {"upstream": ARGS.name, "tool": "roots", "roots": [str(r.uri) for r in listed.roots]}
+    return _result({"upstream": ARGS.name, "tool": "roots", "roots": [str(r.uri) for r in listed.roots]})
 
 
 # ------------------------------------------------------------------ prompts and resources
