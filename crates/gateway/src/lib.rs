@@ -34,4 +34,6 @@
 pub mod denial;
 pub mod era;
 pub mod jsonrpc;
+pub mod naming;
+pub mod session;
 pub mod strict_json;
