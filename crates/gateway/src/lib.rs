@@ -31,8 +31,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api_keys;
 pub mod denial;
 pub mod era;
+pub mod input;
 pub mod jsonrpc;
 pub mod naming;
 pub mod session;
