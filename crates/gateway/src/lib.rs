@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api_keys;
+pub mod config;
 pub mod denial;
 pub mod era;
 pub mod input;
