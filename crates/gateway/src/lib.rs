@@ -10,7 +10,8 @@
 //!   JSON-RPC error, or a `tools/call` result with `isError: true`).
 //! - [`era`] knows the two MCP protocol eras (2025-11-25 and earlier with `initialize`
 //!   and sessions; 2026-07-28, stateless, with `_meta` and mirrored headers), negotiates
-//!   versions and checks that headers agree with the body.
+//!   versions and checks that headers agree with the body; [`param_headers`] does the
+//!   same for the `Mcp-Param-*` headers that mirror annotated tool arguments.
 //! - [`session`] seals session ids with an AEAD, so that a session carries its upstream
 //!   state to any gateway replica.
 //! - [`input`] builds the policy input document (`input.agent`, `input.request`,
@@ -38,5 +39,6 @@ pub mod era;
 pub mod input;
 pub mod jsonrpc;
 pub mod naming;
+pub mod param_headers;
 pub mod session;
 pub mod strict_json;
