@@ -435,7 +435,12 @@ impl Scanner<'_> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 
@@ -562,6 +567,59 @@ mod tests {
             kind(r#"{"a":{"$serde_json::private::RawValue":"[1]"}}"#),
             ScanErrorKind::ReservedKey(_)
         ));
+    }
+
+    /// Mutated documents: the scanner accepts exactly what serde_json accepts, apart
+    /// from its own extra refusals.
+    #[test]
+    fn agrees_with_serde_json_on_mutated_documents() {
+        let seeds = [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":[1,2.5e-3,true,null],"s":"\u00e9\n"}}}"#,
+            r#"[{"a":{}},[],"",-0,1E+2]"#,
+            r#"{"k":"\ud83d\ude00","n":-12.5}"#,
+        ];
+        let alphabet = b"{}[]:,\"\\ \tu0aeE.+-19tfnlrsx\xc3\xa9";
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut checked = 0;
+        for seed in seeds {
+            for _ in 0..3000 {
+                let mut doc = seed.as_bytes().to_vec();
+                for _ in 0..1 + next(3) {
+                    let at = next(doc.len() + 1);
+                    let byte = alphabet[next(alphabet.len())];
+                    match next(3) {
+                        0 if at < doc.len() => doc[at] = byte,
+                        1 if at < doc.len() => {
+                            doc.remove(at);
+                        }
+                        _ => doc.insert(at, byte),
+                    }
+                }
+                let ours = scan(&doc, 64);
+                let theirs = serde_json::from_slice::<serde_json::Value>(&doc);
+                match (&ours, &theirs) {
+                    (Ok(_), Ok(_)) | (Err(_), Err(_)) => {}
+                    (Err(e), Ok(_))
+                        if matches!(
+                            e.kind,
+                            ScanErrorKind::DuplicateKey(_) | ScanErrorKind::ReservedKey(_)
+                        ) => {}
+                    _ => panic!(
+                        "{:?}: scanner {ours:?}, serde_json {:?}",
+                        String::from_utf8_lossy(&doc),
+                        theirs.map(|_| ())
+                    ),
+                }
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 9000);
     }
 
     #[test]
