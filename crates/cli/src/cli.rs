@@ -42,6 +42,8 @@ pub enum Command {
     Drift(crate::cmd::drift::DriftArgs),
     /// Run the decision agent: OPA's REST API over bundles kept in lockstep (OPA config file).
     Agent(crate::cmd::agent::AgentArgs),
+    /// Run the MCP gateway: every MCP request decided by the signed revision, before any upstream sees it.
+    Gateway(crate::cmd::gateway::GatewayArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

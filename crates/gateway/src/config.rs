@@ -111,9 +111,25 @@ pub struct LayerConfig {
     /// Answer a `tools/call` this layer denies with an `isError` tool result instead of
     /// a JSON-RPC error.
     pub deny_as_tool_error: bool,
+    /// The methods this layer decides (`*` for every method). Default `tools/call`: the
+    /// guide's layers read `input.request.tool` and its arguments.
+    pub methods: Vec<String>,
+    /// Whether `tools/list` shows only the tools this layer allows the caller (each
+    /// listed tool decided as a `tools/call` without arguments).
+    pub filter_lists: bool,
+}
+
+/// Methods a layer decides when its configuration names none.
+pub fn default_layer_methods() -> Vec<String> {
+    vec!["tools/call".to_string()]
 }
 
 impl LayerConfig {
+    /// Whether this layer decides requests of `method`.
+    pub fn applies_to(&self, method: &str) -> bool {
+        self.methods.iter().any(|m| m == "*" || m == method)
+    }
+
     /// The rule `name` of this layer's package, e.g. `data.mcp.tool_access.allow`.
     pub fn rule(&self, name: &str) -> String {
         format!("data.{}.{name}", self.path.replace('/', "."))
@@ -180,6 +196,8 @@ pub enum AuditConfig {
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    #[error("layers: layer {0:?} has an empty methods list or an empty method name")]
+    LayerMethods(String),
     #[error("gateway config: {0}")]
     Yaml(#[from] serde_yaml_ng::Error),
     #[error("gateway config: listen: expected host:port, got {0:?}")]
@@ -329,6 +347,10 @@ struct RawLayer {
     path: String,
     #[serde(default)]
     deny_as_tool_error: bool,
+    #[serde(default)]
+    methods: Option<Vec<String>>,
+    #[serde(default)]
+    filter_lists: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -441,6 +463,10 @@ impl RawConfig {
                 .map(|p| LayerConfig {
                     path: (*p).to_string(),
                     deny_as_tool_error: false,
+                    methods: default_layer_methods(),
+                    // The guide's tool-access layer says which tools a role may call:
+                    // exactly what a filtered tools/list shows.
+                    filter_lists: *p == "mcp/tool_access",
                 })
                 .collect(),
             Some(list) => {
@@ -456,9 +482,15 @@ impl RawConfig {
                     if out.iter().any(|o| o.path == path) {
                         return Err(ConfigError::DuplicateLayer(path));
                     }
+                    let methods = l.methods.unwrap_or_else(default_layer_methods);
+                    if methods.is_empty() || methods.iter().any(|m| m.is_empty()) {
+                        return Err(ConfigError::LayerMethods(path));
+                    }
                     out.push(LayerConfig {
                         path,
                         deny_as_tool_error: l.deny_as_tool_error,
+                        methods,
+                        filter_lists: l.filter_lists,
                     });
                 }
                 out
@@ -740,15 +772,21 @@ mod tests {
             vec![
                 LayerConfig {
                     path: "mcp/tool_access".into(),
-                    deny_as_tool_error: false
+                    deny_as_tool_error: false,
+                    methods: default_layer_methods(),
+                    filter_lists: true,
                 },
                 LayerConfig {
                     path: "mcp/command_scope".into(),
-                    deny_as_tool_error: true
+                    deny_as_tool_error: true,
+                    methods: default_layer_methods(),
+                    filter_lists: false,
                 },
                 LayerConfig {
                     path: "mcp/resource_access".into(),
-                    deny_as_tool_error: false
+                    deny_as_tool_error: false,
+                    methods: vec!["tools/call".into(), "resources/read".into()],
+                    filter_lists: false,
                 },
             ]
         );

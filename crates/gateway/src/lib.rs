@@ -1,8 +1,14 @@
-//! The core of the lockstep MCP gateway: everything between the bytes an MCP client sends
-//! and the decision lockstep takes on them, without any I/O, so that the HTTP server and
-//! the upstream transports built on top of it stay thin.
+//! lockstep-gateway: the MCP gateway. Every MCP request is decided by the same signed
+//! revision as every other instance's, through lockstep's one decision path, before
+//! anything reaches an upstream.
 //!
-//! What it owns:
+//! The I/O: [`start`] (`run`) reads the key files, starts the sync engine and
+//! serves the Streamable HTTP front door (`front`: origin/host checks, identity,
+//! parsing, era and session, layers (`layers`), forwarding to Streamable HTTP
+//! upstreams (`upstream`, `sse`), list fan-out and filtering), with an audit line per
+//! request ([`audit`]) and `/metrics` (`metrics`).
+//!
+//! The pure core, everything between the bytes an MCP client sends and the decision:
 //! - [`jsonrpc`] parses one incoming JSON-RPC message strictly (no duplicate keys, no
 //!   batches, bounded depth) and keeps the exact text that will be forwarded; it also
 //!   builds JSON-RPC error objects. [`strict_json`] is the scanner under it.
@@ -33,12 +39,22 @@
 #![forbid(unsafe_code)]
 
 pub mod api_keys;
+pub mod audit;
 pub mod config;
 pub mod denial;
 pub mod era;
+mod front;
 pub mod input;
 pub mod jsonrpc;
+mod layers;
+mod metrics;
 pub mod naming;
 pub mod param_headers;
+mod run;
 pub mod session;
+mod sse;
 pub mod strict_json;
+mod upstream;
+
+pub use front::UPSTREAM_UNAVAILABLE;
+pub use run::{RunningGateway, StartError, start};

@@ -6,6 +6,7 @@ mod build;
 mod demo;
 pub mod drift;
 mod eval;
+pub mod gateway;
 mod inspect;
 mod keygen;
 mod load;
@@ -35,5 +36,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rollback(a) => rollback::run(&a),
         Command::Drift(a) => drift::run(&a),
         Command::Agent(a) => agent::run(&a),
+        Command::Gateway(a) => gateway::run(&a),
     }
 }

@@ -1,0 +1,1324 @@
+//! The Streamable HTTP front door (`POST/GET/DELETE /mcp`, `/health`, `/metrics`):
+//! origin and host checks, the identity step, strict parsing, the era and session of
+//! each request, the policy decision on one revision, and forwarding to the upstream
+//! that owns the tool, prompt or resource, with the answer streamed back.
+//!
+//! Order of checks on every POST, each answered with a JSON-RPC error the client can
+//! show: foreign `Origin` or a non-loopback `Host` on a loopback bind (403) →
+//! credential (401) → body size (413) → JSON-RPC shape (400) → protocol era, headers
+//! and session (400/404) → name routing (-32602) → policy (403, 503 when failing
+//! closed) → upstream. Nothing reaches an upstream before the policy allowed it.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use lockstep_decision::Decider;
+use serde_json::{Map, Value, json};
+
+use crate::api_keys::{ApiIdentity, ApiKeys};
+use crate::audit::{Audit, AuditRecord, UpstreamOutcome, digest};
+use crate::config::GatewayConfig;
+use crate::denial::{Denial, DenialKind, UNAUTHENTICATED};
+use crate::era::{
+    Era, ProtocolVersion, RequestEra, check_modern_headers, check_session_version, classify,
+};
+use crate::input::{Agent, PolicyInput, SessionInfo};
+use crate::jsonrpc::{
+    ErrorObject, ErrorResponse, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, Message,
+    Notification, RawObject, Request, RequestId, methods, parse_message, result_response,
+};
+use crate::layers::{self, Verdict};
+use crate::metrics::{GatewayMetrics, RequestLabels, UpstreamLabels};
+use crate::naming::{ListKind, Naming, Route};
+use crate::session::{SessionSealer, SessionState};
+use crate::sse::Event;
+use crate::upstream::{Answer, ModernHeaders, Outgoing, SESSION_HEADER, Upstream};
+
+/// JSON-RPC error code for a session the gateway does not know (the Python SDK's).
+const SESSION_NOT_FOUND: i64 = INVALID_REQUEST;
+/// Upstream failures (transport, timeout): outside the reserved range, like lockstep's
+/// other codes.
+pub const UPSTREAM_UNAVAILABLE: i64 = -31004;
+/// Pages read from one upstream for one list.
+const MAX_LIST_PAGES: usize = 64;
+
+/// Everything a request needs; shared by all handlers.
+pub struct Gateway {
+    pub cfg: GatewayConfig,
+    pub decider: Decider,
+    pub naming: Naming,
+    pub upstreams: Vec<Upstream>,
+    pub api_keys: ApiKeys,
+    pub sealer: SessionSealer,
+    pub audit: Audit,
+    pub metrics: GatewayMetrics,
+    /// The listener is on a loopback address: `Host` must be a loopback name too.
+    pub loopback: bool,
+    pub supported: Vec<ProtocolVersion>,
+}
+
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/mcp", post(post_mcp).get(get_mcp).delete(delete_mcp))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(gw)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A JSON body with `status`.
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error_response(status: StatusCode, e: &ErrorResponse) -> Response {
+    json_response(status, &serde_json::to_value(e).unwrap_or_default())
+}
+
+fn rpc_error(status: StatusCode, id: Option<&RequestId>, code: i64, message: &str) -> Response {
+    error_response(
+        status,
+        &ErrorResponse::new(id.cloned(), ErrorObject::new(code, message, None)),
+    )
+}
+
+/// The era's status for "method not found": 404 in 2026-07-28, 200 before.
+fn not_found_status(era: Era) -> StatusCode {
+    match era {
+        Era::Modern => StatusCode::NOT_FOUND,
+        Era::Legacy => StatusCode::OK,
+    }
+}
+
+fn host_is_loopback(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// How one request went, for the audit line and the metrics.
+struct Trace {
+    t0: Instant,
+    identity: Option<String>,
+    method: String,
+    tool: Option<String>,
+    resource: Option<String>,
+    arguments_sha256: Option<String>,
+    decision: &'static str,
+    layer: Option<String>,
+    reason: Option<String>,
+    decision_id: Option<String>,
+    revision: Option<String>,
+    upstream: Option<UpstreamOutcome>,
+    upstream_label: String,
+}
+
+impl Trace {
+    fn new(t0: Instant) -> Trace {
+        Trace {
+            t0,
+            identity: None,
+            method: String::new(),
+            tool: None,
+            resource: None,
+            arguments_sha256: None,
+            decision: "refused",
+            layer: None,
+            reason: None,
+            decision_id: None,
+            revision: None,
+            upstream: None,
+            upstream_label: String::new(),
+        }
+    }
+
+    fn denied(&mut self, d: &Denial) {
+        self.decision = "deny";
+        self.layer = d.layer.clone();
+        self.reason = Some(d.reason.clone());
+        self.decision_id = Some(d.decision_id.clone());
+        self.revision = d.revision.clone();
+    }
+
+    fn finish(self, gw: &Gateway) {
+        let latency = self.t0.elapsed().as_secs_f64();
+        let labels = RequestLabels {
+            method: if self.method.is_empty() {
+                "(unparsed)".into()
+            } else {
+                self.method.clone()
+            },
+            decision: self.decision,
+            upstream: self.upstream_label.clone(),
+        };
+        gw.metrics.requests.get_or_create(&labels).inc();
+        gw.metrics.latency.get_or_create(&labels).observe(latency);
+        gw.audit.record(&AuditRecord {
+            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            identity: self.identity,
+            method: self.method,
+            tool: self.tool,
+            resource: self.resource,
+            arguments_sha256: self.arguments_sha256,
+            arguments: None,
+            decision: self.decision,
+            layer: self.layer,
+            reason: self.reason,
+            decision_id: self.decision_id,
+            revision: self.revision,
+            upstream: self.upstream,
+            latency_ms: latency * 1e3,
+        });
+    }
+}
+
+/// The request context once the era and session are known.
+struct Ctx<'a> {
+    who: &'a ApiIdentity,
+    agent: Agent,
+    era: Era,
+    version: ProtocolVersion,
+    session: Option<SessionState>,
+    headers: &'a HeaderMap,
+}
+
+impl Ctx<'_> {
+    fn session_info(&self) -> SessionInfo {
+        SessionInfo {
+            id: self.session.as_ref().map(|s| s.id.clone()),
+            protocol_version: self.version,
+        }
+    }
+
+    fn outgoing(&self, upstream: &str, method: &str, name: Option<&str>) -> Outgoing {
+        let modern = (self.era == Era::Modern).then(|| ModernHeaders {
+            method: method.to_string(),
+            name: name.map(str::to_string),
+            params: self
+                .headers
+                .iter()
+                .filter(|(k, _)| k.as_str().starts_with("mcp-param-"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        });
+        Outgoing {
+            session: self
+                .session
+                .as_ref()
+                .and_then(|s| s.upstream_sessions.get(upstream).cloned()),
+            protocol_version: Some(self.version),
+            modern,
+        }
+    }
+}
+
+impl Gateway {
+    fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    /// Origin and DNS-rebinding checks.
+    fn check_origin(&self, headers: &HeaderMap) -> Result<(), Response> {
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let ok = origin.to_str().is_ok_and(|o| self.cfg.origin_allowed(o));
+            if !ok {
+                return Err(rpc_error(
+                    StatusCode::FORBIDDEN,
+                    None,
+                    INVALID_REQUEST,
+                    "Origin not allowed",
+                ));
+            }
+        }
+        if self.loopback
+            && let Some(host) = headers.get(header::HOST)
+            && !host.to_str().is_ok_and(host_is_loopback)
+        {
+            return Err(rpc_error(
+                StatusCode::FORBIDDEN,
+                None,
+                INVALID_REQUEST,
+                "Host not allowed: this gateway listens on a loopback address",
+            ));
+        }
+        Ok(())
+    }
+
+    fn authenticate(&self, headers: &HeaderMap) -> Result<&ApiIdentity, Response> {
+        let found = lockstep_auth::bearer(headers).and_then(|t| self.api_keys.authenticate(t));
+        found.ok_or_else(|| {
+            let mut r = rpc_error(
+                StatusCode::UNAUTHORIZED,
+                None,
+                UNAUTHENTICATED,
+                "Unauthorized: a valid API key is required (Authorization: Bearer <key>)",
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"lockstep-gateway\""),
+            );
+            r
+        })
+    }
+}
+
+fn agent_of(who: &ApiIdentity) -> Agent {
+    Agent {
+        id: who.id.clone(),
+        role: who.role.clone(),
+        scopes: who.scopes.clone(),
+        claims: Map::new(),
+    }
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b),
+        Err(_) => Err(rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+            INVALID_REQUEST,
+            &format!("request body larger than {limit} bytes (limits.max_body_bytes)"),
+        )),
+    }
+}
+
+async fn post_mcp(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    let mut trace = Trace::new(Instant::now());
+    let resp = post_inner(&gw, &headers, body, &mut trace).await;
+    match resp {
+        Handled::Done(r) => {
+            trace.finish(&gw);
+            r
+        }
+        Handled::Streaming(r) => r,
+    }
+}
+
+/// A response, and whether its trace was already handed to a stream that finishes it.
+enum Handled {
+    Done(Response),
+    Streaming(Response),
+}
+
+impl From<Response> for Handled {
+    fn from(r: Response) -> Self {
+        Handled::Done(r)
+    }
+}
+
+async fn post_inner(
+    gw: &Arc<Gateway>,
+    headers: &HeaderMap,
+    body: Body,
+    trace: &mut Trace,
+) -> Handled {
+    if let Err(r) = gw.check_origin(headers) {
+        return r.into();
+    }
+    let who = match gw.authenticate(headers) {
+        Ok(w) => w,
+        Err(r) => return r.into(),
+    };
+    trace.identity = Some(who.id.clone());
+    let bytes = match read_body(body, gw.cfg.limits.max_body_bytes).await {
+        Ok(b) => b,
+        Err(r) => return r.into(),
+    };
+    let msg = match parse_message(&bytes, &gw.cfg.limits.parse_limits()) {
+        Ok(m) => m,
+        Err(e) => return error_response(e.http_status(), &e.to_response()).into(),
+    };
+    match msg {
+        Message::Request(req) => {
+            trace.method = req.method.clone();
+            request(gw, who, headers, req, trace).await
+        }
+        Message::Notification(n) => {
+            trace.method = n.method.clone();
+            notification(gw, who, headers, n, trace).await.into()
+        }
+        Message::Response(_) => rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            INVALID_REQUEST,
+            "this gateway does not relay server-to-client requests, so it expects no responses",
+        )
+        .into(),
+    }
+}
+
+/// Era, headers and session of a request.
+fn context<'a>(
+    gw: &Gateway,
+    who: &'a ApiIdentity,
+    headers: &'a HeaderMap,
+    req: &Request,
+) -> Result<Ctx<'a>, Response> {
+    let id = Some(&req.id);
+    let era = classify(&req.method, req.params.as_ref(), &gw.supported)
+        .map_err(|e| error_response(e.http_status(), &e.to_response(id)))?;
+    let agent = agent_of(who);
+    match era {
+        RequestEra::Initialize { negotiated, .. } => Ok(Ctx {
+            who,
+            agent,
+            era: Era::Legacy,
+            version: negotiated,
+            session: None,
+            headers,
+        }),
+        RequestEra::Modern(v) => {
+            check_modern_headers(headers, v, &req.method, req.params.as_ref(), true)
+                .map_err(|e| error_response(e.http_status(), &e.to_response(id)))?;
+            Ok(Ctx {
+                who,
+                agent,
+                era: Era::Modern,
+                version: v,
+                session: None,
+                headers,
+            })
+        }
+        RequestEra::InSession => {
+            let Some(sid) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+                return Err(rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    id,
+                    INVALID_REQUEST,
+                    "Bad Request: Missing session ID",
+                ));
+            };
+            let state = gw.sealer.open_for(sid, now_secs(), &who.id).map_err(|_| {
+                rpc_error(
+                    StatusCode::NOT_FOUND,
+                    id,
+                    SESSION_NOT_FOUND,
+                    "Session not found",
+                )
+            })?;
+            check_session_version(headers, state.protocol_version)
+                .map_err(|e| error_response(e.http_status(), &e.to_response(id)))?;
+            Ok(Ctx {
+                who,
+                agent,
+                era: Era::Legacy,
+                version: state.protocol_version,
+                session: Some(state),
+                headers,
+            })
+        }
+    }
+}
+
+async fn request(
+    gw: &Arc<Gateway>,
+    who: &ApiIdentity,
+    headers: &HeaderMap,
+    req: Request,
+    trace: &mut Trace,
+) -> Handled {
+    let ctx = match context(gw, who, headers, &req) {
+        Ok(c) => c,
+        Err(r) => return r.into(),
+    };
+    let list = match req.method.as_str() {
+        methods::TOOLS_LIST => Some(ListKind::Tools),
+        methods::PROMPTS_LIST => Some(ListKind::Prompts),
+        methods::RESOURCES_LIST => Some(ListKind::Resources),
+        methods::RESOURCES_TEMPLATES_LIST => Some(ListKind::ResourceTemplates),
+        _ => None,
+    };
+    if let Some(kind) = list {
+        return list_request(gw, &ctx, &req, kind, trace).await.into();
+    }
+    match req.method.as_str() {
+        methods::INITIALIZE => initialize(gw, &ctx, &req, trace).await.into(),
+        methods::SERVER_DISCOVER => discover(gw, &ctx, &req, trace).await.into(),
+        "ping" if ctx.era == Era::Legacy => match decide_plain(gw, &ctx, &req, None, trace) {
+            Ok(()) => json_response(StatusCode::OK, &result_response(&req.id, json!({}))).into(),
+            Err(r) => r.into(),
+        },
+        _ if req.target().is_some() => targeted(gw, &ctx, req, trace).await,
+        _ => rpc_error(
+            not_found_status(ctx.era),
+            Some(&req.id),
+            METHOD_NOT_FOUND,
+            &format!(
+                "Method not found: {} (not served through this gateway)",
+                req.method
+            ),
+        )
+        .into(),
+    }
+}
+
+/// The answer to a denial: a JSON-RPC error (403, or 503 when failing closed), or for
+/// a `tools/call` denied by a layer configured so, an `isError` result (200).
+fn denial_response(d: &Denial, id: &RequestId, era: Era, as_tool_error: bool) -> Response {
+    if as_tool_error {
+        return json_response(StatusCode::OK, &d.tool_result_response(id, era));
+    }
+    let status = match d.kind {
+        DenialKind::PolicyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        DenialKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        DenialKind::Policy => StatusCode::FORBIDDEN,
+    };
+    error_response(status, &d.error_response(Some(id)))
+}
+
+/// Decides a request that goes to no single upstream (ping, initialize, discover).
+fn decide_plain(
+    gw: &Gateway,
+    ctx: &Ctx<'_>,
+    req: &Request,
+    route: Option<&Route>,
+    trace: &mut Trace,
+) -> Result<(), Response> {
+    let input = match PolicyInput::for_request(&ctx.agent, &ctx.session_info(), req, route) {
+        Ok(i) => i.to_value(),
+        Err(e) => {
+            return Err(rpc_error(
+                StatusCode::BAD_REQUEST,
+                Some(&req.id),
+                INVALID_PARAMS,
+                &e.to_string(),
+            ));
+        }
+    };
+    let decided = layers::decide(
+        &gw.decider,
+        &gw.cfg.layers,
+        &req.method,
+        &input,
+        &format!("mcp/{}", req.method),
+    );
+    trace.decision_id = Some(decided.decision_id.clone());
+    trace.revision = decided.revision.clone();
+    match decided.denial() {
+        None => {
+            trace.decision = "allow";
+            Ok(())
+        }
+        Some(d) => {
+            trace.denied(&d);
+            Err(denial_response(&d, &req.id, ctx.era, false))
+        }
+    }
+}
+
+/// tools/call, prompts/get, resources/read …: route by name, decide, forward.
+async fn targeted(gw: &Arc<Gateway>, ctx: &Ctx<'_>, req: Request, trace: &mut Trace) -> Handled {
+    let Some(target) = req.target() else {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            Some(&req.id),
+            INVALID_PARAMS,
+            "no target",
+        )
+        .into();
+    };
+    let route = match gw.naming.resolve_target(target) {
+        Ok(r) => r,
+        Err(e) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                Some(&req.id),
+                e.code(),
+                &e.to_string(),
+            )
+            .into();
+        }
+    };
+    match req.method.as_str() {
+        methods::TOOLS_CALL => {
+            trace.tool = Some(route.name.clone());
+            trace.arguments_sha256 = req
+                .params
+                .as_ref()
+                .and_then(|p| p.raw_member("arguments"))
+                .map(digest);
+        }
+        methods::RESOURCES_READ | methods::RESOURCES_SUBSCRIBE | methods::RESOURCES_UNSUBSCRIBE => {
+            trace.resource = Some(route.name.clone());
+        }
+        _ => trace.tool = Some(route.name.clone()),
+    }
+    trace.upstream_label = route.upstream.clone();
+    let input = match PolicyInput::for_request(&ctx.agent, &ctx.session_info(), &req, Some(&route))
+    {
+        Ok(i) => i.to_value(),
+        Err(e) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                Some(&req.id),
+                INVALID_PARAMS,
+                &e.to_string(),
+            )
+            .into();
+        }
+    };
+    let decided = layers::decide(
+        &gw.decider,
+        &gw.cfg.layers,
+        &req.method,
+        &input,
+        &format!("mcp/{}", req.method),
+    );
+    trace.decision_id = Some(decided.decision_id.clone());
+    trace.revision = decided.revision.clone();
+    if let Some(d) = decided.denial() {
+        trace.denied(&d);
+        let as_tool_error = req.method == methods::TOOLS_CALL
+            && matches!(
+                &decided.verdict,
+                Ok(Verdict::Deny {
+                    as_tool_error: true,
+                    ..
+                })
+            );
+        return denial_response(&d, &req.id, ctx.era, as_tool_error).into();
+    }
+    trace.decision = "allow";
+    let Some(upstream) = gw.upstream(&route.upstream) else {
+        return rpc_error(
+            StatusCode::BAD_GATEWAY,
+            Some(&req.id),
+            UPSTREAM_UNAVAILABLE,
+            "unknown upstream",
+        )
+        .into();
+    };
+    if ctx.era == Era::Legacy
+        && !ctx
+            .session
+            .as_ref()
+            .is_some_and(|s| s.upstream_sessions.contains_key(&route.upstream))
+    {
+        return rpc_error(
+            StatusCode::BAD_GATEWAY,
+            Some(&req.id),
+            UPSTREAM_UNAVAILABLE,
+            &format!(
+                "upstream {:?} was not reachable when this session started; initialize again",
+                route.upstream
+            ),
+        )
+        .into();
+    }
+    let member = target.member();
+    let forwarded = match &req.params {
+        Some(p) if p.get(member).and_then(Value::as_str) != Some(route.name.as_str()) => Request {
+            id: req.id.clone(),
+            method: req.method.clone(),
+            params: Some(p.with_member(member, &Value::String(route.name.clone()))),
+        },
+        _ => req.clone(),
+    };
+    let out = ctx.outgoing(&route.upstream, &req.method, Some(&route.name));
+    forward(gw, upstream, forwarded, out, trace).await
+}
+
+/// Sends an allowed request upstream and relays the answer: JSON as it came, SSE
+/// event by event. A client that goes away before the answer makes the gateway send
+/// `notifications/cancelled` upstream.
+async fn forward(
+    gw: &Arc<Gateway>,
+    upstream: &Upstream,
+    req: Request,
+    out: Outgoing,
+    trace: &mut Trace,
+) -> Handled {
+    let mut outcome = UpstreamOutcome {
+        upstream: upstream.name.clone(),
+        ..UpstreamOutcome::default()
+    };
+    let answer = upstream
+        .post(req.encode(), &out, upstream.request_timeout)
+        .await;
+    match answer {
+        Err(e) => {
+            gw.metrics
+                .upstream_failures
+                .get_or_create(&UpstreamLabels {
+                    upstream: upstream.name.clone(),
+                })
+                .inc();
+            let status_404 = matches!(
+                e,
+                crate::upstream::UpstreamError::Status { status: 404, .. }
+            );
+            outcome.failure = Some(e.to_string());
+            trace.upstream = Some(outcome);
+            if status_404 && out.session.is_some() {
+                // The upstream forgot its session: the client must initialize again.
+                return rpc_error(
+                    StatusCode::NOT_FOUND,
+                    Some(&req.id),
+                    SESSION_NOT_FOUND,
+                    "Session not found",
+                )
+                .into();
+            }
+            rpc_error(
+                StatusCode::BAD_GATEWAY,
+                Some(&req.id),
+                UPSTREAM_UNAVAILABLE,
+                &e.to_string(),
+            )
+            .into()
+        }
+        Ok(Answer::Accepted) => {
+            outcome.status = 202;
+            outcome.failure = Some("upstream accepted a request without answering it".into());
+            trace.upstream = Some(outcome);
+            rpc_error(
+                StatusCode::BAD_GATEWAY,
+                Some(&req.id),
+                UPSTREAM_UNAVAILABLE,
+                "upstream gave no answer",
+            )
+            .into()
+        }
+        Ok(Answer::Json { status, body, .. }) => {
+            outcome.status = status;
+            observe(&body, &mut outcome);
+            trace.upstream = Some(outcome);
+            let mut r =
+                (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r.into()
+        }
+        Ok(Answer::Stream { events, .. }) => {
+            outcome.status = 200;
+            let finished = std::mem::replace(trace, Trace::new(trace.t0));
+            let relay = Relay {
+                gw: gw.clone(),
+                trace: Some(finished),
+                outcome,
+                upstream: upstream.clone(),
+                out,
+                id: req.id.clone(),
+                answered: false,
+            };
+            let body = relay_stream(events, relay);
+            let mut r = Response::new(Body::from_stream(body));
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            Handled::Streaming(r)
+        }
+    }
+}
+
+/// Records the JSON-RPC error code or `isError` of an upstream answer.
+fn observe(body: &[u8], outcome: &mut UpstreamOutcome) {
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        outcome.error_code = v.pointer("/error/code").and_then(Value::as_i64);
+        outcome.is_error = v.pointer("/result/isError") == Some(&Value::Bool(true));
+    }
+}
+
+/// What an SSE relay finishes when its stream ends or is dropped.
+struct Relay {
+    gw: Arc<Gateway>,
+    trace: Option<Trace>,
+    outcome: UpstreamOutcome,
+    upstream: Upstream,
+    out: Outgoing,
+    id: RequestId,
+    answered: bool,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if !self.answered {
+            // The client went away (or the upstream stream broke) before the answer:
+            // tell the upstream to stop working on it.
+            self.outcome
+                .failure
+                .get_or_insert_with(|| "client disconnected before the answer".into());
+            let cancel = Notification {
+                method: "notifications/cancelled".into(),
+                params: Some(RawObject::from_map(
+                    json!({"requestId": self.id.to_value(), "reason": "client disconnected"})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                )),
+            };
+            let upstream = self.upstream.clone();
+            let mut out = self.out.clone();
+            if let Some(m) = &mut out.modern {
+                m.method = "notifications/cancelled".into();
+                m.name = None;
+            }
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = upstream
+                        .post(cancel.encode(), &out, std::time::Duration::from_secs(5))
+                        .await;
+                });
+            }
+        }
+        if let Some(mut t) = self.trace.take() {
+            t.upstream = Some(std::mem::take(&mut self.outcome));
+            t.finish(&self.gw);
+        }
+    }
+}
+
+fn relay_stream(
+    events: futures_util::stream::BoxStream<'static, Result<Event, crate::upstream::UpstreamError>>,
+    mut relay: Relay,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    events.map(move |ev| match ev {
+        Ok(ev) => {
+            if let Ok(v) = serde_json::from_str::<Value>(&ev.data)
+                && v.get("id") == Some(&relay.id.to_value())
+                && (v.get("result").is_some() || v.get("error").is_some())
+            {
+                relay.answered = true;
+                relay.outcome.error_code = v.pointer("/error/code").and_then(Value::as_i64);
+                relay.outcome.is_error = v.pointer("/result/isError") == Some(&Value::Bool(true));
+            }
+            Ok(ev.to_bytes())
+        }
+        Err(e) => {
+            relay.outcome.failure = Some(e.to_string());
+            Err(std::io::Error::other(e.to_string()))
+        }
+    })
+}
+
+/// The one message an upstream answered with (JSON, or the response event of a
+/// stream), with the stream's other events dropped: used where the gateway merges
+/// answers (initialize, discover, lists).
+async fn collect(answer: Answer, id: &RequestId) -> Result<(Option<String>, Value), String> {
+    match answer {
+        Answer::Accepted => Err("no answer (202)".into()),
+        Answer::Json { session, body, .. } => serde_json::from_slice(&body)
+            .map(|v| (session, v))
+            .map_err(|e| e.to_string()),
+        Answer::Stream {
+            session,
+            mut events,
+        } => {
+            while let Some(ev) = events.next().await {
+                let ev = ev.map_err(|e| e.to_string())?;
+                if let Ok(v) = serde_json::from_str::<Value>(&ev.data)
+                    && v.get("id") == Some(&id.to_value())
+                {
+                    return Ok((session, v));
+                }
+            }
+            Err("stream ended without an answer".into())
+        }
+    }
+}
+
+/// The result of an upstream's answer, or why there is none.
+fn result_of(v: &Value) -> Result<&Value, String> {
+    if let Some(e) = v.get("error") {
+        return Err(format!("error {e}"));
+    }
+    v.get("result")
+        .ok_or_else(|| "answer without result".into())
+}
+
+/// Sends `body_for` to every upstream (in parallel, each within the list deadline);
+/// an upstream that fails or is late is left out, logged and counted.
+async fn fan_out<'a>(
+    gw: &'a Gateway,
+    ctx: &Ctx<'_>,
+    method: &str,
+    id: &RequestId,
+    body_for: impl Fn(&Upstream) -> String,
+) -> Vec<(&'a Upstream, Option<String>, Value)> {
+    let calls = gw.upstreams.iter().map(|u| {
+        let body = body_for(u);
+        async move { (u, exchange(gw, ctx, u, method, id, body).await) }
+    });
+    let mut out = Vec::new();
+    for (u, r) in futures_util::future::join_all(calls).await {
+        match r {
+            Ok((session, v)) => out.push((u, session, v)),
+            Err(e) => omitted(gw, u, method, &e),
+        }
+    }
+    out
+}
+
+fn omitted(gw: &Gateway, u: &Upstream, method: &str, why: &str) {
+    if why.is_empty() {
+        return;
+    }
+    tracing::warn!(upstream = %u.name, method, error = %why, "upstream left out");
+    gw.metrics
+        .list_omissions
+        .get_or_create(&UpstreamLabels {
+            upstream: u.name.clone(),
+        })
+        .inc();
+}
+
+/// One exchange with one upstream where the gateway merges answers, within the list
+/// deadline: the upstream's session id and its answer. `Err("")` when the upstream is
+/// not part of this session (nothing worth logging).
+async fn exchange(
+    gw: &Gateway,
+    ctx: &Ctx<'_>,
+    u: &Upstream,
+    method: &str,
+    id: &RequestId,
+    body: String,
+) -> Result<(Option<String>, Value), String> {
+    if ctx.era == Era::Legacy
+        && method != methods::INITIALIZE
+        && !ctx
+            .session
+            .as_ref()
+            .is_some_and(|s| s.upstream_sessions.contains_key(&u.name))
+    {
+        return Err(String::new());
+    }
+    let deadline = gw.cfg.limits.list_deadline;
+    let out = ctx.outgoing(&u.name, method, None);
+    tokio::time::timeout(deadline, async {
+        let a = u
+            .post(body, &out, deadline)
+            .await
+            .map_err(|e| e.to_string())?;
+        collect(a, id).await
+    })
+    .await
+    .unwrap_or_else(|_| Err(format!("no answer within {:.1}s", deadline.as_secs_f64())))
+}
+
+/// Capabilities of several upstreams as one: a capability is offered when any
+/// upstream offers it.
+fn merge_capabilities<'a>(results: impl Iterator<Item = &'a Value>) -> Value {
+    let mut caps = Map::new();
+    for r in results {
+        if let Some(Value::Object(c)) = r.get("capabilities") {
+            for (k, v) in c {
+                if matches!(
+                    k.as_str(),
+                    "tools" | "prompts" | "resources" | "completions" | "logging"
+                ) {
+                    caps.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+    }
+    Value::Object(caps)
+}
+
+fn server_info() -> Value {
+    json!({"name": "lockstep-gateway", "version": env!("CARGO_PKG_VERSION")})
+}
+
+/// 2025 era: initialize every upstream, then answer with one session that carries
+/// their session ids, sealed.
+async fn initialize(
+    gw: &Arc<Gateway>,
+    ctx: &Ctx<'_>,
+    req: &Request,
+    trace: &mut Trace,
+) -> Response {
+    if let Err(r) = decide_plain(gw, ctx, req, None, trace) {
+        return r;
+    }
+    let mut params = req
+        .params
+        .as_ref()
+        .map(|p| p.as_map().clone())
+        .unwrap_or_default();
+    params.insert("protocolVersion".into(), json!(ctx.version.as_str()));
+    let body = Request {
+        id: req.id.clone(),
+        method: req.method.clone(),
+        params: Some(RawObject::from_map(params)),
+    }
+    .encode();
+    let answers = fan_out(gw, ctx, methods::INITIALIZE, &req.id, |_| body.clone()).await;
+    let mut state =
+        match SessionState::new(&ctx.who.id, ctx.version, now_secs(), gw.cfg.session.ttl) {
+            Ok(s) => s,
+            Err(e) => {
+                return rpc_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Some(&req.id),
+                    INVALID_REQUEST,
+                    &e.to_string(),
+                );
+            }
+        };
+    let mut results = Vec::new();
+    for (u, session, v) in answers {
+        match result_of(&v) {
+            Ok(r) => {
+                if let Some(s) = session {
+                    state.upstream_sessions.insert(u.name.clone(), s);
+                } else {
+                    // A stateless upstream: an empty id means "no session header".
+                    state
+                        .upstream_sessions
+                        .insert(u.name.clone(), String::new());
+                }
+                results.push(r.clone());
+            }
+            Err(e) => {
+                tracing::warn!(upstream = %u.name, error = %e, "initialize refused by upstream")
+            }
+        }
+    }
+    // The gateway is the upstreams' client: it confirms initialization itself.
+    let initialized = Notification {
+        method: "notifications/initialized".into(),
+        params: None,
+    }
+    .encode();
+    for u in &gw.upstreams {
+        if let Some(s) = state.upstream_sessions.get(&u.name) {
+            let out = Outgoing {
+                session: (!s.is_empty()).then(|| s.clone()),
+                protocol_version: Some(ctx.version),
+                modern: None,
+            };
+            if let Err(e) = u
+                .post(initialized.clone(), &out, gw.cfg.limits.list_deadline)
+                .await
+            {
+                tracing::warn!(upstream = %u.name, error = %e, "notifications/initialized not delivered");
+            }
+        }
+    }
+    let sid = match gw.sealer.seal(&state) {
+        Ok(s) => s,
+        Err(e) => {
+            return rpc_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Some(&req.id),
+                INVALID_REQUEST,
+                &e.to_string(),
+            );
+        }
+    };
+    let result = json!({
+        "protocolVersion": ctx.version.as_str(),
+        "capabilities": merge_capabilities(results.iter()),
+        "serverInfo": server_info(),
+    });
+    let mut r = json_response(StatusCode::OK, &result_response(&req.id, result));
+    if let Ok(v) = HeaderValue::from_str(&sid) {
+        r.headers_mut().insert(SESSION_HEADER, v);
+    }
+    r
+}
+
+/// 2026-07-28 `server/discover`: the upstreams' capabilities merged.
+async fn discover(gw: &Arc<Gateway>, ctx: &Ctx<'_>, req: &Request, trace: &mut Trace) -> Response {
+    if let Err(r) = decide_plain(gw, ctx, req, None, trace) {
+        return r;
+    }
+    let body = req.encode();
+    let answers = fan_out(gw, ctx, methods::SERVER_DISCOVER, &req.id, |_| body.clone()).await;
+    let results: Vec<Value> = answers
+        .iter()
+        .filter_map(|(_, _, v)| result_of(v).ok().cloned())
+        .collect();
+    let result = json!({
+        "supportedVersions": gw.supported.iter().filter(|v| v.era() == Era::Modern).map(|v| v.as_str()).collect::<Vec<_>>(),
+        "capabilities": merge_capabilities(results.iter()),
+        "_meta": {"io.modelcontextprotocol/serverInfo": server_info()},
+        "resultType": "complete",
+        "ttlMs": 0,
+        "cacheScope": "private",
+    });
+    json_response(StatusCode::OK, &result_response(&req.id, result))
+}
+
+/// A list: every upstream's pages (in parallel), renamed, then the list and each
+/// entry decided on one revision; only what the caller may use is shown, on one page.
+async fn list_request(
+    gw: &Arc<Gateway>,
+    ctx: &Ctx<'_>,
+    req: &Request,
+    kind: ListKind,
+    trace: &mut Trace,
+) -> Response {
+    if req.params.as_ref().and_then(|p| p.get("cursor")).is_some() {
+        // The gateway answers every list on one page and never hands out a cursor.
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            Some(&req.id),
+            INVALID_PARAMS,
+            "Invalid cursor",
+        );
+    }
+    trace.upstream_label = "*".into();
+    let (array, member, _) = kind.members();
+    let mut entries: Vec<(Route, Value)> = Vec::new();
+    // Upstreams in parallel; the pages of one upstream in order.
+    let per_upstream = futures_util::future::join_all(gw.upstreams.iter().map(|u| async move {
+        let mut items = Vec::new();
+        let mut cursor: Option<Value> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let mut params = req
+                .params
+                .as_ref()
+                .map(|p| p.as_map().clone())
+                .unwrap_or_default();
+            if let Some(c) = &cursor {
+                params.insert("cursor".into(), c.clone());
+            }
+            let body = Request {
+                id: req.id.clone(),
+                method: req.method.clone(),
+                params: (!params.is_empty()).then(|| RawObject::from_map(params)),
+            }
+            .encode();
+            let (_, page) = exchange(gw, ctx, u, &req.method, &req.id, body).await?;
+            let result = result_of(&page)?.clone();
+            if let Some(Value::Array(a)) = result.get(array) {
+                items.extend(a.iter().cloned());
+            }
+            match result.get("nextCursor") {
+                Some(c) if !c.is_null() => cursor = Some(c.clone()),
+                _ => return Ok::<_, String>(items),
+            }
+        }
+        Ok(items)
+    }))
+    .await;
+    for (u, r) in gw.upstreams.iter().zip(per_upstream) {
+        match r {
+            Ok(items) => {
+                for mut item in items {
+                    let Some(name) = item.get(member).and_then(Value::as_str).map(str::to_string)
+                    else {
+                        continue;
+                    };
+                    let Ok(visible) = gw.naming.expose(&u.name, kind.members().2, &name) else {
+                        continue;
+                    };
+                    if let Some(obj) = item.as_object_mut() {
+                        obj.insert(member.to_string(), Value::String(visible));
+                    }
+                    entries.push((
+                        Route {
+                            upstream: u.name.clone(),
+                            name,
+                        },
+                        item,
+                    ));
+                }
+            }
+            Err(e) => omitted(gw, u, &req.method, &e),
+        }
+    }
+    let info = ctx.session_info();
+    let list_input = match PolicyInput::for_request(&ctx.agent, &info, req, None) {
+        Ok(i) => i.to_value(),
+        Err(e) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                Some(&req.id),
+                INVALID_PARAMS,
+                &e.to_string(),
+            );
+        }
+    };
+    let entry_inputs: Vec<Value> = entries
+        .iter()
+        .map(|(route, _)| PolicyInput::for_list_entry(&ctx.agent, &info, kind, route).to_value())
+        .collect();
+    let (decided, visible) = layers::decide_list(
+        &gw.decider,
+        &gw.cfg.layers,
+        &req.method,
+        &list_input,
+        &entry_inputs,
+        &format!("mcp/{}", req.method),
+    );
+    trace.decision_id = Some(decided.decision_id.clone());
+    trace.revision = decided.revision.clone();
+    if let Some(d) = decided.denial() {
+        trace.denied(&d);
+        return denial_response(&d, &req.id, ctx.era, false);
+    }
+    trace.decision = "allow";
+    let filtering = gw.cfg.layers.iter().any(|l| l.filter_lists);
+    let shown: Vec<Value> = entries
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !filtering || visible.get(*i).copied().unwrap_or(false))
+        .map(|(_, (_, item))| item)
+        .collect();
+    let mut result = Map::new();
+    result.insert(array.to_string(), Value::Array(shown));
+    if ctx.era == Era::Modern {
+        // Filtered per caller: never shared by caches.
+        result.insert("resultType".into(), json!("complete"));
+        result.insert("ttlMs".into(), json!(0));
+        result.insert("cacheScope".into(), json!("private"));
+    }
+    json_response(
+        StatusCode::OK,
+        &result_response(&req.id, Value::Object(result)),
+    )
+}
+
+/// Client notifications: accepted (202) and passed to the session's upstreams;
+/// `notifications/initialized` the gateway already sent itself.
+async fn notification(
+    gw: &Arc<Gateway>,
+    who: &ApiIdentity,
+    headers: &HeaderMap,
+    n: Notification,
+    trace: &mut Trace,
+) -> Response {
+    trace.decision = "allow";
+    if n.method == "notifications/initialized" {
+        return StatusCode::ACCEPTED.into_response();
+    }
+    let session = match headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) {
+        Some(sid) => match gw.sealer.open_for(sid, now_secs(), &who.id) {
+            Ok(s) => Some(s),
+            Err(_) => {
+                return rpc_error(
+                    StatusCode::NOT_FOUND,
+                    None,
+                    SESSION_NOT_FOUND,
+                    "Session not found",
+                );
+            }
+        },
+        None => None,
+    };
+    let body = n.encode();
+    for u in &gw.upstreams {
+        let upstream_session = session
+            .as_ref()
+            .and_then(|s| s.upstream_sessions.get(&u.name));
+        if session.is_some() && upstream_session.is_none() {
+            continue;
+        }
+        let out = Outgoing {
+            session: upstream_session.filter(|s| !s.is_empty()).cloned(),
+            protocol_version: session.as_ref().map(|s| s.protocol_version),
+            modern: session.is_none().then(|| ModernHeaders {
+                method: n.method.clone(),
+                name: None,
+                params: Vec::new(),
+            }),
+        };
+        if let Err(e) = u
+            .post(body.clone(), &out, gw.cfg.limits.list_deadline)
+            .await
+        {
+            tracing::debug!(upstream = %u.name, error = %e, "notification not delivered");
+        }
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// The GET stream of the 2025 era is optional; this gateway has none (405, as the
+/// transport spec allows), and 2026-07-28 has no GET at all.
+async fn get_mcp() -> Response {
+    let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
+    r
+}
+
+/// Ends a session: the upstreams' sessions are deleted.
+async fn delete_mcp(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Err(r) = gw.check_origin(&headers) {
+        return r;
+    }
+    let who = match gw.authenticate(&headers) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let Some(sid) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            INVALID_REQUEST,
+            "Bad Request: Missing session ID",
+        );
+    };
+    let Ok(state) = gw.sealer.open_for(sid, now_secs(), &who.id) else {
+        return rpc_error(
+            StatusCode::NOT_FOUND,
+            None,
+            SESSION_NOT_FOUND,
+            "Session not found",
+        );
+    };
+    let ends = gw.upstreams.iter().filter_map(|u| {
+        let s = state
+            .upstream_sessions
+            .get(&u.name)
+            .filter(|s| !s.is_empty())?;
+        Some(u.end_session(s))
+    });
+    futures_util::future::join_all(ends).await;
+    StatusCode::OK.into_response()
+}
+
+async fn health(State(gw): State<Arc<Gateway>>) -> Response {
+    match gw.decider.syncer().gate() {
+        lockstep_sync::Gate::Serve {
+            active,
+            warning: None,
+        } => json_response(StatusCode::OK, &json!({"revision": active.revision()})),
+        lockstep_sync::Gate::Serve {
+            warning: Some(w), ..
+        } => json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": w})),
+        lockstep_sync::Gate::Deny { reason, .. } => {
+            json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": reason}))
+        }
+    }
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    let mut r = gw.metrics.render().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}

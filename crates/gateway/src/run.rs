@@ -1,0 +1,229 @@
+//! Starting and stopping a gateway: the policy section read by `lockstep-sync`'s
+//! config parser (the same as the agent's), the sync engine and the decision path,
+//! the key files, the audit writer, the listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use lockstep_decision::{Decider, DecisionLogger};
+use lockstep_sync::Syncer;
+use lockstep_sync::opa_config::values::Walker;
+use lockstep_sync::opa_config::{self, OwnSections};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api_keys::ApiKeys;
+use crate::audit::Audit;
+use crate::config::GatewayConfig;
+use crate::era::ProtocolVersion;
+use crate::front::{Gateway, router};
+use crate::metrics::GatewayMetrics;
+use crate::session::{SessionKey, SessionSealer};
+use crate::upstream::Upstream;
+
+/// Why a gateway did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "gateway config: policy: missing (services and bundles, in OPA's format, say where the signed policy comes from)"
+    )]
+    NoPolicy,
+    #[error("gateway config: policy: {0}")]
+    Policy(#[from] opa_config::ConfigError),
+    #[error(transparent)]
+    Sync(#[from] lockstep_sync::StartError),
+    #[error(transparent)]
+    DecisionLog(#[from] lockstep_decision::LogFileError),
+    #[error(
+        "gateway config: identity.api_keys_file is required: every request must carry a credential"
+    )]
+    NoIdentity,
+    #[error("{what} {path}: {message}")]
+    File {
+        what: &'static str,
+        path: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Naming(#[from] crate::naming::NamingError),
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::UpstreamError),
+    #[error("audit: {0}")]
+    Audit(std::io::Error),
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("session key: {0}")]
+    Random(String),
+}
+
+fn read(what: &'static str, path: &std::path::Path) -> Result<String, StartError> {
+    std::fs::read_to_string(path).map_err(|e| StartError::File {
+        what,
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn session_key(path: &std::path::Path) -> Result<SessionKey, StartError> {
+    SessionKey::parse(&read("session key file", path)?).map_err(|e| StartError::File {
+        what: "session key file",
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// A started gateway; stop it with [`RunningGateway::shutdown`].
+#[derive(Debug)]
+pub struct RunningGateway {
+    pub addr: SocketAddr,
+    pub syncer: Syncer,
+    shutdown: watch::Sender<bool>,
+    serve: JoinHandle<std::io::Result<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningGateway {
+    /// Stops the listener, the sync engine, and flushes the audit and decision logs.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        let _ = self.shutdown.send(true);
+        let served = self.serve.await.map_err(std::io::Error::other)?;
+        self.syncer.shutdown().await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        served
+    }
+
+    /// Waits until the listener stops.
+    pub async fn wait(self) -> std::io::Result<()> {
+        let served = self.serve.await.map_err(std::io::Error::other)?;
+        self.syncer.shutdown().await;
+        served
+    }
+
+    pub fn trigger(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Reads the key files, starts syncing the policy, binds and serves.
+pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, StartError> {
+    for k in &cfg.unknown_keys {
+        tracing::warn!(key = %k, "gateway configuration key not known: ignored");
+    }
+    let policy = cfg.policy.as_ref().ok_or(StartError::NoPolicy)?;
+    let opa = opa_config::parse(
+        &policy.to_string(),
+        &|k| std::env::var(k).ok(),
+        &opa_config::Overrides::default(),
+        OwnSections {
+            top: &[lockstep_decision::log_config::SECTION],
+            lockstep: &[],
+        },
+    )?;
+    let mut w = Walker {
+        ignored: opa.ignored.clone(),
+    };
+    let logs = lockstep_decision::parse_decision_logs(
+        opa.document.get(lockstep_decision::log_config::SECTION),
+        &opa.services,
+        &mut w,
+    )?;
+    for k in &w.ignored {
+        tracing::warn!(key = %format!("policy.{k}"), "configuration key not supported by lockstep: ignored");
+    }
+    let mut sync = opa.sync;
+    sync.labels
+        .insert("agent".into(), "lockstep-gateway".into());
+
+    let keys_file = cfg
+        .identity
+        .api_keys_file
+        .as_ref()
+        .ok_or(StartError::NoIdentity)?;
+    let api_keys = ApiKeys::parse(&read("identity.api_keys_file", keys_file)?).map_err(|e| {
+        StartError::File {
+            what: "identity.api_keys_file",
+            path: keys_file.display().to_string(),
+            message: e.to_string(),
+        }
+    })?;
+    let current = match &cfg.session.key_file {
+        Some(p) => session_key(p)?,
+        None => {
+            tracing::warn!(
+                "session.key_file not set: sessions are sealed with a key made at start, so they do not survive a restart or reach another replica"
+            );
+            let mut k = [0u8; 32];
+            getrandom::fill(&mut k).map_err(|e| StartError::Random(e.to_string()))?;
+            SessionKey::from_bytes(k)
+        }
+    };
+    let previous = cfg
+        .session
+        .previous_key_files
+        .iter()
+        .map(|p| session_key(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let naming = cfg.naming()?;
+    let upstreams = cfg
+        .upstreams
+        .iter()
+        .map(Upstream::new)
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let (audit, audit_task) = Audit::start(&cfg.audit).await.map_err(StartError::Audit)?;
+    let syncer = Syncer::new(sync)?;
+    let (logger, logger_task) = match DecisionLogger::start(&logs).await? {
+        Some((l, h)) => (Some(l), Some(h)),
+        None => (None, None),
+    };
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: cfg.listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: cfg.listen.clone(),
+        source,
+    })?;
+    syncer.start().await;
+    let decider = Decider::new(syncer.clone(), logger);
+    let gw = Arc::new(Gateway {
+        metrics: GatewayMetrics::new(&decider),
+        decider,
+        naming,
+        upstreams,
+        api_keys,
+        sealer: SessionSealer::new(current, previous),
+        audit,
+        loopback: addr.ip().is_loopback(),
+        supported: ProtocolVersion::ALL.to_vec(),
+        cfg,
+    });
+    let app = router(gw.clone());
+    let (tx, mut rx) = watch::channel(false);
+    let serve = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|v| *v).await;
+            })
+            .await
+    });
+    tracing::info!(%addr, upstreams = gw.upstreams.len(), "lockstep gateway listening");
+    let mut tasks = vec![audit_task];
+    tasks.extend(logger_task);
+    // The writers end when the last handle to them is gone: the gateway state.
+    drop(gw);
+    Ok(RunningGateway {
+        addr,
+        syncer,
+        shutdown: tx,
+        serve,
+        tasks,
+    })
+}

@@ -1,0 +1,290 @@
+//! Streamable HTTP upstreams: one pooled, kept-alive HTTP client per upstream, the
+//! headers each era needs, and the answer read as JSON or as an SSE stream. The
+//! client's own credential never goes upstream: only the headers built here do.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use crate::config::{Transport, UpstreamConfig};
+use crate::era::{ProtocolVersion, encode_header_value};
+use crate::sse::{Event, Splitter};
+
+pub const SESSION_HEADER: &str = "mcp-session-id";
+pub const PROTOCOL_HEADER: &str = "mcp-protocol-version";
+/// Largest upstream JSON answer or SSE event read.
+pub const MAX_UPSTREAM_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// Why an upstream exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {upstream}: {message}")]
+    Transport { upstream: String, message: String },
+    #[error("upstream {upstream} answered HTTP {status}")]
+    Status { upstream: String, status: u16 },
+    #[error("upstream {upstream}: answer is not JSON-RPC: {message}")]
+    Malformed { upstream: String, message: String },
+    #[error(
+        "upstream {upstream} uses the stdio transport, which this gateway build does not start"
+    )]
+    StdioUnsupported { upstream: String },
+    #[error("upstream {upstream} did not answer within {seconds:.1}s")]
+    Timeout { upstream: String, seconds: f64 },
+}
+
+/// What the request to an upstream carries besides the body.
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing {
+    /// The upstream's own session id (2025 era).
+    pub session: Option<String>,
+    pub protocol_version: Option<ProtocolVersion>,
+    /// 2026-07-28: `Mcp-Method`, `Mcp-Name` (the upstream's own name) and the client's
+    /// `Mcp-Param-*` headers, already checked against the body.
+    pub modern: Option<ModernHeaders>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModernHeaders {
+    pub method: String,
+    pub name: Option<String>,
+    pub params: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// An upstream's answer.
+pub enum Answer {
+    /// 202: the notification or response was accepted.
+    Accepted,
+    /// `application/json`: one message (a JSON-RPC error may come with a 4xx).
+    Json {
+        status: u16,
+        session: Option<String>,
+        body: Bytes,
+    },
+    /// `text/event-stream`: events as they arrive.
+    Stream {
+        session: Option<String>,
+        events: futures_util::stream::BoxStream<'static, Result<Event, UpstreamError>>,
+    },
+}
+
+/// One configured upstream.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    url: Option<String>,
+    http: reqwest::Client,
+    pub request_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig) -> Result<Upstream, UpstreamError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .user_agent(concat!("lockstep-gateway/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| UpstreamError::Transport {
+                upstream: cfg.name.clone(),
+                message: e.to_string(),
+            })?;
+        let url = match &cfg.transport {
+            Transport::Http { url } => Some(url.clone()),
+            Transport::Stdio { .. } => None,
+        };
+        Ok(Upstream {
+            name: cfg.name.clone(),
+            url,
+            http,
+            request_timeout: cfg.request_timeout,
+        })
+    }
+
+    fn transport(&self, e: &reqwest::Error) -> UpstreamError {
+        if e.is_timeout() {
+            return UpstreamError::Timeout {
+                upstream: self.name.clone(),
+                seconds: self.request_timeout.as_secs_f64(),
+            };
+        }
+        UpstreamError::Transport {
+            upstream: self.name.clone(),
+            message: lockstep_sync::download::error_chain(e),
+        }
+    }
+
+    /// POSTs one message; `timeout` bounds the wait for the answer's headers and, for a
+    /// JSON answer, its body (an SSE stream then runs as long as the upstream sends).
+    pub async fn post(
+        &self,
+        body: String,
+        out: &Outgoing,
+        timeout: Duration,
+    ) -> Result<Answer, UpstreamError> {
+        let Some(url) = &self.url else {
+            return Err(UpstreamError::StdioUnsupported {
+                upstream: self.name.clone(),
+            });
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        if let Some(s) = &out.session
+            && let Ok(v) = HeaderValue::from_str(s)
+        {
+            headers.insert(SESSION_HEADER, v);
+        }
+        if let Some(v) = out.protocol_version {
+            headers.insert(PROTOCOL_HEADER, HeaderValue::from_static(v.as_str()));
+        }
+        if let Some(m) = &out.modern {
+            if let Ok(v) = encode_header_value(&m.method) {
+                headers.insert("mcp-method", v);
+            }
+            if let Some(n) = &m.name
+                && let Ok(v) = encode_header_value(n)
+            {
+                headers.insert("mcp-name", v);
+            }
+            for (k, v) in &m.params {
+                headers.insert(k.clone(), v.clone());
+            }
+        }
+        let send = self.http.post(url).headers(headers).body(body).send();
+        let resp = tokio::time::timeout(timeout, send)
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                upstream: self.name.clone(),
+                seconds: timeout.as_secs_f64(),
+            })?
+            .map_err(|e| self.transport(&e))?;
+        let status = resp.status();
+        let session = resp
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if status == reqwest::StatusCode::ACCEPTED {
+            return Ok(Answer::Accepted);
+        }
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if content_type.starts_with("text/event-stream") {
+            if !status.is_success() {
+                return Err(UpstreamError::Status {
+                    upstream: self.name.clone(),
+                    status: status.as_u16(),
+                });
+            }
+            let name = self.name.clone();
+            let mut splitter = Splitter::new(MAX_UPSTREAM_MESSAGE);
+            let bytes = resp.bytes_stream();
+            let events = async_stream(bytes, move |chunk| match chunk {
+                Some(Ok(b)) => splitter.push(&b).map_err(|e| UpstreamError::Malformed {
+                    upstream: name.clone(),
+                    message: e.to_string(),
+                }),
+                Some(Err(e)) => Err(UpstreamError::Transport {
+                    upstream: name.clone(),
+                    message: lockstep_sync::download::error_chain(&e),
+                }),
+                None => Ok(splitter.finish().into_iter().collect()),
+            });
+            return Ok(Answer::Stream { session, events });
+        }
+        // A JSON-RPC error may come with a 4xx (2026-07-28 maps errors to statuses):
+        // it is still the upstream's answer. Anything else that is not 2xx is not.
+        let body = read_limited(resp, MAX_UPSTREAM_MESSAGE, timeout)
+            .await
+            .map_err(|message| UpstreamError::Transport {
+                upstream: self.name.clone(),
+                message,
+            })?;
+        if !status.is_success() && !looks_like_jsonrpc(&body) {
+            return Err(UpstreamError::Status {
+                upstream: self.name.clone(),
+                status: status.as_u16(),
+            });
+        }
+        Ok(Answer::Json {
+            status: status.as_u16(),
+            session,
+            body,
+        })
+    }
+
+    /// `DELETE` of the upstream's session (best effort).
+    pub async fn end_session(&self, session: &str) {
+        if let Some(url) = &self.url {
+            let _ = self
+                .http
+                .delete(url)
+                .header(SESSION_HEADER, session)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await;
+        }
+    }
+}
+
+fn looks_like_jsonrpc(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .is_some_and(|v| v.get("jsonrpc").is_some())
+}
+
+async fn read_limited(
+    resp: reqwest::Response,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, String> {
+    let read = async {
+        let mut out = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| lockstep_sync::download::error_chain(&e))?;
+            if out.len() + chunk.len() > limit {
+                return Err(format!("answer larger than {limit} bytes"));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(out))
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| "answer body not complete in time".to_string())?
+}
+
+/// Turns a chunk stream into an event stream with `step` (called with `None` once at
+/// the end), flattening the events each step yields.
+fn async_stream<S, F>(
+    chunks: S,
+    mut step: F,
+) -> futures_util::stream::BoxStream<'static, Result<Event, UpstreamError>>
+where
+    S: futures_util::Stream<Item = Result<Bytes, reqwest::Error>> + Send + 'static,
+    F: FnMut(Option<Result<Bytes, reqwest::Error>>) -> Result<Vec<Event>, UpstreamError>
+        + Send
+        + 'static,
+{
+    let chunks = chunks
+        .map(Some)
+        .chain(futures_util::stream::once(async { None }));
+    chunks
+        .map(move |c| match step(c) {
+            Ok(events) => futures_util::stream::iter(events.into_iter().map(Ok)).left_stream(),
+            Err(e) => futures_util::stream::iter(vec![Err(e)]).right_stream(),
+        })
+        .flatten()
+        .boxed()
+}
