@@ -56,10 +56,7 @@ impl Splitter {
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Event>, EventTooLarge> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
-        loop {
-            let Some((end, sep)) = find_boundary(&self.buf) else {
-                break;
-            };
+        while let Some((end, sep)) = find_boundary(&self.buf) {
             let block = self.buf.split_to(end + sep);
             let text = String::from_utf8_lossy(block.get(..end).unwrap_or_default())
                 .replace("\r\n", "\n")

@@ -54,6 +54,21 @@ pub fn bundle_with(rev: &str, iat: i64, keys: Option<&Keys>, rego: &str) -> Vec<
     seal(b, keys, iat)
 }
 
+/// The repository's example policies (`examples/policies`: the guide's three layers)
+/// as a bundle of revision `rev`, signed at `iat` when `keys` are given.
+pub fn example_bundle(rev: &str, iat: i64, keys: Option<&Keys>) -> Vec<u8> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policies");
+    let b = lockstep_bundle::build_bundle(
+        &[dir],
+        &lockstep_bundle::BuildOptions {
+            revision: Some(rev.to_string()),
+            ..lockstep_bundle::BuildOptions::default()
+        },
+    )
+    .unwrap();
+    seal(b, keys, iat)
+}
+
 /// Writes `b` as a tar.gz, signed with `keys` at `iat` when given (its manifest file
 /// brought in line first).
 pub fn seal(mut b: Bundle, keys: Option<&Keys>, iat: i64) -> Vec<u8> {

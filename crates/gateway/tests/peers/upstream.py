@@ -173,22 +173,26 @@ TABLES = {
 
 
 @mcp.tool()
-def read_database(query: str, table: str) -> CallToolResult:
-    """Read rows from a table (layer 1: read role; layer 2/3: table and query scope)."""
-    return _result({"upstream": ARGS.name, "tool": "read_database", "table": table, "query": query,
-                    "rows": TABLES.get(table, [])})
+def read_database(target: str, operation: str = "read", database: str = "analytics") -> CallToolResult:
+    """Read rows from a table. Arguments as the guide's policies read them: `target` (the
+    table, layer 2), `operation`, `database` (layer 3)."""
+    return _result({"upstream": ARGS.name, "tool": "read_database", "target": target,
+                    "operation": operation, "database": database, "rows": TABLES.get(target, [])})
 
 
 @mcp.tool()
-def write_database(table: str, data: dict) -> CallToolResult:
+def write_database(target: str, data: dict, operation: str = "write",
+                   database: str = "analytics") -> CallToolResult:
     """Write a row into a table (a tool an analyst role must not reach)."""
-    return _result({"upstream": ARGS.name, "tool": "write_database", "table": table, "written": data})
+    return _result({"upstream": ARGS.name, "tool": "write_database", "target": target,
+                    "operation": operation, "database": database, "written": data})
 
 
 @mcp.tool()
-def run_query(sql: str) -> CallToolResult:
-    """Run a raw SQL statement (command-scope target: e.g. only SELECT allowed)."""
-    return _result({"upstream": ARGS.name, "tool": "run_query", "sql": sql, "rowcount": 1})
+def run_query(target: str, operation: str = "read", database: str = "analytics") -> CallToolResult:
+    """Run a raw SQL statement given as `target` (layer 2: only SELECT allowed)."""
+    return _result({"upstream": ARGS.name, "tool": "run_query", "target": target,
+                    "database": database, "rowcount": 1})
 
 
 @mcp.tool()

@@ -1,0 +1,326 @@
+//! The gateway between real MCP peers we did not write: the Python `mcp` 2.3 client
+//! (both protocol eras) calls through `lockstep gateway` to a Python `mcp` server,
+//! with the guide's policies signed and served by a real `lockstep server`.
+//!
+//! Allowed calls return the upstream's result; denied ones get lockstep's JSON-RPC
+//! error naming the reason, layer and revision, and the upstream's own record proves it
+//! never saw them; `tools/list` differs per role. The Python venv (`<target>/py-mcp`,
+//! pinned in `tests/peers/requirements.txt`) is created on first run; without network
+//! the test fails unless `LOCKSTEP_SKIP_MCP_PEERS=1`.
+// Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lockstep_gateway::config::GatewayConfig;
+use lockstep_testkit::prelude::*;
+use serde_json::{Value, json};
+
+const ANALYST_KEY: &str = "lsk_analyst_0123456789abcdef0123456789";
+const ADMIN_KEY: &str = "lsk_admin_0123456789abcdef0123456789ab";
+
+fn peers() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
+}
+
+/// The venv, or `None` when it cannot be made and the skip switch is set.
+fn venv() -> Option<PathBuf> {
+    let pinned = peers().join("requirements.txt");
+    let spec = VenvSpec {
+        name: "mcp",
+        pinned: Some(&pinned),
+        packages: &["mcp==2.3.0", "fastmcp==4.2.3"],
+        bins: &[],
+        check: "import mcp, fastmcp",
+    };
+    match spec.ensure() {
+        Ok(v) => Some(v),
+        Err(e) if std::env::var("LOCKSTEP_SKIP_MCP_PEERS").as_deref() == Ok("1") => {
+            eprintln!("LOCKSTEP_SKIP_MCP_PEERS=1: skipping, no MCP venv: {e}");
+            None
+        }
+        Err(e) => panic!(
+            "could not install the MCP peers into {} (no network?); set LOCKSTEP_SKIP_MCP_PEERS=1 to skip.\n{e}",
+            spec.dir().display()
+        ),
+    }
+}
+
+/// Starts `upstream.py` over HTTP; waits for its READY line.
+fn upstream(venv: &Path, dir: &Path, name: &'static str) -> (Proc, u16) {
+    let port = free_port();
+    let log = dir.join(format!("upstream-{name}.log"));
+    let p = spawn(
+        name,
+        Command::new(venv.join("bin/python"))
+            .arg(peers().join("upstream.py"))
+            .args([
+                "--transport",
+                "http",
+                "--port",
+                &port.to_string(),
+                "--name",
+                name,
+            ])
+            .arg("--record")
+            .arg(dir.join(format!("record-{name}.jsonl"))),
+        &log,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("READY")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "upstream never ready:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (p, port)
+}
+
+/// What the upstream received: (method, tool name) of every JSON-RPC request.
+fn recorded(dir: &Path, name: &str) -> Vec<(String, Option<String>)> {
+    std::fs::read_to_string(dir.join(format!("record-{name}.jsonl")))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["source"] == "rpc")
+        .map(|v| {
+            (
+                v["method"].as_str().unwrap_or_default().to_string(),
+                v["params"]["name"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+fn gateway_config(dir: &Path, server: &TestServer, upstream_port: u16) -> GatewayConfig {
+    let keys = dir.join("api-keys.yaml");
+    std::fs::write(
+        &keys,
+        format!(
+            "keys:\n  - key: {ANALYST_KEY}\n    id: alice\n    role: analyst\n  - key: {ADMIN_KEY}\n    id: root\n    role: admin\n"
+        ),
+    )
+    .unwrap();
+    let text = format!(
+        r#"
+listen: 127.0.0.1:0
+upstreams:
+  - name: db
+    url: http://127.0.0.1:{upstream_port}/mcp
+identity:
+  api_keys_file: {keys}
+audit:
+  output: {audit}
+policy:
+  services:
+    bundle-server:
+      url: {base}
+      credentials: {{bearer: {{token: {DOWNLOAD}}}}}
+  bundles:
+    main:
+      service: bundle-server
+      resource: bundles/main
+      polling: {{long_polling_timeout_seconds: 10}}
+      signing: {{keyid: {KID}}}
+  keys:
+    {KID}: {{key: {pem}, algorithm: ES256}}
+  persistence_directory: {persist}
+"#,
+        keys = keys.display(),
+        audit = dir.join("audit.jsonl").display(),
+        base = server.base,
+        pem = serde_json::to_string(&server.keys.public).unwrap(),
+        persist = dir.join("opa").display(),
+    );
+    let cfg = GatewayConfig::parse(&text).unwrap();
+    assert!(cfg.unknown_keys.is_empty(), "{:?}", cfg.unknown_keys);
+    cfg
+}
+
+/// Runs `client.py` with `steps`; one JSON value per output line.
+fn client(venv: &Path, url: &str, key: Option<&str>, protocol: &str, steps: &Value) -> Vec<Value> {
+    let mut cmd = Command::new(venv.join("bin/python"));
+    cmd.arg(peers().join("client.py"))
+        .args(["--url", url, "--protocol", protocol, "--brief"])
+        .args(["--steps", &steps.to_string()]);
+    if let Some(k) = key {
+        cmd.args(["--header", &format!("Authorization: Bearer {k}")]);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "client {protocol}:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn step(lines: &[Value], n: u64) -> &Value {
+    lines
+        .iter()
+        .find(|l| l["step"] == json!(n))
+        .unwrap_or_else(|| panic!("no step {n} in {lines:?}"))
+}
+
+async fn wait_ready(gw: &lockstep_gateway::RunningGateway) {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http
+            .get(format!("http://{}/health", gw.addr))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway never got a fresh revision"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_clients_through_the_gateway_get_the_policy_decisions() {
+    let Some(venv) = tokio::task::block_in_place(venv) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start().await;
+    server
+        .publish_ok("main", example_bundle("r1", 1000, Some(&server.keys)))
+        .await;
+    let (_upstream, port) = upstream(&venv, dir.path(), "db");
+    let gw = lockstep_gateway::start(gateway_config(dir.path(), &server, port))
+        .await
+        .unwrap();
+    wait_ready(&gw).await;
+    let url = format!("http://{}/mcp", gw.addr);
+
+    let steps = json!([
+        "list_tools",
+        {"op": "call_tool", "name": "read_database", "args": {"target": "users", "operation": "read", "database": "analytics"}},
+        {"op": "call_tool", "name": "write_database", "args": {"target": "users", "operation": "write", "database": "analytics", "data": {"id": 3}}},
+        {"op": "call_tool", "name": "run_query", "args": {"target": "DELETE FROM orders", "database": "analytics"}},
+        {"op": "call_tool", "name": "read_database", "args": {"target": "users", "operation": "read", "database": "payroll"}},
+    ]);
+    for protocol in ["2026-07-28", "2025-11-25"] {
+        let out = tokio::task::block_in_place(|| {
+            client(&venv, &url, Some(ANALYST_KEY), protocol, &steps)
+        });
+        assert_eq!(
+            step(&out, 0)["ok"],
+            json!(true),
+            "{protocol}: connect {out:?}"
+        );
+        // The analyst's role lists read_database and run_query; nothing else is shown.
+        let names: Vec<&str> = step(&out, 1)["names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["read_database", "run_query"], "{protocol}");
+        // Allowed: the upstream's own answer.
+        let read = step(&out, 2);
+        assert_eq!(read["ok"], json!(true), "{protocol}: {read}");
+        assert!(
+            read["text"]
+                .as_str()
+                .unwrap()
+                .contains("\"upstream\":\"db\""),
+            "{read}"
+        );
+        // Denied by each layer, with the reason, layer and revision.
+        for (n, layer, reason) in [
+            (
+                3,
+                "mcp/tool_access",
+                "role 'analyst' has no access to tool 'write_database'",
+            ),
+            (
+                4,
+                "mcp/command_scope",
+                "target 'DELETE FROM orders' does not match the allowed pattern for tool 'run_query'",
+            ),
+            (
+                5,
+                "mcp/resource_access",
+                "role 'analyst' may not access database 'payroll'",
+            ),
+        ] {
+            let s = step(&out, n);
+            assert_eq!(s["ok"], json!(false), "{protocol} step {n}: {s}");
+            assert_eq!(s["error"]["code"], json!(-31001), "{s}");
+            assert_eq!(s["error"]["message"], json!(reason), "{s}");
+            assert_eq!(s["error"]["data"]["layer"], json!(layer), "{s}");
+            assert_eq!(s["error"]["data"]["revision"], json!("r1"), "{s}");
+            assert!(
+                s["error"]["data"]["decision_id"]
+                    .as_str()
+                    .is_some_and(|d| !d.is_empty())
+            );
+        }
+    }
+    // The upstream saw the allowed calls only.
+    let calls: Vec<String> = recorded(dir.path(), "db")
+        .into_iter()
+        .filter(|(m, _)| m == "tools/call")
+        .filter_map(|(_, t)| t)
+        .collect();
+    assert_eq!(calls, ["read_database", "read_database"], "{calls:?}");
+
+    // Another role, another list.
+    let out = tokio::task::block_in_place(|| {
+        client(&venv, &url, Some(ADMIN_KEY), "auto", &json!(["list_tools"]))
+    });
+    let names = step(&out, 1)["names"].clone();
+    assert_eq!(
+        names,
+        json!(["read_database", "write_database", "run_query"]),
+        "{out:?}"
+    );
+
+    // No credential: 401, and nothing reaches the upstream.
+    let before = recorded(dir.path(), "db").len();
+    let out = tokio::task::block_in_place(|| {
+        client(&venv, &url, None, "2025-11-25", &json!(["list_tools"]))
+    });
+    assert_eq!(step(&out, 0)["ok"], json!(false), "{out:?}");
+    assert!(out.iter().any(|l| l.to_string().contains("401")), "{out:?}");
+    assert_eq!(recorded(dir.path(), "db").len(), before);
+
+    gw.shutdown().await.unwrap();
+    // The audit names every decision's revision.
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    let denied: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["decision"] == "deny")
+        .collect();
+    assert_eq!(denied.len(), 6, "{audit}");
+    assert!(
+        denied
+            .iter()
+            .all(|v| v["revision"] == "r1" && v["arguments_sha256"].is_string()),
+        "{audit}"
+    );
+    server.stop().await;
+}
