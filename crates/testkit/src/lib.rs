@@ -2,7 +2,7 @@
 //! published). Keys and signed bundles made in memory ([`bundles`]), a real
 //! `lockstep-server` on 127.0.0.1 over a temp folder ([`server`]), sync
 //! configurations and a plain static bundle server ([`sync`]), started agents
-//! ([`agent`]), child processes stopped on drop and Python venvs for the real peers
+//! ([`agent`]), gateways in front of a recording MCP upstream ([`gateway`]), child processes stopped on drop and Python venvs for the real peers
 //! ([`procs`], [`python`]), `/metrics` scraping ([`metrics`]), waiting helpers
 //! ([`wait`]) and the guide's files ([`fixtures`]).
 //!
@@ -21,6 +21,7 @@
 pub mod agent;
 pub mod bundles;
 pub mod fixtures;
+pub mod gateway;
 pub mod metrics;
 pub mod procs;
 pub mod python;
@@ -33,6 +34,7 @@ pub mod prelude {
     pub use crate::agent::*;
     pub use crate::bundles::*;
     pub use crate::fixtures::*;
+    pub use crate::gateway::*;
     pub use crate::metrics::{sample, scrape};
     pub use crate::procs::{Proc, run, spawn};
     pub use crate::python::VenvSpec;

@@ -1,0 +1,279 @@
+//! The front door against bad input, missing credentials, foreign origins and stale
+//! policy (issue 11, points 1, 4, 6 and 10): each refusal is a JSON-RPC error with the
+//! right HTTP status, nothing reaches the upstream, and the next good request works.
+// Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use lockstep_testkit::prelude::*;
+use serde_json::{Value, json};
+
+struct Setup {
+    server: TestServer,
+    upstream: McpUpstream,
+    gw: lockstep_gateway::RunningGateway,
+    _dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+async fn setup(extra: &str, publish: bool) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start().await;
+    if publish {
+        server
+            .publish_ok("main", example_bundle("r1", 1000, Some(&server.keys)))
+            .await;
+    }
+    let upstream = McpUpstream::default();
+    let (url, _task) = upstream.start().await;
+    let gw = start_gateway(&gateway_yaml(&server, dir.path(), &url, extra)).await;
+    if publish {
+        wait_gateway_ready(&gw).await;
+    }
+    Setup {
+        server,
+        upstream,
+        gw,
+        _dir: dir,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Setup {
+    fn url(&self) -> String {
+        format!("http://{}/mcp", self.gw.addr)
+    }
+
+    /// POSTs `body` with the analyst's key and `headers`; (status, JSON body).
+    async fn post(&self, body: Vec<u8>, headers: &[(&str, String)]) -> (u16, Value) {
+        let mut r = self
+            .http
+            .post(self.url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .bearer_auth(ANALYST_KEY);
+        for (k, v) in headers {
+            r = r.header(*k, v);
+        }
+        let r = r.body(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn good_call(&self) -> (u16, Value) {
+        let (body, headers) = modern_call(
+            7,
+            "read_database",
+            json!({"target": "users", "operation": "read", "database": "analytics"}),
+        );
+        self.post(body.to_string().into_bytes(), &headers).await
+    }
+
+    async fn stop(mut self) {
+        self.gw.shutdown().await.unwrap();
+        self.server.stop().await;
+    }
+}
+
+fn modern_headers(name: &str) -> Vec<(&'static str, String)> {
+    modern_call(1, name, json!({})).1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_never_reaches_the_upstream_and_the_next_request_works() {
+    let s = setup("limits:\n  max_body_bytes: 4096\n  max_depth: 32\n", true).await;
+    let deep = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"read_database","arguments":{{"a":{}1{}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}}}}"#,
+        "[".repeat(40),
+        "]".repeat(40)
+    );
+    let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#;
+    let cases: Vec<(&str, String, Vec<(&str, String)>, u16, i64)> = vec![
+        ("truncated JSON", r#"{"jsonrpc":"2.0","id":1,"method":"#.into(), modern_headers("x"), 400, -32700),
+        (
+            "duplicate key",
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"read_database","name":"write_database","arguments":{{}},{meta}}}}}"#),
+            modern_headers("read_database"),
+            400,
+            -32700,
+        ),
+        (
+            "batch",
+            format!(r#"[{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"read_database",{meta}}}}}]"#),
+            modern_headers("read_database"),
+            400,
+            -32600,
+        ),
+        (
+            "name not a string",
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":7,"arguments":{{}},{meta}}}}}"#),
+            modern_headers("7"),
+            400,
+            -32602,
+        ),
+        (
+            "arguments not an object",
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"read_database","arguments":[1],{meta}}}}}"#),
+            modern_headers("read_database"),
+            400,
+            -32602,
+        ),
+        ("too deep", deep, modern_headers("read_database"), 400, -32700),
+        (
+            "too large",
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"read_database","arguments":{{"x":"{}"}},{meta}}}}}"#, "a".repeat(5000)),
+            modern_headers("read_database"),
+            413,
+            -32600,
+        ),
+        (
+            "header disagrees with body",
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"write_database","arguments":{{}},{meta}}}}}"#),
+            modern_headers("read_database"),
+            400,
+            -32020,
+        ),
+        (
+            "unknown method",
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/destroy","params":{{{meta}}}}}"#),
+            vec![("mcp-protocol-version", "2026-07-28".into()), ("mcp-method", "tools/destroy".into())],
+            404,
+            -32601,
+        ),
+        (
+            "no session (2025 era)",
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_database","arguments":{}}}"#.into(),
+            vec![],
+            400,
+            -32600,
+        ),
+        (
+            "foreign session id",
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_database","arguments":{}}}"#.into(),
+            vec![("mcp-session-id", "bm90LWEtc2Vzc2lvbg".into())],
+            404,
+            -32600,
+        ),
+        (
+            "foreign origin",
+            s.good_call_body(),
+            [modern_headers("read_database"), vec![("origin", "http://evil.example".into())]].concat(),
+            403,
+            -32600,
+        ),
+        (
+            "non-loopback Host on a loopback bind",
+            s.good_call_body(),
+            [modern_headers("read_database"), vec![("host", "evil.example".into())]].concat(),
+            403,
+            -32600,
+        ),
+    ];
+    for (what, body, headers, status, code) in cases {
+        let (got, b) = s.post(body.into_bytes(), &headers).await;
+        assert_eq!((got, &b["error"]["code"]), (status, &json!(code)), "{what}: {b}");
+        assert!(b["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {b}");
+        // The next good request still works.
+        let (ok, b) = s.good_call().await;
+        assert_eq!(ok, 200, "after {what}: {b}");
+        assert_eq!(b["result"]["isError"], json!(false), "after {what}: {b}");
+    }
+    // The upstream saw only the good calls.
+    assert!(
+        s.upstream.calls().iter().all(|c| c == "tools/call read_database"),
+        "{:?}",
+        s.upstream.calls()
+    );
+    s.stop().await;
+}
+
+impl Setup {
+    fn good_call_body(&self) -> String {
+        modern_call(
+            7,
+            "read_database",
+            json!({"target": "users", "operation": "read", "database": "analytics"}),
+        )
+        .0
+        .to_string()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_a_valid_key_get_401_and_reach_nothing() {
+    let s = setup("", true).await;
+    for key in [None, Some("lsk_wrong_0123456789abcdef0123456789ab")] {
+        let mut r = s
+            .http
+            .post(s.url())
+            .header("content-type", "application/json")
+            .body(s.good_call_body());
+        for (k, v) in modern_headers("read_database") {
+            r = r.header(k, v);
+        }
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(b["error"]["code"], json!(-31003), "{b}");
+    }
+    assert!(s.upstream.calls().is_empty());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_revision_every_request_fails_closed() {
+    let s = setup("", false).await;
+    let (status, b) = s.good_call().await;
+    assert_eq!(status, 503, "{b}");
+    assert_eq!(b["error"]["code"], json!(-31002), "{b}");
+    assert!(b["error"]["data"]["revision"].is_null(), "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("not activated yet"),
+        "{b}"
+    );
+    assert!(s.upstream.calls().is_empty());
+    // Once a revision is active, the same request is decided by it.
+    s.server
+        .publish_ok("main", example_bundle("r1", 1000, Some(&s.server.keys)))
+        .await;
+    wait_gateway_ready(&s.gw).await;
+    let (status, b) = s.good_call().await;
+    assert_eq!(status, 200, "{b}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_can_answer_denials_as_tool_errors_the_model_reads() {
+    let layers = "layers:\n  - path: mcp/tool_access\n    filter_lists: true\n  - path: mcp/command_scope\n    deny_as_tool_error: true\n  - path: mcp/resource_access\n";
+    let s = setup(layers, true).await;
+    let (body, headers) = modern_call(
+        3,
+        "run_query",
+        json!({"target": "DELETE FROM orders", "database": "analytics"}),
+    );
+    let (status, b) = s.post(body.to_string().into_bytes(), &headers).await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(b["result"]["isError"], json!(true), "{b}");
+    assert!(
+        b["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("does not match the allowed pattern"),
+        "{b}"
+    );
+    assert_eq!(b["result"]["_meta"]["lockstep/denial"]["revision"], json!("r1"), "{b}");
+    // The tool-access layer still answers with a JSON-RPC error.
+    let (body, headers) = modern_call(4, "write_database", json!({"target": "users"}));
+    let (status, b) = s.post(body.to_string().into_bytes(), &headers).await;
+    assert_eq!((status, &b["error"]["code"]), (403, &json!(-31001)), "{b}");
+    assert!(s.upstream.calls().is_empty(), "{:?}", s.upstream.calls());
+    s.stop().await;
+}
