@@ -315,11 +315,22 @@ async fn post_mcp(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body
     let resp = post_inner(&gw, &headers, body, &mut trace).await;
     match resp {
         Handled::Done(r) => {
+            let r = with_revision(r, trace.revision.as_deref());
             trace.finish(&gw);
             r
         }
         Handled::Streaming(r) => r,
     }
+}
+
+/// `X-Lockstep-Revision` on every answer a revision decided, allowed or denied.
+fn with_revision(mut r: Response, revision: Option<&str>) -> Response {
+    if let Some(rev) = revision
+        && let Ok(v) = HeaderValue::from_str(rev)
+    {
+        r.headers_mut().insert("x-lockstep-revision", v);
+    }
+    r
 }
 
 /// A response, and whether its trace was already handed to a stream that finishes it.
@@ -722,6 +733,7 @@ async fn forward(
         Ok(Answer::Stream { events, .. }) => {
             outcome.status = 200;
             let finished = std::mem::replace(trace, Trace::new(trace.t0));
+            let revision = finished.revision.clone();
             let relay = Relay {
                 gw: gw.clone(),
                 trace: Some(finished),
@@ -740,7 +752,7 @@ async fn forward(
             );
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-            Handled::Streaming(r)
+            Handled::Streaming(with_revision(r, revision.as_deref()))
         }
     }
 }

@@ -175,8 +175,17 @@ async fn bad_input_never_reaches_the_upstream_and_the_next_request_works() {
     ];
     for (what, body, headers, status, code) in cases {
         let (got, b) = s.post(body.into_bytes(), &headers).await;
-        assert_eq!((got, &b["error"]["code"]), (status, &json!(code)), "{what}: {b}");
-        assert!(b["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {b}");
+        assert_eq!(
+            (got, &b["error"]["code"]),
+            (status, &json!(code)),
+            "{what}: {b}"
+        );
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}: {b}"
+        );
         // The next good request still works.
         let (ok, b) = s.good_call().await;
         assert_eq!(ok, 200, "after {what}: {b}");
@@ -184,7 +193,10 @@ async fn bad_input_never_reaches_the_upstream_and_the_next_request_works() {
     }
     // The upstream saw only the good calls.
     assert!(
-        s.upstream.calls().iter().all(|c| c == "tools/call read_database"),
+        s.upstream
+            .calls()
+            .iter()
+            .all(|c| c == "tools/call read_database"),
         "{:?}",
         s.upstream.calls()
     );
@@ -220,7 +232,12 @@ async fn requests_without_a_valid_key_get_401_and_reach_nothing() {
         }
         let r = r.send().await.unwrap();
         assert_eq!(r.status(), 401);
-        assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+        assert!(
+            r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
         let b: Value = r.json().await.unwrap();
         assert_eq!(b["error"]["code"], json!(-31003), "{b}");
     }
@@ -236,7 +253,10 @@ async fn without_a_revision_every_request_fails_closed() {
     assert_eq!(b["error"]["code"], json!(-31002), "{b}");
     assert!(b["error"]["data"]["revision"].is_null(), "{b}");
     assert!(
-        b["error"]["message"].as_str().unwrap().contains("not activated yet"),
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not activated yet"),
         "{b}"
     );
     assert!(s.upstream.calls().is_empty());
@@ -269,7 +289,11 @@ async fn a_layer_can_answer_denials_as_tool_errors_the_model_reads() {
             .contains("does not match the allowed pattern"),
         "{b}"
     );
-    assert_eq!(b["result"]["_meta"]["lockstep/denial"]["revision"], json!("r1"), "{b}");
+    assert_eq!(
+        b["result"]["_meta"]["lockstep/denial"]["revision"],
+        json!("r1"),
+        "{b}"
+    );
     // The tool-access layer still answers with a JSON-RPC error.
     let (body, headers) = modern_call(4, "write_database", json!({"target": "users"}));
     let (status, b) = s.post(body.to_string().into_bytes(), &headers).await;

@@ -57,7 +57,21 @@ pub fn bundle_with(rev: &str, iat: i64, keys: Option<&Keys>, rego: &str) -> Vec<
 /// The repository's example policies (`examples/policies`: the guide's three layers)
 /// as a bundle of revision `rev`, signed at `iat` when `keys` are given.
 pub fn example_bundle(rev: &str, iat: i64, keys: Option<&Keys>) -> Vec<u8> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policies");
+    example_bundle_with(rev, iat, keys, |_| {})
+}
+
+/// [`example_bundle`] after `edit` changed a copy of the policy directory.
+pub fn example_bundle_with(
+    rev: &str,
+    iat: i64,
+    keys: Option<&Keys>,
+    edit: impl FnOnce(&std::path::Path),
+) -> Vec<u8> {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policies");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("policies");
+    copy_dir(&src, &dir);
+    edit(&dir);
     let b = lockstep_bundle::build_bundle(
         &[dir],
         &lockstep_bundle::BuildOptions {
@@ -67,6 +81,19 @@ pub fn example_bundle(rev: &str, iat: i64, keys: Option<&Keys>) -> Vec<u8> {
     )
     .unwrap();
     seal(b, keys, iat)
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
 }
 
 /// Writes `b` as a tar.gz, signed with `keys` at `iat` when given (its manifest file
