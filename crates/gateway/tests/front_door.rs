@@ -79,6 +79,9 @@ impl Setup {
     }
 }
 
+/// (what, body, headers, expected HTTP status, expected JSON-RPC code).
+type Case<'a> = (&'a str, String, Vec<(&'a str, String)>, u16, i64);
+
 fn modern_headers(name: &str) -> Vec<(&'static str, String)> {
     modern_call(1, name, json!({})).1
 }
@@ -92,7 +95,7 @@ async fn bad_input_never_reaches_the_upstream_and_the_next_request_works() {
         "]".repeat(40)
     );
     let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#;
-    let cases: Vec<(&str, String, Vec<(&str, String)>, u16, i64)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ("truncated JSON", r#"{"jsonrpc":"2.0","id":1,"method":"#.into(), modern_headers("x"), 400, -32700),
         (
             "duplicate key",
