@@ -1,8 +1,8 @@
 //! The audit trail: one JSON line per request (who, what, the decision and the
 //! revision that made it, what the upstream answered, how long it took), written by one
-//! background task so a slow disk never delays a request, to stdout or to a file
+//! background task so a slow disk never delays a request, to stdout, stderr or a file
 //! rotated by size (`<file>.1` is the previous one). Arguments appear only as a
-//! SHA-256 digest of their exact text unless `audit.include_arguments` says otherwise.
+//! SHA-256 digest of their exact text.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -84,6 +84,7 @@ impl Audit {
         let (tx, rx) = mpsc::channel(QUEUE);
         let sink = match cfg {
             AuditConfig::Stdout => Sink::Stdout,
+            AuditConfig::Stderr => Sink::Stderr,
             AuditConfig::File { path, rotate_bytes } => {
                 let file = open(path).await?;
                 let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
@@ -122,6 +123,7 @@ impl Audit {
 
 enum Sink {
     Stdout,
+    Stderr,
     File {
         path: PathBuf,
         file: tokio::fs::File,
@@ -154,6 +156,11 @@ async fn write_loop(mut rx: mpsc::Receiver<Vec<u8>>, mut sink: Sink) {
         match &mut sink {
             Sink::Stdout => {
                 let mut out = tokio::io::stdout();
+                let _ = out.write_all(&buf).await;
+                let _ = out.flush().await;
+            }
+            Sink::Stderr => {
+                let mut out = tokio::io::stderr();
                 let _ = out.write_all(&buf).await;
                 let _ = out.flush().await;
             }

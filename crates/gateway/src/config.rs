@@ -190,6 +190,9 @@ impl LimitsConfig {
 pub enum AuditConfig {
     /// One JSON line per decision on standard output.
     Stdout,
+    /// The same on standard error (what `--stdio` uses instead of stdout, which carries
+    /// the MCP messages).
+    Stderr,
     /// JSON lines appended to `path`, rotated when it reaches `rotate_bytes`.
     File { path: PathBuf, rotate_bytes: u64 },
 }
@@ -539,7 +542,10 @@ impl RawConfig {
 
         let audit = match (self.audit.output.as_deref(), self.audit.rotate_bytes) {
             (None | Some("stdout"), None) => AuditConfig::Stdout,
-            (None | Some("stdout"), Some(_)) => return Err(ConfigError::RotateWithoutFile),
+            (Some("stderr"), None) => AuditConfig::Stderr,
+            (None | Some("stdout" | "stderr"), Some(_)) => {
+                return Err(ConfigError::RotateWithoutFile);
+            }
             (Some(path), rotate) => AuditConfig::File {
                 path: PathBuf::from(path),
                 rotate_bytes: match rotate {

@@ -6,7 +6,8 @@
 //! serves the Streamable HTTP front door (`front`: origin/host checks, identity,
 //! parsing, era and session, layers (`layers`), forwarding to Streamable HTTP
 //! upstreams (`upstream`, `sse`), list fan-out and filtering), with an audit line per
-//! request ([`audit`]) and `/metrics` (`metrics`).
+//! request ([`audit`]) and `/metrics` (`metrics`); [`serve_stdio`] is the stdio front
+//! door, which hands each line to the same front door in process.
 //!
 //! The pure core, everything between the bytes an MCP client sends and the decision:
 //! - [`jsonrpc`] parses one incoming JSON-RPC message strictly (no duplicate keys, no
@@ -53,8 +54,10 @@ pub mod param_headers;
 mod run;
 pub mod session;
 mod sse;
+mod stdio_front;
 pub mod strict_json;
 mod upstream;
 
 pub use front::UPSTREAM_UNAVAILABLE;
 pub use run::{RunningGateway, StartError, start};
+pub use stdio_front::{KEY_ENV, serve_stdio};

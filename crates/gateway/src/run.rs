@@ -109,8 +109,17 @@ impl RunningGateway {
     }
 }
 
-/// Reads the key files, starts syncing the policy, binds and serves.
-pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, StartError> {
+/// A gateway built but not yet serving: the state every front door shares, the sync
+/// engine, and the writer tasks to wait for at the end.
+pub(crate) struct Built {
+    pub gw: Arc<Gateway>,
+    pub syncer: Syncer,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// Reads the key files and the policy section, starts the writers and the sync engine.
+/// `loopback` says whether the front door is a loopback listener (Host checks).
+pub(crate) async fn build(cfg: GatewayConfig, loopback: bool) -> Result<Built, StartError> {
     for k in &cfg.unknown_keys {
         tracing::warn!(key = %k, "gateway configuration key not known: ignored");
     }
@@ -181,16 +190,6 @@ pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, StartError> {
         Some((l, h)) => (Some(l), Some(h)),
         None => (None, None),
     };
-    let listener = tokio::net::TcpListener::bind(&cfg.listen)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: cfg.listen.clone(),
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen {
-        addr: cfg.listen.clone(),
-        source,
-    })?;
     syncer.start().await;
     let decider = Decider::new(syncer.clone(), logger);
     let gw = Arc::new(Gateway {
@@ -201,10 +200,28 @@ pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, StartError> {
         api_keys,
         sealer: SessionSealer::new(current, previous),
         audit,
-        loopback: addr.ip().is_loopback(),
+        loopback,
         supported: ProtocolVersion::ALL.to_vec(),
         cfg,
     });
+    let mut tasks = vec![audit_task];
+    tasks.extend(logger_task);
+    Ok(Built { gw, syncer, tasks })
+}
+
+/// Reads the key files, starts syncing the policy, binds and serves.
+pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, StartError> {
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: cfg.listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: cfg.listen.clone(),
+        source,
+    })?;
+    let Built { gw, syncer, tasks } = build(cfg, addr.ip().is_loopback()).await?;
     let app = router(gw.clone());
     let (tx, mut rx) = watch::channel(false);
     let serve = tokio::spawn(async move {
@@ -215,8 +232,6 @@ pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, StartError> {
             .await
     });
     tracing::info!(%addr, upstreams = gw.upstreams.len(), "lockstep gateway listening");
-    let mut tasks = vec![audit_task];
-    tasks.extend(logger_task);
     // The writers end when the last handle to them is gone: the gateway state.
     drop(gw);
     Ok(RunningGateway {

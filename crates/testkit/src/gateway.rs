@@ -186,6 +186,15 @@ impl McpUpstream {
                 return (StatusCode::OK, axum::Json(body)).into_response();
             }
         };
+        // 2026-07-28 results say whether they are complete.
+        let mut result = result;
+        if msg
+            .pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion")
+            .is_some()
+            && let Some(o) = result.as_object_mut()
+        {
+            o.insert("resultType".into(), json!("complete"));
+        }
         let mut r = (
             StatusCode::OK,
             axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result})),

@@ -16,8 +16,12 @@ pub struct GatewayArgs {
     #[arg(short, long = "config")]
     pub config: PathBuf,
     /// Listen address (overrides `listen`; default 127.0.0.1:8383).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "stdio")]
     pub listen: Option<String>,
+    /// Serve MCP on stdin/stdout instead of HTTP (for clients that launch local
+    /// commands); the caller's API key comes from $LOCKSTEP_GATEWAY_KEY.
+    #[arg(long)]
+    pub stdio: bool,
 }
 
 pub fn run(a: &GatewayArgs) -> anyhow::Result<ExitCode> {
@@ -38,6 +42,20 @@ pub fn run(a: &GatewayArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if a.stdio {
+        let key = std::env::var(lockstep_gateway::KEY_ENV).map_err(|_| {
+            anyhow!(
+                "--stdio: set {} to the API key of the local caller",
+                lockstep_gateway::KEY_ENV
+            )
+        })?;
+        return rt.block_on(async move {
+            lockstep_gateway::serve_stdio(cfg, key, tokio::io::stdin(), tokio::io::stdout())
+                .await
+                .map_err(|e| anyhow!(e))?;
+            Ok(ExitCode::SUCCESS)
+        });
+    }
     rt.block_on(async move {
         let gw = lockstep_gateway::start(cfg).await.map_err(|e| anyhow!(e))?;
         eprintln!("lockstep gateway listening on http://{}/mcp", gw.addr);
