@@ -5,7 +5,7 @@
 //! The I/O: [`start`] (`run`) reads the key files, starts the sync engine and
 //! serves the Streamable HTTP front door (`front`: origin/host checks, identity,
 //! parsing, era and session, layers (`layers`), forwarding to Streamable HTTP
-//! upstreams (`upstream`, `sse`), list fan-out and filtering), with an audit line per
+//! upstreams (`upstream`, `sse`) and supervised stdio child processes (`stdio_upstream`), list fan-out and filtering), with an audit line per
 //! request ([`audit`]) and `/metrics` (`metrics`); [`serve_stdio`] is the stdio front
 //! door, which hands each line to the same front door in process.
 //!
@@ -55,6 +55,7 @@ mod run;
 pub mod session;
 mod sse;
 mod stdio_front;
+mod stdio_upstream;
 pub mod strict_json;
 mod upstream;
 

@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::config::{Transport, UpstreamConfig};
 use crate::era::{ProtocolVersion, encode_header_value};
 use crate::sse::{Event, Splitter};
+use crate::stdio_upstream::{StdioChild, StdioError};
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
 pub const PROTOCOL_HEADER: &str = "mcp-protocol-version";
@@ -75,6 +76,7 @@ pub enum Answer {
 pub struct Upstream {
     pub name: String,
     url: Option<String>,
+    stdio: Option<StdioChild>,
     http: reqwest::Client,
     pub request_timeout: Duration,
 }
@@ -91,13 +93,16 @@ impl Upstream {
                 upstream: cfg.name.clone(),
                 message: e.to_string(),
             })?;
-        let url = match &cfg.transport {
-            Transport::Http { url } => Some(url.clone()),
-            Transport::Stdio { .. } => None,
+        let (url, stdio) = match &cfg.transport {
+            Transport::Http { url } => (Some(url.clone()), None),
+            Transport::Stdio { command, args, env } => {
+                (None, Some(StdioChild::start(&cfg.name, command, args, env)))
+            }
         };
         Ok(Upstream {
             name: cfg.name.clone(),
             url,
+            stdio,
             http,
             request_timeout: cfg.request_timeout,
         })
@@ -124,9 +129,13 @@ impl Upstream {
         out: &Outgoing,
         timeout: Duration,
     ) -> Result<Answer, UpstreamError> {
+        if let Some(child) = &self.stdio {
+            return self.post_stdio(child, &body, out, timeout).await;
+        }
         let Some(url) = &self.url else {
-            return Err(UpstreamError::StdioUnsupported {
+            return Err(UpstreamError::Transport {
                 upstream: self.name.clone(),
+                message: "no transport".into(),
             });
         };
         let mut headers = HeaderMap::new();
@@ -220,6 +229,40 @@ impl Upstream {
             status: status.as_u16(),
             session,
             body,
+        })
+    }
+
+    async fn post_stdio(
+        &self,
+        child: &StdioChild,
+        body: &str,
+        out: &Outgoing,
+        timeout: Duration,
+    ) -> Result<Answer, UpstreamError> {
+        let msg: Value = serde_json::from_str(body).map_err(|e| UpstreamError::Malformed {
+            upstream: self.name.clone(),
+            message: e.to_string(),
+        })?;
+        let answer = child
+            .exchange(&msg, out.modern.is_some(), timeout)
+            .await
+            .map_err(|e| match e {
+                StdioError::Timeout(seconds) => UpstreamError::Timeout {
+                    upstream: self.name.clone(),
+                    seconds,
+                },
+                other => UpstreamError::Transport {
+                    upstream: self.name.clone(),
+                    message: other.to_string(),
+                },
+            })?;
+        Ok(match answer {
+            None => Answer::Accepted,
+            Some(v) => Answer::Json {
+                status: 200,
+                session: None,
+                body: Bytes::from(v.to_string()),
+            },
         })
     }
 

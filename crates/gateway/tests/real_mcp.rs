@@ -19,12 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lockstep_gateway::config::GatewayConfig;
 use lockstep_testkit::prelude::*;
 use serde_json::{Value, json};
-
-const ANALYST_KEY: &str = "lsk_analyst_0123456789abcdef0123456789";
-const ADMIN_KEY: &str = "lsk_admin_0123456789abcdef0123456789ab";
 
 fn peers() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
@@ -104,51 +100,6 @@ fn recorded(dir: &Path, name: &str) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
-fn gateway_config(dir: &Path, server: &TestServer, upstream_port: u16) -> GatewayConfig {
-    let keys = dir.join("api-keys.yaml");
-    std::fs::write(
-        &keys,
-        format!(
-            "keys:\n  - key: {ANALYST_KEY}\n    id: alice\n    role: analyst\n  - key: {ADMIN_KEY}\n    id: root\n    role: admin\n"
-        ),
-    )
-    .unwrap();
-    let text = format!(
-        r#"
-listen: 127.0.0.1:0
-upstreams:
-  - name: db
-    url: http://127.0.0.1:{upstream_port}/mcp
-identity:
-  api_keys_file: {keys}
-audit:
-  output: {audit}
-policy:
-  services:
-    bundle-server:
-      url: {base}
-      credentials: {{bearer: {{token: {DOWNLOAD}}}}}
-  bundles:
-    main:
-      service: bundle-server
-      resource: bundles/main
-      polling: {{long_polling_timeout_seconds: 10}}
-      signing: {{keyid: {KID}}}
-  keys:
-    {KID}: {{key: {pem}, algorithm: ES256}}
-  persistence_directory: {persist}
-"#,
-        keys = keys.display(),
-        audit = dir.join("audit.jsonl").display(),
-        base = server.base,
-        pem = serde_json::to_string(&server.keys.public).unwrap(),
-        persist = dir.join("opa").display(),
-    );
-    let cfg = GatewayConfig::parse(&text).unwrap();
-    assert!(cfg.unknown_keys.is_empty(), "{:?}", cfg.unknown_keys);
-    cfg
-}
-
 /// Runs `client.py` with `steps`; one JSON value per output line.
 fn client(venv: &Path, url: &str, key: Option<&str>, protocol: &str, steps: &Value) -> Vec<Value> {
     let mut cmd = Command::new(venv.join("bin/python"));
@@ -177,26 +128,6 @@ fn step(lines: &[Value], n: u64) -> &Value {
         .unwrap_or_else(|| panic!("no step {n} in {lines:?}"))
 }
 
-async fn wait_ready(gw: &lockstep_gateway::RunningGateway) {
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = http
-            .get(format!("http://{}/health", gw.addr))
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gateway never got a fresh revision"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_clients_through_the_gateway_get_the_policy_decisions() {
     let Some(venv) = tokio::task::block_in_place(venv) else {
@@ -208,10 +139,14 @@ async fn python_clients_through_the_gateway_get_the_policy_decisions() {
         .publish_ok("main", example_bundle("r1", 1000, Some(&server.keys)))
         .await;
     let (_upstream, port) = upstream(&venv, dir.path(), "db");
-    let gw = lockstep_gateway::start(gateway_config(dir.path(), &server, port))
-        .await
-        .unwrap();
-    wait_ready(&gw).await;
+    let gw = start_gateway(&gateway_yaml(
+        &server,
+        dir.path(),
+        &format!("http://127.0.0.1:{port}/mcp"),
+        "",
+    ))
+    .await;
+    wait_gateway_ready(&gw).await;
     let url = format!("http://{}/mcp", gw.addr);
 
     let steps = json!([
@@ -322,5 +257,81 @@ async fn python_clients_through_the_gateway_get_the_policy_decisions() {
             .all(|v| v["revision"] == "r1" && v["arguments_sha256"].is_string()),
         "{audit}"
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_stdio_upstreams_under_one_endpoint() {
+    let Some(venv) = tokio::task::block_in_place(venv) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start().await;
+    server
+        .publish_ok("main", example_bundle("r1", 1000, Some(&server.keys)))
+        .await;
+    let (_db, port) = upstream(&venv, dir.path(), "db");
+    // The stdio upstream is the same server program, started by the gateway itself.
+    let files = format!(
+        "  - name: files\n    command: {}\n    args: [{}, --transport, stdio, --name, files, --record, {}]\n",
+        venv.join("bin/python").display(),
+        peers().join("upstream.py").display(),
+        dir.path().join("record-files.jsonl").display(),
+    );
+    let mut yaml = gateway_yaml(
+        &server,
+        dir.path(),
+        &format!("http://127.0.0.1:{port}/mcp"),
+        "",
+    );
+    yaml = yaml.replacen("identity:", &format!("{files}identity:"), 1);
+    let gw = start_gateway(&yaml).await;
+    wait_gateway_ready(&gw).await;
+    let url = format!("http://{}/mcp", gw.addr);
+    let steps = json!([
+        "list_tools",
+        {"op": "call_tool", "name": "files__read_database", "args": {"target": "orders", "operation": "read", "database": "analytics"}},
+        {"op": "call_tool", "name": "db__read_database", "args": {"target": "orders", "operation": "read", "database": "analytics"}},
+        {"op": "call_tool", "name": "files__write_database", "args": {"target": "orders", "operation": "write"}},
+    ]);
+    for protocol in ["2025-11-25", "2026-07-28"] {
+        let out = tokio::task::block_in_place(|| {
+            client(&venv, &url, Some(ANALYST_KEY), protocol, &steps)
+        });
+        assert_eq!(
+            step(&out, 1)["names"],
+            json!([
+                "db__read_database",
+                "db__run_query",
+                "files__read_database",
+                "files__run_query"
+            ]),
+            "{protocol}"
+        );
+        let via_stdio = step(&out, 2);
+        assert!(
+            via_stdio["text"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("\"upstream\":\"files\""),
+            "{protocol}: {via_stdio}"
+        );
+        let via_http = step(&out, 3);
+        assert!(
+            via_http["text"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("\"upstream\":\"db\""),
+            "{protocol}: {via_http}"
+        );
+        assert_eq!(step(&out, 4)["error"]["code"], json!(-31001), "{protocol}");
+    }
+    let calls: Vec<String> = recorded(dir.path(), "files")
+        .into_iter()
+        .filter(|(m, _)| m == "tools/call")
+        .filter_map(|(_, t)| t)
+        .collect();
+    assert_eq!(calls, ["read_database", "read_database"]);
+    gw.shutdown().await.unwrap();
     server.stop().await;
 }
