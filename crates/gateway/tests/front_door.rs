@@ -304,3 +304,131 @@ async fn a_layer_can_answer_denials_as_tool_errors_the_model_reads() {
     assert!(s.upstream.calls().is_empty(), "{:?}", s.upstream.calls());
     s.stop().await;
 }
+
+/// A 2025-era session opened on one replica is served by another that holds the same
+/// session key: the upstream session travels sealed in the gateway's session id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_opened_on_one_replica_works_on_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start().await;
+    server
+        .publish_ok("main", example_bundle("r1", 1000, Some(&server.keys)))
+        .await;
+    let upstream = McpUpstream::default();
+    let (url, _task) = upstream.start().await;
+    let key = dir.path().join("session.key");
+    std::fs::write(&key, "ab".repeat(32)).unwrap();
+    let extra = format!("session:\n  key_file: {}\n", key.display());
+    let mut replicas = Vec::new();
+    for i in 0..2 {
+        let d = dir.path().join(format!("r{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let gw = start_gateway(&gateway_yaml(&server, &d, &url, &extra)).await;
+        wait_gateway_ready(&gw).await;
+        replicas.push(gw);
+    }
+    let http = reqwest::Client::new();
+    let post = |gw: &lockstep_gateway::RunningGateway, body: Value, sid: Option<&str>| {
+        let mut r = http
+            .post(format!("http://{}/mcp", gw.addr))
+            .bearer_auth(ANALYST_KEY)
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&body);
+        if let Some(s) = sid {
+            r = r.header("mcp-session-id", s);
+        }
+        r.send()
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let r = post(&replicas[0], init, None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    assert!(
+        !sid.contains("upstream-session-1"),
+        "the upstream session is sealed, not visible"
+    );
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "read_database", "arguments": {"target": "users", "operation": "read", "database": "analytics"}}});
+    let r = post(&replicas[1], call.clone(), Some(&sid)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["result"]["isError"], json!(false), "{b}");
+    // A tampered id is refused by both.
+    let mut bad = sid.clone().into_bytes();
+    let last = bad.len() - 1;
+    bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
+    let bad = String::from_utf8(bad).unwrap();
+    for gw in &replicas {
+        let r = post(gw, call.clone(), Some(&bad)).await.unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    // The call on the second replica reached the upstream with the upstream's session.
+    let received = upstream.received.lock().unwrap().clone();
+    assert_eq!(
+        received
+            .iter()
+            .filter(|m| m["method"] == "tools/call")
+            .count(),
+        1,
+        "{received:?}"
+    );
+    for gw in replicas {
+        gw.shutdown().await.unwrap();
+    }
+    let mut server = server;
+    server.stop().await;
+}
+
+/// An upstream that is down is left out of lists (and counted); the others still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_is_down_is_left_out_of_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start().await;
+    server
+        .publish_ok("main", example_bundle("r1", 1000, Some(&server.keys)))
+        .await;
+    let upstream = McpUpstream::default();
+    let (url, _task) = upstream.start().await;
+    let down = format!("http://127.0.0.1:{}/mcp", free_port());
+    let yaml = gateway_yaml(&server, dir.path(), &url, "limits:\n  list_deadline: 2s\n").replacen(
+        "identity:",
+        &format!("  - name: down\n    url: {down}\nidentity:"),
+        1,
+    );
+    let gw = start_gateway(&yaml).await;
+    wait_gateway_ready(&gw).await;
+    let http = reqwest::Client::new();
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}});
+    let r = http
+        .post(format!("http://{}/mcp", gw.addr))
+        .bearer_auth(ANALYST_KEY)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/list")
+        .json(&list)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let b: Value = r.json().await.unwrap();
+    let names: Vec<&str> = b["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["db__read_database", "db__run_query"], "{b}");
+    assert_eq!(b["result"]["cacheScope"], json!("private"));
+    let metrics = scrape(&http, &format!("http://{}/metrics", gw.addr)).await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "lockstep_gateway_list_omissions_total{upstream=\"down\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    gw.shutdown().await.unwrap();
+    server.stop().await;
+}
