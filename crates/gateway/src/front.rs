@@ -671,9 +671,19 @@ async fn forward(
         upstream: upstream.name.clone(),
         ..UpstreamOutcome::default()
     };
+    let mut cancel = Cancel {
+        upstream: upstream.clone(),
+        out: out.clone(),
+        id: req.id.clone(),
+        armed: true,
+    };
     let answer = upstream
         .post(req.encode(), &out, upstream.request_timeout)
         .await;
+    if !matches!(answer, Ok(Answer::Stream { .. })) {
+        // Answered (or failed): nothing to cancel.
+        cancel.armed = false;
+    }
     match answer {
         Err(e) => {
             gw.metrics
@@ -738,10 +748,7 @@ async fn forward(
                 gw: gw.clone(),
                 trace: Some(finished),
                 outcome,
-                upstream: upstream.clone(),
-                out,
-                id: req.id.clone(),
-                answered: false,
+                cancel,
             };
             let body = relay_stream(events, relay);
             let mut r = Response::new(Body::from_stream(body));
@@ -765,47 +772,60 @@ fn observe(body: &[u8], outcome: &mut UpstreamOutcome) {
     }
 }
 
+/// Sends `notifications/cancelled` for a forwarded request when dropped while armed:
+/// the client went away (its request future or its SSE stream was dropped) before the
+/// upstream answered, so the upstream should stop working on it.
+struct Cancel {
+    upstream: Upstream,
+    out: Outgoing,
+    id: RequestId,
+    armed: bool,
+}
+
+impl Drop for Cancel {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let cancel = Notification {
+            method: "notifications/cancelled".into(),
+            params: Some(RawObject::from_map(
+                json!({"requestId": self.id.to_value(), "reason": "client disconnected"})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            )),
+        };
+        let upstream = self.upstream.clone();
+        let mut out = self.out.clone();
+        if let Some(m) = &mut out.modern {
+            m.method = "notifications/cancelled".into();
+            m.name = None;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = upstream
+                    .post(cancel.encode(), &out, std::time::Duration::from_secs(5))
+                    .await;
+            });
+        }
+    }
+}
+
 /// What an SSE relay finishes when its stream ends or is dropped.
 struct Relay {
     gw: Arc<Gateway>,
     trace: Option<Trace>,
     outcome: UpstreamOutcome,
-    upstream: Upstream,
-    out: Outgoing,
-    id: RequestId,
-    answered: bool,
+    cancel: Cancel,
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        if !self.answered {
-            // The client went away (or the upstream stream broke) before the answer:
-            // tell the upstream to stop working on it.
+        if self.cancel.armed {
             self.outcome
                 .failure
                 .get_or_insert_with(|| "client disconnected before the answer".into());
-            let cancel = Notification {
-                method: "notifications/cancelled".into(),
-                params: Some(RawObject::from_map(
-                    json!({"requestId": self.id.to_value(), "reason": "client disconnected"})
-                        .as_object()
-                        .cloned()
-                        .unwrap_or_default(),
-                )),
-            };
-            let upstream = self.upstream.clone();
-            let mut out = self.out.clone();
-            if let Some(m) = &mut out.modern {
-                m.method = "notifications/cancelled".into();
-                m.name = None;
-            }
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    let _ = upstream
-                        .post(cancel.encode(), &out, std::time::Duration::from_secs(5))
-                        .await;
-                });
-            }
         }
         if let Some(mut t) = self.trace.take() {
             t.upstream = Some(std::mem::take(&mut self.outcome));
@@ -821,10 +841,10 @@ fn relay_stream(
     events.map(move |ev| match ev {
         Ok(ev) => {
             if let Ok(v) = serde_json::from_str::<Value>(&ev.data)
-                && v.get("id") == Some(&relay.id.to_value())
+                && v.get("id") == Some(&relay.cancel.id.to_value())
                 && (v.get("result").is_some() || v.get("error").is_some())
             {
-                relay.answered = true;
+                relay.cancel.armed = false;
                 relay.outcome.error_code = v.pointer("/error/code").and_then(Value::as_i64);
                 relay.outcome.is_error = v.pointer("/result/isError") == Some(&Value::Bool(true));
             }

@@ -335,3 +335,83 @@ async fn http_and_stdio_upstreams_under_one_endpoint() {
     gw.shutdown().await.unwrap();
     server.stop().await;
 }
+
+/// A client that goes away during a streamed answer makes the gateway send
+/// `notifications/cancelled` for that request to the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_cancels_the_upstream_request() {
+    let Some(venv) = tokio::task::block_in_place(venv) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start().await;
+    server
+        .publish_ok("main", example_bundle("r1", 1000, Some(&server.keys)))
+        .await;
+    let (_db, port) = upstream(&venv, dir.path(), "db");
+    // A layer that lets the admin call the helper tool `sleep`.
+    let gw = start_gateway(&gateway_yaml(
+        &server,
+        dir.path(),
+        &format!("http://127.0.0.1:{port}/mcp"),
+        "layers:\n  - path: mcp/tool_access\n    methods: [prompts/get]\n",
+    ))
+    .await;
+    wait_gateway_ready(&gw).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/mcp", gw.addr);
+    let post = |body: Value, sid: Option<&str>| {
+        let mut r = http
+            .post(&url)
+            .bearer_auth(ADMIN_KEY)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&body);
+        if let Some(s) = sid {
+            r = r.header("mcp-session-id", s);
+        }
+        r.send()
+    };
+    let r = post(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
+        None,
+    )
+    .await
+    .unwrap();
+    let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let r = post(
+        json!({"jsonrpc": "2.0", "id": 42, "method": "tools/call", "params": {"name": "sleep", "arguments": {"seconds": 5}}}),
+        Some(&sid),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    drop(r);
+    let deadline = Instant::now() + Duration::from_secs(4);
+    loop {
+        let cancelled = std::fs::read_to_string(dir.path().join("record-db.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|v| {
+                v["method"] == "notifications/cancelled" && v["params"]["requestId"] == json!(42)
+            });
+        if cancelled {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no notifications/cancelled reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.shutdown().await.unwrap();
+    server.stop().await;
+}
