@@ -103,7 +103,7 @@ pub(crate) fn assemble(entries: Vec<RawEntry>, opts: &ReadOptions) -> Result<Bun
             let package =
                 extract_package(&source).map_err(|message| BundleError::ModulePackage {
                     path: e.name.clone(),
-                    message,
+                    message: message.to_string(),
                 })?;
             modules.push((e.path.clone(), source, package));
         } else if base == "policy.wasm" {
@@ -126,23 +126,23 @@ pub(crate) fn assemble(entries: Vec<RawEntry>, opts: &ReadOptions) -> Result<Bun
         } else if base == "data.json" {
             let value = parse_json(&e.bytes).map_err(|m| BundleError::DataLoad {
                 path: e.name.clone(),
-                message: m,
+                message: m.to_string(),
             })?;
             data::insert(&mut data_tree, &data::data_key(&e.path), value).map_err(|m| {
                 BundleError::DataLoad {
                     path: e.name.clone(),
-                    message: m,
+                    message: m.to_string(),
                 }
             })?;
         } else if base == "data.yaml" || base == "data.yml" {
             let value = parse_json_or_yaml(&e.bytes).map_err(|m| BundleError::DataLoad {
                 path: e.name.clone(),
-                message: m,
+                message: m.to_string(),
             })?;
             data::insert(&mut data_tree, &data::data_key(&e.path), value).map_err(|m| {
                 BundleError::DataLoad {
                     path: e.name.clone(),
-                    message: m,
+                    message: m.to_string(),
                 }
             })?;
         } else if e.path.ends_with(".manifest") {

@@ -21,12 +21,25 @@ pub fn data_key(path: &str) -> Vec<String> {
     }
 }
 
+/// Why a data file could not be placed in the data tree (OPA's texts).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InsertError {
+    #[error("root value must be object")]
+    RootNotObject,
+    #[error("failed to insert data file from path {0}")]
+    Conflict(String),
+}
+
 /// Inserts `value` at `key` into `data`, refusing conflicts without changing `data`.
-pub fn insert(data: &mut Map<String, Value>, key: &[String], value: Value) -> Result<(), String> {
+pub fn insert(
+    data: &mut Map<String, Value>,
+    key: &[String],
+    value: Value,
+) -> Result<(), InsertError> {
     let tree = match key.split_first() {
         None => match value {
             Value::Object(m) => m,
-            _ => return Err("root value must be object".to_string()),
+            _ => return Err(InsertError::RootNotObject),
         },
         Some((first, rest)) => {
             let mut v = value;
@@ -41,10 +54,7 @@ pub fn insert(data: &mut Map<String, Value>, key: &[String], value: Value) -> Re
         }
     };
     if has_conflicts(data, &tree) {
-        return Err(format!(
-            "failed to insert data file from path {}",
-            key.join("/")
-        ));
+        return Err(InsertError::Conflict(key.join("/")));
     }
     merge(data, tree);
     Ok(())
@@ -103,11 +113,13 @@ mod tests {
             json!({"a": {"x": 1, "y": [1, 2]}, "b": "s"})
         );
         assert_eq!(
-            insert(&mut d, &["a".into(), "x".into()], json!(1)).unwrap_err(),
+            insert(&mut d, &["a".into(), "x".into()], json!(1))
+                .unwrap_err()
+                .to_string(),
             "failed to insert data file from path a/x"
         );
         assert_eq!(
-            insert(&mut d, &[], json!([1])).unwrap_err(),
+            insert(&mut d, &[], json!([1])).unwrap_err().to_string(),
             "root value must be object"
         );
         // A conflict deep inside leaves the tree untouched.

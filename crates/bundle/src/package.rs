@@ -66,34 +66,50 @@ fn path_escape(s: &str) -> String {
     out
 }
 
+/// Why no package path could be read (OPA's parse-error texts).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PackageError {
+    #[error("empty module")]
+    Empty,
+    #[error("package expected")]
+    Expected,
+    #[error("package expected: invalid package path")]
+    InvalidHead,
+    #[error("invalid package path")]
+    Invalid,
+    #[error("package path must contain only strings")]
+    NotStrings,
+    #[error("invalid package path: missing ']'")]
+    MissingBracket,
+    #[error("unexpected {0:?} in package path")]
+    Unexpected(char),
+}
+
 /// Finds the package declaration of a Rego module.
-pub fn extract_package(source: &str) -> Result<PackagePath, String> {
+pub fn extract_package(source: &str) -> Result<PackagePath, PackageError> {
     let mut rest = skip_trivia(source);
     if rest.is_empty() {
-        return Err("empty module".to_string());
+        return Err(PackageError::Empty);
     }
     rest = rest
         .strip_prefix("package")
         .filter(|r| r.starts_with(|c: char| c.is_whitespace()))
-        .ok_or_else(|| "package expected".to_string())?;
+        .ok_or(PackageError::Expected)?;
     rest = rest.trim_start_matches([' ', '\t']);
-    let (head, mut rest) =
-        take_ident(rest).ok_or_else(|| "package expected: invalid package path".to_string())?;
+    let (head, mut rest) = take_ident(rest).ok_or(PackageError::InvalidHead)?;
     let mut parts = vec![head.to_string()];
     loop {
         if let Some(after_dot) = rest.strip_prefix('.') {
-            let (ident, after) =
-                take_ident(after_dot).ok_or_else(|| "invalid package path".to_string())?;
+            let (ident, after) = take_ident(after_dot).ok_or(PackageError::Invalid)?;
             parts.push(ident.to_string());
             rest = after;
         } else if let Some(after_bracket) = rest.strip_prefix('[') {
             let inner = after_bracket.trim_start_matches([' ', '\t']);
-            let (part, after) = take_string(inner)
-                .ok_or_else(|| "package path must contain only strings".to_string())?;
+            let (part, after) = take_string(inner).ok_or(PackageError::NotStrings)?;
             let after = after.trim_start_matches([' ', '\t']);
             rest = after
                 .strip_prefix(']')
-                .ok_or_else(|| "invalid package path: missing ']'".to_string())?;
+                .ok_or(PackageError::MissingBracket)?;
             parts.push(part);
         } else {
             break;
@@ -102,7 +118,7 @@ pub fn extract_package(source: &str) -> Result<PackagePath, String> {
     // The path must end at whitespace, a comment, `;` or the end of the module.
     match rest.chars().next() {
         None | Some(' ' | '\t' | '\r' | '\n' | '#' | ';') => Ok(PackagePath { parts }),
-        Some(c) => Err(format!("unexpected {c:?} in package path")),
+        Some(c) => Err(PackageError::Unexpected(c)),
     }
 }
 
@@ -188,10 +204,10 @@ mod tests {
 
     #[test]
     fn refusals() {
-        assert_eq!(extract_package("").unwrap_err(), "empty module");
+        assert_eq!(extract_package("").unwrap_err().to_string(), "empty module");
         assert_eq!(
             extract_package("# only a comment").unwrap_err(),
-            "empty module"
+            PackageError::Empty
         );
         assert!(extract_package("allow := true").is_err());
         assert!(extract_package("packagefoo").is_err());

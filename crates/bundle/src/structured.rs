@@ -7,6 +7,34 @@
 use serde_json::{Map, Number, Value};
 use serde_yaml_ng::Value as Yaml;
 
+/// Why a structured file did not parse; the texts are the ones OPA's messages carry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StructuredError {
+    /// serde_json's message.
+    #[error("{0}")]
+    Json(String),
+    /// Neither JSON nor YAML, for a file that looks like JSON.
+    #[error("{json} (as YAML: {yaml})")]
+    Both {
+        json: String,
+        yaml: Box<StructuredError>,
+    },
+    #[error("yaml: invalid UTF-8: {0}")]
+    Utf8(String),
+    #[error("yaml: {0}")]
+    Yaml(String),
+    #[error("yaml: !!binary values are not supported")]
+    Binary,
+    #[error("yaml: null keys are not supported")]
+    NullKey,
+    #[error("yaml: only scalar keys are supported")]
+    NonScalarKey,
+    #[error("json: unsupported value: {0}")]
+    NonFinite(String),
+    #[error("{0}")]
+    Number(String),
+}
+
 /// Base names whose content is hashed canonically rather than byte for byte.
 pub fn is_structured_doc(path: &str) -> bool {
     let base = path.rsplit('/').next().unwrap_or(path);
@@ -17,12 +45,12 @@ pub fn is_structured_doc(path: &str) -> bool {
 }
 
 /// Parses JSON (numbers keep their literal text).
-pub fn parse_json(bytes: &[u8]) -> Result<Value, String> {
-    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+pub fn parse_json(bytes: &[u8]) -> Result<Value, StructuredError> {
+    serde_json::from_slice(bytes).map_err(|e| StructuredError::Json(e.to_string()))
 }
 
 /// Parses JSON if `bytes` is JSON, else YAML converted to JSON (OPA's `util.Unmarshal`).
-pub fn parse_json_or_yaml(bytes: &[u8]) -> Result<Value, String> {
+pub fn parse_json_or_yaml(bytes: &[u8]) -> Result<Value, StructuredError> {
     match serde_json::from_slice(bytes) {
         Ok(v) => Ok(v),
         Err(json_err) => match parse_yaml(bytes) {
@@ -30,7 +58,10 @@ pub fn parse_json_or_yaml(bytes: &[u8]) -> Result<Value, String> {
             // A YAML parser accepts nearly anything that looks like JSON; when both fail the
             // JSON message is the more useful one for `.json` files.
             Err(yaml_err) if bytes.trim_ascii_start().starts_with(b"{") => {
-                Err(format!("{json_err} (as YAML: {yaml_err})"))
+                Err(StructuredError::Both {
+                    json: json_err.to_string(),
+                    yaml: Box::new(yaml_err),
+                })
             }
             Err(yaml_err) => Err(yaml_err),
         },
@@ -38,17 +69,18 @@ pub fn parse_json_or_yaml(bytes: &[u8]) -> Result<Value, String> {
 }
 
 /// Parses YAML and converts it to JSON.
-pub fn parse_yaml(bytes: &[u8]) -> Result<Value, String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| format!("yaml: invalid UTF-8: {e}"))?;
+pub fn parse_yaml(bytes: &[u8]) -> Result<Value, StructuredError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| StructuredError::Utf8(e.to_string()))?;
     if text.trim().is_empty() {
         // Go's YAMLToJSON turns an empty document into `null`.
         return Ok(Value::Null);
     }
-    let y: Yaml = serde_yaml_ng::from_str(text).map_err(|e| format!("yaml: {e}"))?;
+    let y: Yaml =
+        serde_yaml_ng::from_str(text).map_err(|e| StructuredError::Yaml(e.to_string()))?;
     yaml_to_json(y)
 }
 
-fn yaml_to_json(y: Yaml) -> Result<Value, String> {
+fn yaml_to_json(y: Yaml) -> Result<Value, StructuredError> {
     Ok(match y {
         Yaml::Null => Value::Null,
         Yaml::Bool(b) => Value::Bool(b),
@@ -69,25 +101,25 @@ fn yaml_to_json(y: Yaml) -> Result<Value, String> {
         }
         Yaml::Tagged(t) => {
             if t.tag == "binary" || t.tag == "!!binary" {
-                return Err("yaml: !!binary values are not supported".to_string());
+                return Err(StructuredError::Binary);
             }
             yaml_to_json(t.value)?
         }
     })
 }
 
-fn yaml_key(k: Yaml) -> Result<String, String> {
+fn yaml_key(k: Yaml) -> Result<String, StructuredError> {
     match k {
         Yaml::String(s) => Ok(s),
         Yaml::Bool(b) => Ok(b.to_string()),
         Yaml::Number(n) => Ok(yaml_number(&n)?.to_string()),
-        Yaml::Null => Err("yaml: null keys are not supported".to_string()),
+        Yaml::Null => Err(StructuredError::NullKey),
         Yaml::Tagged(t) => yaml_key(t.value),
-        _ => Err("yaml: only scalar keys are supported".to_string()),
+        _ => Err(StructuredError::NonScalarKey),
     }
 }
 
-fn yaml_number(n: &serde_yaml_ng::Number) -> Result<Number, String> {
+fn yaml_number(n: &serde_yaml_ng::Number) -> Result<Number, StructuredError> {
     let text = if let Some(i) = n.as_i64() {
         i.to_string()
     } else if let Some(u) = n.as_u64() {
@@ -95,11 +127,12 @@ fn yaml_number(n: &serde_yaml_ng::Number) -> Result<Number, String> {
     } else {
         let f = n.as_f64().unwrap_or(f64::NAN);
         if !f.is_finite() {
-            return Err(format!("json: unsupported value: {f}"));
+            return Err(StructuredError::NonFinite(f.to_string()));
         }
         go_float(f)
     };
-    text.parse::<Number>().map_err(|e| e.to_string())
+    text.parse::<Number>()
+        .map_err(|e| StructuredError::Number(e.to_string()))
 }
 
 /// Formats a float like Go's `encoding/json`: shortest round-trip digits, plain notation
