@@ -144,3 +144,48 @@ lockstep: {skip_verification: true, max_staleness: 10s, on_stale: serve, wat: 1,
         assert!(e.starts_with(says), "{bad}: {e}");
     }
 }
+
+#[test]
+fn finding8_a_missing_key_file_in_keys_is_refused_at_start() {
+    let d = tempfile::tempdir().unwrap();
+    let missing = d.path().join("missing.key");
+    let cfg = |key: &str| {
+        format!(
+            "services: {{s: {{url: \"http://127.0.0.1:1/\"}}}}\nbundles: {{b: {{service: s, signing: {{keyid: k}}}}}}\nkeys: {{k: {{key: \"{key}\", algorithm: HS256}}}}\n"
+        )
+    };
+    // Before: the path string itself became the HMAC secret.
+    let e = parse(
+        &cfg(&missing.display().to_string()),
+        &|_| None,
+        &Overrides::default(),
+        OwnSections::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("keys.k") && e.contains("missing.key"), "{e}");
+    // A readable file is read; OPA's inline HMAC secret (no slash) stays inline.
+    std::fs::write(&missing, "from-the-file").unwrap();
+    let c = parse(
+        &cfg(&missing.display().to_string()),
+        &|_| None,
+        &Overrides::default(),
+        OwnSections::default(),
+    )
+    .unwrap();
+    let Verification::Required(v) = &c.sync.bundles[0].verification else {
+        panic!("verification required")
+    };
+    assert_eq!(v.keys["k"].key, "from-the-file");
+    let c = parse(
+        &cfg("inline-secret"),
+        &|_| None,
+        &Overrides::default(),
+        OwnSections::default(),
+    )
+    .unwrap();
+    let Verification::Required(v) = &c.sync.bundles[0].verification else {
+        panic!("verification required")
+    };
+    assert_eq!(v.keys["k"].key, "inline-secret");
+}
