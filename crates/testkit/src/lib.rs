@@ -3,8 +3,8 @@
 //! `lockstep-server` on 127.0.0.1 over a temp folder ([`server`]), sync
 //! configurations and a plain static bundle server ([`sync`]), started agents
 //! ([`agent`]), child processes stopped on drop and Python venvs for the real peers
-//! ([`procs`], [`python`]), `/metrics` scraping ([`metrics`]), waiting helpers
-//! ([`wait`]) and the guide's files ([`fixtures`]).
+//! ([`procs`], [`python`]), `/metrics` scraping ([`metrics`]), raw TCP for
+//! listener limits ([`raw`]), waiting helpers ([`wait`]) and the guide's files ([`fixtures`]).
 //!
 //! Must not: be a dependency of anything but tests, examples and benchmarks.
 //!
@@ -24,6 +24,7 @@ pub mod fixtures;
 pub mod metrics;
 pub mod procs;
 pub mod python;
+pub mod raw;
 pub mod server;
 pub mod sync;
 pub mod wait;
@@ -36,6 +37,7 @@ pub mod prelude {
     pub use crate::metrics::{sample, scrape};
     pub use crate::procs::{Proc, run, spawn};
     pub use crate::python::VenvSpec;
+    pub use crate::raw::*;
     pub use crate::server::*;
     pub use crate::sync::*;
     pub use crate::wait::*;
