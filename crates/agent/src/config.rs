@@ -18,6 +18,10 @@
 //!     read_tokens: [{file: /run/secrets/agent-read}]     # decisions, status, policies, metrics
 //!     write_tokens: [{env: AGENT_WRITE_TOKEN}]           # also policy and data writes
 //!   write_api: auto                # auto (off when bundles are configured), on, off
+//!   listener:                      # the REST API and Envoy HTTP-mode listeners
+//!     header_read_timeout: 10s     # to receive a request head
+//!     idle_timeout: 120s           # keep-alive with nothing in flight
+//!     max_connections: 10000       # beyond: left in the backlog, unserved
 //! ```
 
 use std::collections::BTreeMap;
@@ -26,7 +30,7 @@ use lockstep_auth::{Secret, SecretSource};
 use lockstep_bundle::KeyConfig;
 use lockstep_decision::DecisionLogConfig;
 use lockstep_sync::SyncConfig;
-use lockstep_sync::opa_config::values::{Walker, boolean, invalid, obj, string};
+use lockstep_sync::opa_config::values::{Walker, boolean, invalid, obj, parse_duration, string};
 use lockstep_sync::opa_config::{self, ConfigError, OwnSections};
 use serde_json::Value as Json;
 
@@ -204,6 +208,46 @@ fn parse_tokens(v: Option<&Json>, w: &mut Walker) -> Result<ApiTokens, ConfigErr
     Ok(tokens)
 }
 
+/// `lockstep.listener`: timeouts and the connection limit of the HTTP listeners.
+fn parse_listener(
+    v: Option<&Json>,
+    w: &mut Walker,
+) -> Result<lockstep_listen::Limits, ConfigError> {
+    let mut limits = lockstep_listen::Limits::default();
+    let Some(m) = obj(v, "lockstep.listener")? else {
+        return Ok(limits);
+    };
+    w.check(
+        "lockstep.listener",
+        m,
+        &["header_read_timeout", "idle_timeout", "max_connections"],
+    );
+    if let Some(v) = m.get("header_read_timeout").filter(|v| !v.is_null()) {
+        limits.header_read_timeout = parse_duration(v, "lockstep.listener.header_read_timeout")?;
+    }
+    if let Some(v) = m.get("idle_timeout").filter(|v| !v.is_null()) {
+        limits.idle_timeout = parse_duration(v, "lockstep.listener.idle_timeout")?;
+    }
+    match m.get("max_connections") {
+        None | Some(Json::Null) => {}
+        Some(v) => {
+            limits.max_connections = v
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| {
+                    invalid(
+                        "lockstep.listener.max_connections",
+                        "expected a positive integer",
+                    )
+                })?;
+        }
+    }
+    limits
+        .validate()
+        .map_err(|e| invalid("lockstep.listener", e.to_string()))?;
+    Ok(limits)
+}
+
 /// Everything the agent needs, resolved.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -213,6 +257,9 @@ pub struct AgentConfig {
     pub tokens: ApiTokens,
     /// `lockstep.write_api`.
     pub write_api: WriteApi,
+    /// `lockstep.listener`: timeouts and connection limit of the REST API and Envoy
+    /// HTTP-mode listeners.
+    pub listener: lockstep_listen::Limits,
     pub decision_logs: DecisionLogConfig,
     /// `plugins.envoy_ext_authz_grpc`: the Envoy ext_authz gRPC listener, when configured.
     pub envoy: Option<EnvoyConfig>,
@@ -253,7 +300,7 @@ pub fn parse(
         },
         OwnSections {
             top: &["plugins", lockstep_decision::log_config::SECTION],
-            lockstep: &["listen", "authentication", "write_api"],
+            lockstep: &["listen", "authentication", "write_api", "listener"],
         },
     )?;
     let mut w = Walker {
@@ -272,6 +319,7 @@ pub fn parse(
     };
     let ls = opa.lockstep_section();
     let tokens = parse_tokens(ls.get("authentication"), &mut w)?;
+    let listener = parse_listener(ls.get("listener"), &mut w)?;
     let write_api = match ls.get("write_api") {
         None | Some(Json::Null) => WriteApi::Auto,
         Some(Json::Bool(true)) => WriteApi::On,
@@ -291,6 +339,7 @@ pub fn parse(
         listen,
         tokens,
         write_api,
+        listener,
         decision_logs,
         envoy,
         envoy_http,
@@ -356,6 +405,33 @@ plugins:
         assert!(none.envoy.is_none() && none.envoy_http.is_none());
         let unix = text.replace("\":9191\"", "unix:///tmp/x.sock");
         assert!(parse(&unix, &|_| None, &Overrides::default()).is_err());
+    }
+
+    #[test]
+    fn listener_limits() {
+        let base = "lockstep: {skip_verification: true";
+        let p = |extra: &str| {
+            parse(
+                &format!("{base}{extra}}}\n"),
+                &|_| None,
+                &Overrides::default(),
+            )
+        };
+        assert_eq!(p("").unwrap().listener, lockstep_listen::Limits::default());
+        let c = p(", listener: {header_read_timeout: 250ms, idle_timeout: 30, max_connections: 5}")
+            .unwrap();
+        assert_eq!(c.listener.header_read_timeout, Duration::from_millis(250));
+        assert_eq!(c.listener.idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.listener.max_connections, 5);
+        assert!(c.ignored.is_empty(), "{:?}", c.ignored);
+        for bad in [
+            ", listener: {max_connections: 0}",
+            ", listener: {idle_timeout: 0}",
+            ", listener: {header_read_timeout: soon}",
+            ", listener: {max_connections: -3}",
+        ] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -220,26 +220,27 @@ pub async fn start(cfg: AgentConfig) -> Result<RunningAgent, StartError> {
             );
             let mut hrx = tx.subscribe();
             tracing::info!(addr = ?envoy_http_addr, path = %e.path, "envoy ext_authz HTTP listening");
-            Some(tokio::spawn(async move {
-                axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>())
-                    .with_graceful_shutdown(async move {
-                        let _ = hrx.wait_for(|v| *v).await;
-                    })
-                    .await
-            }))
+            Some(tokio::spawn(lockstep_listen::serve(
+                l,
+                None,
+                app,
+                cfg.listener,
+                async move {
+                    let _ = hrx.wait_for(|v| *v).await;
+                },
+            )))
         }
         _ => None,
     };
-    let serve = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+    let serve = tokio::spawn(lockstep_listen::serve(
+        listener,
+        None,
+        router,
+        cfg.listener,
+        async move {
             let _ = rx.wait_for(|v| *v).await;
-        })
-        .await
-    });
+        },
+    ));
     tracing::info!(%addr, bundles = cfg.sync.bundles.len(), "lockstep agent listening");
     Ok(RunningAgent {
         addr,

@@ -6,8 +6,6 @@
 //! blocks; signing accepts the three private-key blocks. The key must also fit the
 //! algorithm (an RSA key cannot verify ES256, a P-384 key cannot verify ES256).
 
-use std::path::Path;
-
 use p256::pkcs8::{
     DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
 };
@@ -340,35 +338,113 @@ pub fn parse_signing_key(material: &[u8], alg: Algorithm) -> Result<SigningKey> 
     signer_for(private, alg)
 }
 
-/// Resolves a `--signing-key` value the way OPA does and parses it for `alg`.
-///
-/// A value starting with `-----BEGIN` is inline PEM; otherwise an existing path is read;
-/// otherwise the value itself is the key material (an HMAC secret, or text that will fail
-/// with `failed to parse PEM block containing the key`).
+/// Resolves a signing key value ([`KeySource::from_config_value`]) and parses it for `alg`.
 pub fn load_signing_key(value: &str, alg: Algorithm) -> Result<SigningKey> {
     parse_signing_key(&resolve_key_value(value)?, alg)
 }
 
-/// The key material a `--signing-key`/`--verification-key` value stands for (see [`load_signing_key`]).
+/// The key material a configured key value stands for:
+/// `KeySource::from_config_value(value).material()`.
 pub fn resolve_key_value(value: &str) -> Result<Vec<u8>> {
-    if value.starts_with("-----BEGIN") {
-        return Ok(value.as_bytes().to_vec());
-    }
-    let path = Path::new(value);
-    match std::fs::metadata(path) {
-        Ok(_) => std::fs::read(path).map_err(|e| BundleError::KeyFile {
-            path: value.to_string(),
-            message: e.to_string(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(value.as_bytes().to_vec()),
-        // e.g. a value too long to be a file name: it is key text, as for a missing file.
-        Err(_) if value.is_empty() || value.len() > 4096 || value.contains('\0') => {
-            Ok(value.as_bytes().to_vec())
+    KeySource::from_config_value(value).material()
+}
+
+/// Where key material comes from: the text itself, or a file that must be readable.
+///
+/// OPA reads a key value as a file when a file of that name exists and uses the value
+/// itself as the key otherwise, so a mistyped or missing file silently becomes the HMAC
+/// secret (`--verification-key /run/secrets/missing.key --signing-alg HS256` accepted
+/// bundles signed with the path string; security review finding 8). lockstep keeps the
+/// two inputs apart: a value that names a file ([`KeySource::File`]) fails when the
+/// file cannot be read.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// The key text (inline PEM or an HMAC secret).
+    Inline(String),
+    /// A file holding the key; a missing or unreadable file is an error.
+    File(std::path::PathBuf),
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // Never print key material.
+            KeySource::Inline(_) => f.write_str("KeySource::Inline(..)"),
+            KeySource::File(p) => write!(f, "KeySource::File({})", p.display()),
         }
-        Err(e) => Err(BundleError::KeyFile {
-            path: value.to_string(),
-            message: e.to_string(),
-        }),
+    }
+}
+
+/// Inline PEM: a value whose first non-blank text is a PEM boundary.
+fn is_inline_pem(value: &str) -> bool {
+    value.trim_start().starts_with("-----BEGIN")
+}
+
+impl KeySource {
+    /// A key value from a configuration file (`keys.<id>.key`, the server's `keys:`,
+    /// a [`crate::SigningConfig`]'s `key`):
+    /// - inline PEM (starts with `-----BEGIN`) is the key, as in OPA;
+    /// - a value that looks like a path (contains `/`, no newline) names a file, which
+    ///   must be readable (put an HMAC secret containing `/` in a file);
+    /// - otherwise an existing file of that name is read, and anything else is the key
+    ///   text itself (OPA's inline HMAC secret: `key: mysecret`).
+    pub fn from_config_value(value: &str) -> KeySource {
+        if is_inline_pem(value) {
+            return KeySource::Inline(value.to_string());
+        }
+        if value.contains('/') && !value.contains('\n') {
+            return KeySource::File(value.into());
+        }
+        if value.is_empty() || value.len() > 4096 || value.contains('\0') || value.contains('\n') {
+            return KeySource::Inline(value.to_string());
+        }
+        match std::fs::metadata(value) {
+            Ok(m) if m.is_file() => KeySource::File(value.into()),
+            _ => KeySource::Inline(value.to_string()),
+        }
+    }
+
+    /// A key given on the command line (`--verification-key`, `--signing-key`): inline
+    /// PEM, or else a file that must be readable (never the flag's text as a secret).
+    pub fn from_flag(value: &str) -> KeySource {
+        if is_inline_pem(value) {
+            KeySource::Inline(value.to_string())
+        } else {
+            KeySource::File(value.into())
+        }
+    }
+
+    /// The key bytes: the inline text, or the file's contents.
+    pub fn material(&self) -> Result<Vec<u8>> {
+        match self {
+            KeySource::Inline(v) => Ok(v.as_bytes().to_vec()),
+            KeySource::File(p) => std::fs::read(p).map_err(|e| BundleError::KeyFile {
+                path: p.display().to_string(),
+                message: if e.kind() == std::io::ErrorKind::NotFound {
+                    "no such file (a key value that names a file must be a readable file; it is never used as the key itself)".to_string()
+                } else {
+                    e.to_string()
+                },
+            }),
+        }
+    }
+
+    /// A configuration value that [`KeySource::from_config_value`] reads back as this
+    /// same source: inline text as is, a file as its absolute path (which contains `/`).
+    /// For a command-line key handed on through a configuration map.
+    pub fn to_config_value(&self) -> Result<String> {
+        match self {
+            KeySource::Inline(v) => Ok(v.clone()),
+            KeySource::File(p) => {
+                // Fail now, naming the flag's value, rather than later.
+                self.material()?;
+                let abs = std::path::absolute(p).map_err(|e| BundleError::KeyFile {
+                    path: p.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                Ok(abs.display().to_string())
+            }
+        }
     }
 }
 
@@ -562,6 +638,57 @@ mod tests {
         );
         assert!(
             matches!(parse_verification_key("secret", Algorithm::HS256).unwrap(), VerificationKey::Hmac(k) if k == b"secret")
+        );
+    }
+
+    #[test]
+    fn finding8_a_missing_key_file_is_an_error_never_the_key() {
+        let d = tempfile::tempdir().unwrap();
+        let missing = d.path().join("missing.key").display().to_string();
+        // Config value that looks like a path: must be a readable file.
+        let e = load_signing_key(&missing, Algorithm::HS256).unwrap_err();
+        assert!(
+            matches!(&e, BundleError::KeyFile { path, .. } if *path == missing),
+            "{e}"
+        );
+        assert!(resolve_key_value(&missing).is_err());
+        // A command-line value is a file unless it is inline PEM, slash or not.
+        assert!(KeySource::from_flag("missing.key").material().is_err());
+        assert_eq!(
+            KeySource::from_flag("missing.key"),
+            KeySource::File("missing.key".into())
+        );
+        assert!(
+            KeySource::from_flag("missing.key")
+                .to_config_value()
+                .is_err()
+        );
+        // An existing file is read, and handed on as an absolute path that reads back
+        // as the same file.
+        let f = d.path().join("hmac.key");
+        std::fs::write(&f, "s3cret").unwrap();
+        let v = KeySource::from_flag(&f.display().to_string())
+            .to_config_value()
+            .unwrap();
+        assert!(v.starts_with('/'));
+        assert_eq!(resolve_key_value(&v).unwrap(), b"s3cret");
+        // OPA's inline values stay inline: PEM, and an HMAC secret without a slash.
+        let (_, public) = generate_keypair(Algorithm::ES256).unwrap();
+        assert_eq!(
+            KeySource::from_config_value(&public),
+            KeySource::Inline(public.clone())
+        );
+        assert_eq!(
+            KeySource::from_flag(&public),
+            KeySource::Inline(public.clone())
+        );
+        assert_eq!(resolve_key_value("mysecret").unwrap(), b"mysecret");
+        // Multi-line text with a slash is inline (not a path).
+        assert_eq!(resolve_key_value("a/b\nc").unwrap(), b"a/b\nc");
+        // Key material is never printed.
+        assert_eq!(
+            format!("{:?}", KeySource::Inline("s3cret".into())),
+            "KeySource::Inline(..)"
         );
     }
 

@@ -72,7 +72,8 @@ pub struct TestArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct SigningArgs {
-    /// Private key: a PEM file path, inline PEM, or an HMAC secret.
+    /// Private key: a PEM file path or inline PEM; an HMAC secret goes in a file (a named
+    /// file that cannot be read is an error, never the key).
     #[arg(long, allow_hyphen_values = true)]
     pub signing_key: Option<String>,
     #[arg(long, default_value = "RS256")]
@@ -124,7 +125,8 @@ pub struct SignArgs {
 pub struct VerifyArgs {
     /// Bundle tar.gz or directory.
     pub path: PathBuf,
-    /// Public key PEM file (or inline PEM, or HMAC secret).
+    /// Public key PEM file or inline PEM; an HMAC secret goes in a file (a named file
+    /// that cannot be read is an error, never the key).
     #[arg(long, allow_hyphen_values = true)]
     pub verification_key: String,
     #[arg(long)]

@@ -467,3 +467,66 @@ fn guide_build_flags_with_inline_pem_key() {
     );
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 }
+
+/// Security review finding 8: `--verification-key /run/secrets/missing.key --signing-alg
+/// HS256` used the path string itself as the HMAC secret, so a bundle signed with that
+/// string verified. A named key file that cannot be read is now an error everywhere a
+/// key is given on the command line.
+#[test]
+fn finding8_missing_key_file_on_the_command_line_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let missing = d.join("secrets/missing.key").display().to_string();
+    // Sign with the path string as the secret (what the old code would verify with).
+    write(d, "as-secret.key", &missing);
+    let ex = examples();
+    let o = lockstep(
+        &[
+            "build",
+            ex.to_str().unwrap(),
+            "--revision",
+            "r1",
+            "--signing-key",
+            "as-secret.key",
+            "--signing-alg",
+            "HS256",
+            "-o",
+            "bundle.tar.gz",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = lockstep(
+        &[
+            "verify",
+            "bundle.tar.gz",
+            "--verification-key",
+            &missing,
+            "--signing-alg",
+            "HS256",
+        ],
+        d,
+    );
+    assert_ne!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("missing.key") && stderr(&o).contains("no such file"),
+        "{}",
+        stderr(&o)
+    );
+    // The same without a slash: a command-line key is a file unless it is inline PEM.
+    let o = lockstep(
+        &[
+            "build",
+            ex.to_str().unwrap(),
+            "--signing-key",
+            "missing.key",
+            "--signing-alg",
+            "HS256",
+            "-o",
+            "other.tar.gz",
+        ],
+        d,
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("--signing-key"), "{}", stderr(&o));
+}

@@ -7,6 +7,7 @@ use lockstep_bundle::VerificationConfig;
 use tokio::sync::watch;
 
 use crate::auth::Auth;
+use crate::body::BodyGate;
 use crate::fleet::Fleet;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -22,6 +23,10 @@ pub struct AppState {
     pub keep_revisions: usize,
     pub max_wait: Duration,
     pub max_bundle_bytes: usize,
+    /// Publish and rollback bodies (`publish.max_bundle_bytes`, `publish.max_concurrent_uploads`).
+    pub uploads: BodyGate,
+    /// Status report bodies (4 MiB, `fleet.max_concurrent_reports`).
+    pub reports: BodyGate,
     pub prefix: String,
     pub shutdown: watch::Receiver<bool>,
 }

@@ -12,7 +12,7 @@
 //!   watch_interval_ms: 1000            # how often replicas look at current.json
 //! long_poll: {max_wait_seconds: 60}
 //! history: {keep_revisions: 10}
-//! publish: {allow_unsigned: false, max_bundle_bytes: 67108864}
+//! publish: {allow_unsigned: false, max_bundle_bytes: 67108864, max_concurrent_uploads: 4}
 //! keys:                                # OPA's `keys:` map
 //!   ci: {key: /etc/lockstep/ci-pub.pem, algorithm: ES256}
 //! verification: {key_id: ci, scope: "", exclude_files: []}   # optional
@@ -28,7 +28,9 @@
 //! fleet: {unreachable_after_seconds: 300, forget_after_seconds: 3600, sync_interval_ms: 2000,
 //!         # a status report over any of these is refused with 413:
 //!         max_bundles_per_report: 64, max_labels: 64, max_label_bytes: 4096,
-//!         max_plugins_bytes: 16384, max_bundle_status_bytes: 16384}
+//!         max_plugins_bytes: 16384, max_bundle_status_bytes: 16384,
+//!         max_concurrent_reports: 256}        # status bodies read at once
+//! listener: {header_read_timeout_seconds: 10, idle_timeout_seconds: 120, max_connections: 10000}
 //! # tls: {cert: server.pem, key: server-key.pem, client_ca: clients-ca.pem}   # optional; client_ca optional
 //! ```
 
@@ -60,6 +62,23 @@ pub struct Config {
     pub fleet: FleetConfig,
     /// Serve HTTPS (and optionally require client certificates).
     pub tls: Option<crate::tls::TlsConfig>,
+    /// Timeouts and the connection limit of the listener (plain and TLS).
+    pub listener: ListenerConfig,
+}
+
+/// `listener:` — what the HTTP listener tolerates from clients (`lockstep-listen`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// Seconds to receive a request head (from accept and the TLS handshake for the
+    /// first request, from its first byte for later ones); default 10.
+    pub header_read_timeout_seconds: Option<f64>,
+    /// Seconds a connection may sit with no request in flight and no bytes moving
+    /// (keep-alive); default 120. A long poll in flight is never cut by it.
+    pub idle_timeout_seconds: Option<f64>,
+    /// Most open connections (default 10000, the benchmarked fleet of idle long polls);
+    /// beyond it connections wait in the backlog unserved.
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -110,8 +129,13 @@ pub struct HistoryConfig {
 pub struct PublishConfig {
     /// Accept bundles without `.signatures.json` (default false).
     pub allow_unsigned: bool,
-    /// Largest accepted bundle body (default 64 MiB).
+    /// Largest accepted bundle body (default 64 MiB). A `Content-Length` over it is
+    /// refused with 413 before the body is read.
     pub max_bundle_bytes: Option<usize>,
+    /// Publish and rollback bodies read at once (default 4); more wait up to 2 s, then
+    /// get 503 with `Retry-After`. Bounds the memory uploads can take to about this
+    /// times `max_bundle_bytes`.
+    pub max_concurrent_uploads: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -155,10 +179,15 @@ pub struct FleetConfig {
     pub max_plugins_bytes: Option<usize>,
     /// Bytes of one bundle's status as JSON (default 16384).
     pub max_bundle_status_bytes: Option<usize>,
+    /// Status report bodies read at once (default 256; each at most 4 MiB); more wait
+    /// up to 2 s, then get 503 with `Retry-After`.
+    pub max_concurrent_reports: Option<usize>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8282";
 pub const DEFAULT_PREFIX: &str = "/bundles";
+/// Largest status report body.
+pub const MAX_STATUS_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 impl Config {
     /// Reads a YAML config file.
@@ -197,6 +226,46 @@ impl Config {
 
     pub fn max_bundle_bytes(&self) -> usize {
         self.publish.max_bundle_bytes.unwrap_or(64 * 1024 * 1024)
+    }
+
+    /// The listener's limits (`listener:`), validated.
+    pub fn listen_limits(&self) -> Result<lockstep_listen::Limits, ConfigError> {
+        let d = lockstep_listen::Limits::default();
+        let secs = |v: Option<f64>, key: &str, default: std::time::Duration| match v {
+            None => Ok(default),
+            Some(s) => std::time::Duration::try_from_secs_f64(s).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "listener.{key}: expected a positive number of seconds, got {s}"
+                ))
+            }),
+        };
+        let l = &self.listener;
+        let limits = lockstep_listen::Limits {
+            header_read_timeout: secs(
+                l.header_read_timeout_seconds,
+                "header_read_timeout_seconds",
+                d.header_read_timeout,
+            )?,
+            idle_timeout: secs(
+                l.idle_timeout_seconds,
+                "idle_timeout_seconds",
+                d.idle_timeout,
+            )?,
+            max_connections: l.max_connections.unwrap_or(d.max_connections),
+            ..d
+        };
+        limits
+            .validate()
+            .map_err(|e| ConfigError::Invalid(format!("listener: {e}")))?;
+        Ok(limits)
+    }
+
+    pub fn max_concurrent_uploads(&self) -> usize {
+        self.publish.max_concurrent_uploads.unwrap_or(4).max(1)
+    }
+
+    pub fn max_concurrent_reports(&self) -> usize {
+        self.fleet.max_concurrent_reports.unwrap_or(256).max(1)
     }
 
     pub fn unreachable_after_seconds(&self) -> u64 {

@@ -38,13 +38,14 @@ async function poll(){
     let html='';
     for(const b of f.bundles){
       html+='<h2>'+esc(b.name)+' — desired <code>'+esc(short(b.desired_revision))+'</code> · '+b.instances_current+'/'+b.instances_total+' current'+
-        (b.instances_unreachable?' · '+b.instances_unreachable+' unreachable':'')+(b.converged?' · converged':'')+'</h2>';
+        (b.instances_unreachable?' · '+b.instances_unreachable+' unreachable':'')+
+        (b.instances_refusing_rollback?' · '+b.instances_refusing_rollback+' refusing the rollback (re-sign it)':'')+(b.converged?' · converged':'')+'</h2>';
       const revs=[...new Set(b.instances.map(i=>i.active_revision??''))].sort((x,y)=>(y===b.desired_revision)-(x===b.desired_revision));
       html+='<table><tr><th>instance</th>'+revs.map(r=>'<th><code>'+esc(short(r)||'(none)')+'</code>'+(r===b.desired_revision?' (desired)':'')+'</th>').join('')+
         '<th>behind for</th><th>last report</th><th>errors</th></tr>';
       for(const i of b.instances){
         const cls=i.unreachable?'gone':(i.current?'ok':'behind');
-        html+='<tr class="'+cls+'"><td>'+esc(i.id)+(i.unreachable?' (unreachable)':'')+'</td>'+
+        html+='<tr class="'+cls+'"><td>'+esc(i.id)+(i.unreachable?' (unreachable)':'')+(i.refusing_rollback?' (refuses rollback)':'')+'</td>'+
           revs.map(r=>'<td>'+((i.active_revision??'')===r?'●':'')+'</td>').join('')+
           '<td>'+(i.current?'':dur(i.lag_seconds))+'</td><td>'+dur(i.seconds_since_report)+' ago</td><td>'+
           esc(i.message||'')+(i.errors&&i.errors.length?' ('+i.errors.length+')':'')+'</td></tr>';

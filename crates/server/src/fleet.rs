@@ -18,6 +18,10 @@ use crate::model::{Action, HistoryEvent};
 use crate::routes::valid_bundle_name;
 use crate::status::{BundleStatus, StatusReport};
 
+/// The status code a lockstep agent reports while it refuses the bundle it is served as
+/// a rollback (`lockstep_sync::ROLLBACK_REFUSED`; the server does not depend on sync).
+pub const ROLLBACK_REFUSED_CODE: &str = "bundle_rollback_refused";
+
 /// Most instances tracked (reports for new ids beyond this are refused).
 pub const MAX_INSTANCES: usize = 100_000;
 /// Publications remembered per bundle.
@@ -265,6 +269,11 @@ pub struct InstanceView {
     pub current: bool,
     /// Not current, or unreachable.
     pub drift: bool,
+    /// Not current because it refuses the desired revision as a rollback: it was signed
+    /// before the revision the instance runs (a lockstep agent reports
+    /// `bundle_rollback_refused`). Re-sign the revision to roll such instances back.
+    #[serde(default)]
+    pub refusing_rollback: bool,
     pub unreachable: bool,
     /// Seconds this instance has been behind the desired revision (0 when current).
     pub lag_seconds: Option<f64>,
@@ -296,6 +305,9 @@ pub struct BundleView {
     pub instances_current: usize,
     pub instances_drifting: usize,
     pub instances_unreachable: usize,
+    /// Instances that refuse the desired revision as a rollback (also drifting).
+    #[serde(default)]
+    pub instances_refusing_rollback: usize,
     /// Every instance is current and reachable.
     pub converged: bool,
     pub instances: Vec<InstanceView>,
@@ -647,11 +659,14 @@ impl Fleet {
                 None => true,
             };
             let lag_seconds = desired.map(|d| if current { 0.0 } else { secs(now - d.at) });
+            let refusing_rollback =
+                !current && b.status.code.as_deref() == Some(ROLLBACK_REFUSED_CODE);
             instances.push(InstanceView {
                 id: id.clone(),
                 active_revision: b.status.active_revision.clone(),
                 current,
                 drift: !current || unreachable,
+                refusing_rollback,
                 unreachable,
                 lag_seconds,
                 last_report: inst.last_report,
@@ -670,6 +685,7 @@ impl Fleet {
             .count();
         let drifting = instances.iter().filter(|i| i.drift).count();
         let unreachable = instances.iter().filter(|i| i.unreachable).count();
+        let refusing = instances.iter().filter(|i| i.refusing_rollback).count();
         BundleView {
             name: name.to_string(),
             desired_revision: desired.map(|d| d.revision.clone()),
@@ -679,6 +695,7 @@ impl Fleet {
             instances_current: cur,
             instances_drifting: drifting,
             instances_unreachable: unreachable,
+            instances_refusing_rollback: refusing,
             converged: drifting == 0,
             instances,
             publications: pubs

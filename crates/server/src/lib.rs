@@ -13,6 +13,7 @@
 
 pub(crate) mod app;
 pub mod auth;
+pub(crate) mod body;
 pub mod config;
 pub(crate) mod dashboard;
 pub mod error;
@@ -79,6 +80,7 @@ impl RunningServer {
 
 /// Validates the configuration, opens the store, loads every bundle, binds and serves.
 pub async fn start(config: &Config) -> Result<RunningServer, ConfigError> {
+    let limits = config.listen_limits()?;
     let auth = config.auth()?;
     let verification = config.verification()?;
     if verification.is_none() && !config.publish.allow_unsigned {
@@ -116,6 +118,16 @@ pub async fn start(config: &Config) -> Result<RunningServer, ConfigError> {
         keep_revisions: config.keep_revisions(),
         max_wait: Duration::from_secs(config.max_wait_seconds()),
         max_bundle_bytes: config.max_bundle_bytes(),
+        uploads: body::BodyGate::new(
+            config.max_bundle_bytes(),
+            "publish.max_bundle_bytes",
+            config.max_concurrent_uploads(),
+        ),
+        reports: body::BodyGate::new(
+            config::MAX_STATUS_BODY_BYTES,
+            "the status report limit",
+            config.max_concurrent_reports(),
+        ),
         prefix: config.prefix(),
         shutdown: shutdown_rx.clone(),
     });
@@ -140,40 +152,21 @@ pub async fn start(config: &Config) -> Result<RunningServer, ConfigError> {
         Duration::from_millis(config.watch_interval_ms()),
         shutdown_rx.clone(),
     ));
-    let router = routes::router(app);
-    let make = router.into_make_service_with_connect_info::<SocketAddr>();
-    let mut stop = shutdown_rx;
-    let serve = match &config.tls {
-        None => tokio::spawn(async move {
-            axum::serve(listener, make)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|v| *v).await;
-                })
-                .await
-        }),
-        Some(tls) => {
-            let rustls = tls::server_config(tls)?;
-            let std_listener = listener.into_std().map_err(|e| ConfigError::Listen {
-                addr: addr.to_string(),
-                message: e.to_string(),
-            })?;
-            let server = axum_server::from_tcp_rustls(
-                std_listener,
-                axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(rustls)),
-            )
-            .map_err(|e| ConfigError::Listen {
-                addr: addr.to_string(),
-                message: e.to_string(),
-            })?;
-            let handle = axum_server::Handle::new();
-            let h = handle.clone();
-            tokio::spawn(async move {
-                let _ = stop.wait_for(|v| *v).await;
-                h.graceful_shutdown(Some(Duration::from_secs(10)));
-            });
-            tokio::spawn(async move { server.handle(handle).serve(make).await })
-        }
+    let tls = match &config.tls {
+        None => None,
+        Some(tls) => Some(Arc::new(tls::server_config(tls)?)),
     };
+    let router = routes::router(app);
+    let mut stop = shutdown_rx;
+    let serve = tokio::spawn(lockstep_listen::serve(
+        listener,
+        tls,
+        router,
+        limits,
+        async move {
+            let _ = stop.wait_for(|v| *v).await;
+        },
+    ));
     tracing::info!(%addr, "lockstep server listening");
     Ok(RunningServer {
         addr,

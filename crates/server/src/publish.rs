@@ -36,6 +36,21 @@ pub struct PublishResponse {
     pub previous_revision: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issued_at: Option<i64>,
+    /// Set when a rollback activates a bundle signed before the one it replaces:
+    /// lockstep agents refuse it (rollback protection), keep their revision and report
+    /// `bundle_rollback_refused`; only vanilla OPA instances follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// The warning of a rollback to a bundle signed at `target` over one signed at `active`.
+fn older_signature_warning(target: Option<i64>, active: Option<i64>) -> Option<String> {
+    match (target, active) {
+        (Some(t), Some(a)) if t < a => Some(format!(
+            "the re-activated bundle was signed at {t}, before the one it replaces ({a}): lockstep agents refuse it (rollback protection), keep their current revision and report bundle_rollback_refused; only OPA instances roll back. To roll lockstep agents back, re-sign it: lockstep rollback --signing-key"
+        )),
+        _ => None,
+    }
 }
 
 /// `POST /bundles/{name}/rollback` body.
@@ -312,12 +327,14 @@ pub async fn publish(
             })
             .inc();
         tracing::info!(bundle = %name, %revision, seq, actor = %req.actor, "published");
-        return Ok(response(
-            &state,
-            action,
-            false,
-            active_record.map(|r| r.revision),
-        ));
+        let warning = if req.rollback {
+            older_signature_warning(issued_at, active_record.as_ref().and_then(|r| r.issued_at))
+        } else {
+            None
+        };
+        let mut resp = response(&state, action, false, active_record.map(|r| r.revision));
+        resp.warning = warning;
+        return Ok(resp);
     }
     Err(ApiError::new(
         StatusCode::CONFLICT,
@@ -361,6 +378,10 @@ pub async fn rollback(
         let now = Utc::now();
         let seq = current.seq + 1;
         let previous = current.active_record().map(|r| r.revision.clone());
+        let warning = older_signature_warning(
+            target.issued_at,
+            current.active_record().and_then(|r| r.issued_at),
+        );
         let mut history = current.history.clone();
         history.insert(
             0,
@@ -396,7 +417,12 @@ pub async fn rollback(
             })
             .inc();
         tracing::info!(bundle = %name, revision = %target.revision, seq, %actor, "rolled back");
-        return Ok(response(&state, Action::Rollback, false, previous));
+        if let Some(w) = &warning {
+            tracing::warn!(bundle = %name, "{w}");
+        }
+        let mut resp = response(&state, Action::Rollback, false, previous);
+        resp.warning = warning;
+        return Ok(resp);
     }
     Err(ApiError::new(
         StatusCode::CONFLICT,
@@ -423,5 +449,6 @@ fn response(
         active_since: state.active_since,
         previous_revision,
         issued_at: rec.and_then(|r| r.issued_at),
+        warning: None,
     }
 }

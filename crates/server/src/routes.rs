@@ -15,8 +15,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -57,21 +57,20 @@ fn bundle_name(raw: &str) -> Result<String, ApiError> {
 
 pub fn router(app: Arc<AppState>) -> Router {
     let prefix = app.prefix.clone();
-    let limit = app.max_bundle_bytes;
+    // Bodies are read by the handlers after the credential check (crate::body), so
+    // there is no extractor body limit here.
     let bundle_routes = Router::new()
         .route("/{name}", get(get_bundle).put(put_bundle))
         .route("/{name}/rollback", post(post_rollback))
         .route("/{name}/history", get(get_history))
-        .route("/{name}/revisions/{id}", get(get_revision))
-        .layer(DefaultBodyLimit::max(limit));
+        .route("/{name}/revisions/{id}", get(get_revision));
     let base = Router::new()
         .route("/", get(dashboard))
         .route("/health", get(|| async { Json(json!({})) }))
         .route("/status", post(post_status))
         .route("/status/{partition}", post(post_status_partition))
         .route("/v1/fleet", get(get_fleet))
-        .route("/metrics", get(get_metrics))
-        .layer(DefaultBodyLimit::max(4 * 1024 * 1024));
+        .route("/metrics", get(get_metrics));
     let router = if prefix == "/" {
         base.merge(bundle_routes)
     } else {
@@ -179,13 +178,14 @@ async fn put_bundle(
     Path(raw): Path<String>,
     Query(q): Query<PutQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let name = bundle_name(&raw)?;
     if !app.auth.may_publish(&headers) {
         app.metrics.refuse(&name, "unauthorized");
         return Err(ApiError::unauthorized());
     }
+    let body = read_upload(&app, &name, &headers, body).await?;
     let actor = clean_actor(q.actor.or_else(|| header_actor(&headers)).as_deref());
     let resp = crate::publish::publish(
         &app,
@@ -206,17 +206,30 @@ async fn put_bundle(
     Ok((status, Json(resp)).into_response())
 }
 
+/// A publish or rollback body, counted in the refusal metrics when refused.
+async fn read_upload(
+    app: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<axum::body::Bytes, ApiError> {
+    app.uploads.read(headers, body).await.inspect_err(|e| {
+        app.metrics.refuse(name, e.code);
+    })
+}
+
 async fn post_rollback(
     State(app): State<Arc<AppState>>,
     Path(raw): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let name = bundle_name(&raw)?;
     if !app.auth.may_publish(&headers) {
         app.metrics.refuse(&name, "unauthorized");
         return Err(ApiError::unauthorized());
     }
+    let body = read_upload(&app, &name, &headers, body).await?;
     let req: RollbackRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("rollback body: {e}")))?;
     let actor = clean_actor(
@@ -301,12 +314,13 @@ async fn ingest(
     app: &AppState,
     partition: Option<&str>,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Body,
 ) -> Result<Response, ApiError> {
     if !app.auth.may_report_status(headers) {
         return Err(ApiError::unauthorized());
     }
-    let report: StatusReport = serde_json::from_slice(body)
+    let body = app.reports.read(headers, body).await?;
+    let report: StatusReport = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("status report: {e}")))?;
     app.metrics.status_reports.inc();
     // Statuses of bundles this replica does not know are dropped; one just published
@@ -338,18 +352,18 @@ async fn ingest(
 async fn post_status(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    ingest(&app, None, &headers, &body).await
+    ingest(&app, None, &headers, body).await
 }
 
 async fn post_status_partition(
     State(app): State<Arc<AppState>>,
     Path(partition): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    ingest(&app, Some(&partition), &headers, &body).await
+    ingest(&app, Some(&partition), &headers, body).await
 }
 
 async fn get_fleet(

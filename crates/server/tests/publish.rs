@@ -127,6 +127,13 @@ async fn older_revision_refused_unless_rollback() {
     assert_eq!(v["action"], "rollback");
     assert_eq!(v["revision"], "r1");
     assert_eq!(v["previous_revision"], "r2");
+    // Finding 6: the operator is told lockstep agents will refuse it.
+    assert!(
+        v["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("bundle_rollback_refused") && w.contains("--signing-key")),
+        "{v}"
+    );
     assert_ne!(etag(&h.get("/bundles/main").await), tag);
     // Same iat is not older.
     assert_eq!(

@@ -178,3 +178,34 @@ async fn bad_tls_files_refuse_startup() {
     let e = lockstep_server::start(&cfg).await.unwrap_err().to_string();
     assert!(e.contains("tls cert"), "{e}");
 }
+
+/// Security review finding 4 on the TLS listener: a client that opens a connection and
+/// never finishes the handshake (or its headers) is closed after the header timeout.
+#[tokio::test]
+async fn finding4_tls_connections_without_a_handshake_are_closed() {
+    let p = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys();
+    let mut cfg = config(&dir.path().join("store"), dir.path(), &k);
+    cfg.tls = Some(TlsConfig {
+        cert: write(dir.path(), "server.pem", &p.server.0),
+        key: write(dir.path(), "server-key.pem", &p.server.1),
+        client_ca: None,
+    });
+    cfg.listener.header_read_timeout_seconds = Some(0.3);
+    let s = lockstep_server::start(&cfg).await.unwrap();
+    // Half a ClientHello record header, then nothing.
+    let mut c = send_raw(s.addr, &[0x16, 0x03, 0x01]).await;
+    let t0 = std::time::Instant::now();
+    assert!(closed_within(&mut c, std::time::Duration::from_secs(3)).await);
+    assert!(t0.elapsed() < std::time::Duration::from_secs(2));
+    // Real clients are still served.
+    let http = client(&p.ca_pem, None);
+    let r = http
+        .get(format!("https://127.0.0.1:{}/health", s.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    s.shutdown().await.unwrap();
+}

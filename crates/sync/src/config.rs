@@ -61,6 +61,29 @@ pub struct Service {
 }
 
 impl Service {
+    /// True when this service sends a token over plain `http://` to a host that is not
+    /// loopback (anyone on the path can read it).
+    pub fn sends_token_in_clear(&self) -> bool {
+        if matches!(self.credentials, Credentials::None) {
+            return false;
+        }
+        let Ok(url) = reqwest::Url::parse(&self.url) else {
+            return false;
+        };
+        if url.scheme() != "http" {
+            return false;
+        }
+        let host = url
+            .host_str()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => !ip.is_loopback(),
+            Err(_) => !host.is_empty() && !host.eq_ignore_ascii_case("localhost"),
+        }
+    }
+
     /// `url + "/" + trim(path, "/")`, as OPA joins them.
     pub fn join(&self, path: &str) -> String {
         format!(
@@ -169,9 +192,29 @@ pub struct SyncConfig {
     pub labels: BTreeMap<String, String>,
     pub compile: CompileOptions,
     pub limits: Limits,
+    /// `lockstep.min_issued_at`: per bundle, the oldest signed issue time (unix
+    /// seconds) ever accepted, on top of the newest one remembered in the persistence
+    /// directory.
+    pub min_issued_at: BTreeMap<String, i64>,
 }
 
 impl SyncConfig {
+    /// Services (of bundles and status reports) that send a token over plain `http://`
+    /// to a host that is not loopback, by name.
+    pub fn services_sending_tokens_in_clear(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .bundles
+            .iter()
+            .map(|b| &b.service)
+            .chain(self.status.as_ref().map(|s| &s.service))
+            .filter(|s| s.sends_token_in_clear())
+            .map(|s| format!("{} ({})", s.name, s.url))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// A configuration with defaults (`max_staleness` 5 minutes, `on_stale: deny`).
     pub fn new(bundles: Vec<BundleSource>, persistence_dir: PathBuf) -> Self {
         SyncConfig {
@@ -183,6 +226,64 @@ impl SyncConfig {
             labels: BTreeMap::new(),
             compile: CompileOptions::default(),
             limits: Limits::default(),
+            min_issued_at: BTreeMap::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(url: &str, token: bool) -> Service {
+        Service {
+            name: "s".into(),
+            url: url.into(),
+            credentials: if token {
+                Credentials::Bearer {
+                    scheme: "Bearer".into(),
+                    token: TokenSource::Inline("t".into()),
+                }
+            } else {
+                Credentials::None
+            },
+            headers: BTreeMap::new(),
+            response_header_timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn finding7_tokens_over_plain_http_beyond_loopback_are_named() {
+        for (url, token, clear) in [
+            ("http://bundles.example.com:8282", true, true),
+            ("http://10.1.2.3/x", true, true),
+            ("http://[2001:db8::1]:80", true, true),
+            ("https://bundles.example.com", true, false),
+            ("http://127.0.0.1:8282", true, false),
+            ("http://localhost:8282", true, false),
+            ("http://[::1]:8282", true, false),
+            ("http://bundles.example.com", false, false),
+        ] {
+            assert_eq!(service(url, token).sends_token_in_clear(), clear, "{url}");
+        }
+        let mut cfg = SyncConfig::new(
+            vec![BundleSource {
+                name: "main".into(),
+                service: service("http://10.1.2.3", true),
+                resource: "bundles/main".into(),
+                polling: Polling::default(),
+                verification: Verification::Skip,
+                persist: false,
+            }],
+            PathBuf::from("/tmp"),
+        );
+        cfg.status = Some(StatusTarget {
+            service: service("http://10.1.2.3", true),
+            partition: None,
+        });
+        assert_eq!(
+            cfg.services_sending_tokens_in_clear(),
+            vec!["s (http://10.1.2.3)"]
+        );
     }
 }

@@ -42,7 +42,7 @@ pub use config::{
 pub use engine::{
     Active, ActiveBundle, DataWrite, Gate, StartError, Syncer, WriteError, WriteOutcome,
 };
-pub use status::{BundleStatus, StatusReport};
+pub use status::{BundleStatus, ROLLBACK_REFUSED, StatusReport};
 
 /// `Content-Type` a bundle server sends on a 200 to keep a client in long-poll mode.
 pub const BUNDLE_CONTENT_TYPE: &str = "application/vnd.openpolicyagent.bundles";

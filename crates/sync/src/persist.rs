@@ -1,6 +1,11 @@
 //! The last activated bundle on disk: `<dir>/bundles/<name>/bundle.tar.gz` (the raw
 //! downloaded bytes, as OPA keeps them) and `bundle.json` (its ETag and revision, so
 //! the first request after a restart can be conditional).
+//!
+//! Also, whether bundles are persisted or not, `<dir>/bundles/<name>/newest_iat.json`:
+//! the newest signed issue time (`iat`) this agent has accepted for the bundle, so a
+//! restarted agent still refuses a bundle signed before it (rollback protection across
+//! restarts; security review finding 7).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -79,6 +84,40 @@ pub fn save(root: &Path, name: &str, bytes: &[u8], meta: &Meta) -> std::io::Resu
     write_atomic(&dir.join("bundle.json"), &json)
 }
 
+/// The newest signed issue time accepted for a bundle (`newest_iat.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewestIat {
+    pub issued_at: i64,
+    /// The revision that carried it (for people reading the file).
+    #[serde(default)]
+    pub revision: String,
+}
+
+pub const NEWEST_IAT_FILE: &str = "newest_iat.json";
+
+/// Where [`NewestIat`] is kept for bundle `name`.
+pub fn newest_iat_path(root: &Path, name: &str) -> PathBuf {
+    bundle_dir(root, name).join(NEWEST_IAT_FILE)
+}
+
+/// Records the newest accepted issue time (atomically).
+pub fn save_newest_iat(root: &Path, name: &str, newest: &NewestIat) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(newest).map_err(std::io::Error::other)?;
+    write_atomic(&newest_iat_path(root, name), &json)
+}
+
+/// The recorded newest issue time, if any. A file that exists but cannot be read or
+/// parsed is an error (the caller decides how loudly to say so).
+pub fn load_newest_iat(root: &Path, name: &str) -> std::io::Result<Option<NewestIat>> {
+    match std::fs::read(newest_iat_path(root, name)) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(std::io::Error::other),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Loads a persisted bundle, if there is one.
 pub fn load(root: &Path, name: &str) -> std::io::Result<Option<(Vec<u8>, Meta)>> {
     let dir = bundle_dir(root, name);
@@ -119,5 +158,19 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 2, "{names:?}");
         assert_eq!(dir_name("../x/y"), "_x_y");
+    }
+
+    #[test]
+    fn newest_iat_round_trip() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(load_newest_iat(d.path(), "main").unwrap(), None);
+        let n = NewestIat {
+            issued_at: 2000,
+            revision: "r2".into(),
+        };
+        save_newest_iat(d.path(), "main", &n).unwrap();
+        assert_eq!(load_newest_iat(d.path(), "main").unwrap(), Some(n));
+        std::fs::write(newest_iat_path(d.path(), "main"), "not json").unwrap();
+        assert!(load_newest_iat(d.path(), "main").is_err());
     }
 }

@@ -24,6 +24,20 @@ pub struct ErrorDetail {
     pub location: Option<Value>,
 }
 
+/// The status `code` of a bundle whose server serves a bundle signed before the one
+/// held (refused by rollback protection). The agent stays fresh; the fleet view shows
+/// it as refusing a rollback.
+pub const ROLLBACK_REFUSED: &str = "bundle_rollback_refused";
+
+/// The bundle refused as a rollback (in [`Freshness::refused_rollback`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RefusedRollback {
+    /// Revision the server serves.
+    pub revision: String,
+    /// Its signed issue time (unix seconds), older than the one held.
+    pub issued_at: i64,
+}
+
 /// lockstep's additions to a bundle status (ignored by OPA tooling).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Freshness {
@@ -43,6 +57,9 @@ pub struct Freshness {
     pub issued_at: Option<i64>,
     /// Whether the active bundle came from the persistence directory.
     pub from_disk: bool,
+    /// Set while the server serves an older bundle than the one held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused_rollback: Option<RefusedRollback>,
 }
 
 /// The per-bundle status object, OPA's shape.

@@ -144,3 +144,76 @@ lockstep: {skip_verification: true, max_staleness: 10s, on_stale: serve, wat: 1,
         assert!(e.starts_with(says), "{bad}: {e}");
     }
 }
+
+#[test]
+fn finding8_a_missing_key_file_in_keys_is_refused_at_start() {
+    let d = tempfile::tempdir().unwrap();
+    let missing = d.path().join("missing.key");
+    let cfg = |key: &str| {
+        format!(
+            "services: {{s: {{url: \"http://127.0.0.1:1/\"}}}}\nbundles: {{b: {{service: s, signing: {{keyid: k}}}}}}\nkeys: {{k: {{key: \"{key}\", algorithm: HS256}}}}\n"
+        )
+    };
+    // Before: the path string itself became the HMAC secret.
+    let e = parse(
+        &cfg(&missing.display().to_string()),
+        &|_| None,
+        &Overrides::default(),
+        OwnSections::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("keys.k") && e.contains("missing.key"), "{e}");
+    // A readable file is read; OPA's inline HMAC secret (no slash) stays inline.
+    std::fs::write(&missing, "from-the-file").unwrap();
+    let c = parse(
+        &cfg(&missing.display().to_string()),
+        &|_| None,
+        &Overrides::default(),
+        OwnSections::default(),
+    )
+    .unwrap();
+    let Verification::Required(v) = &c.sync.bundles[0].verification else {
+        panic!("verification required")
+    };
+    assert_eq!(v.keys["k"].key, "from-the-file");
+    let c = parse(
+        &cfg("inline-secret"),
+        &|_| None,
+        &Overrides::default(),
+        OwnSections::default(),
+    )
+    .unwrap();
+    let Verification::Required(v) = &c.sync.bundles[0].verification else {
+        panic!("verification required")
+    };
+    assert_eq!(v.keys["k"].key, "inline-secret");
+}
+
+#[test]
+fn finding7_min_issued_at_is_parsed_per_bundle_or_for_all() {
+    let base = "services: {s: {url: \"http://127.0.0.1:1/\"}}\nbundles: {a: {service: s}, b: {service: s}}\n";
+    let p = |ls: &str| {
+        parse(
+            &format!("{base}lockstep: {{skip_verification: true, {ls}}}\n"),
+            &|_| None,
+            &Overrides::default(),
+            OwnSections::default(),
+        )
+    };
+    let c = p("min_issued_at: 1700000000").unwrap();
+    assert_eq!(c.sync.min_issued_at["a"], 1_700_000_000);
+    assert_eq!(c.sync.min_issued_at["b"], 1_700_000_000);
+    assert!(c.ignored.is_empty(), "{:?}", c.ignored);
+    let c = p("min_issued_at: {a: \"2025-06-01T00:00:00Z\"}").unwrap();
+    assert_eq!(c.sync.min_issued_at["a"], 1_748_736_000);
+    assert!(!c.sync.min_issued_at.contains_key("b"));
+    for (bad, says) in [
+        ("min_issued_at: {c: 1}", "no such bundle"),
+        ("min_issued_at: yesterday", "RFC 3339"),
+        ("min_issued_at: -5", "non-negative"),
+    ] {
+        let e = p(bad).unwrap_err().to_string();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}

@@ -405,3 +405,184 @@ async fn plain_file_server_without_long_polling() {
     s.shutdown().await;
     drop(child);
 }
+
+/// Security review finding 6: a server-side rollback (without re-signing) serves a
+/// bundle signed before the one agents hold. They refuse it (rollback protection), and
+/// before the fix never got a freshness confirmation again, so they denied everything
+/// after `max_staleness`. Now the refusal is reported and freshness keeps being
+/// confirmed for the revision held; the fleet view says they refuse a rollback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding6_server_side_rollback_keeps_agents_fresh_and_reports_the_refusal() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = sync_config(
+        server.service(),
+        server.verification(),
+        dir.path(),
+        Some(20),
+    );
+    cfg.max_staleness = Duration::from_secs(2);
+    cfg.labels.insert("id".into(), "agent-rb".into());
+    cfg.status = Some(StatusTarget {
+        service: service(&server.base(), Some(STATUS)),
+        partition: None,
+    });
+    server
+        .publish_ok("main", bundle("r1", 1000, Some(&server.keys)))
+        .await;
+    server
+        .publish_ok("main", bundle("r2", 2000, Some(&server.keys)))
+        .await;
+    let s = Syncer::new(cfg).unwrap();
+    s.start().await;
+    wait_served(&s, "r2", Duration::from_secs(5)).await;
+    // The operator rolls back on the server without re-signing.
+    let r = server
+        .http
+        .post(server.url("/bundles/main/rollback"))
+        .bearer_auth(PUBLISHER)
+        .json(&serde_json::json!({"revision": "r1", "reason": "r2 breaks login"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("re-sign")),
+        "{body}"
+    );
+    let refused = eventually(Duration::from_secs(5), || {
+        status_of(&s)["code"] == lockstep_sync::ROLLBACK_REFUSED
+    })
+    .await;
+    assert!(refused, "{}", status_of(&s));
+    let st = status_of(&s);
+    assert!(
+        st["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("refusing rollback") && m.contains("\"r1\"")),
+        "{st}"
+    );
+    assert_eq!(st["lockstep"]["refused_rollback"]["revision"], "r1");
+    assert_eq!(st["active_revision"], "r2");
+    // Well past max_staleness, the revision held is still served and fresh.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(served(&s).unwrap(), "r2");
+    assert_eq!(status_of(&s)["lockstep"]["fresh"], true);
+    // The fleet view shows the instance as refusing the rollback, not as current.
+    let mut seen = serde_json::Value::Null;
+    let mut shown = false;
+    for _ in 0..100 {
+        seen = server.fleet().await;
+        shown = seen["bundles"][0]["instances"]
+            .as_array()
+            .and_then(|a| a.iter().find(|i| i["id"] == "agent-rb"))
+            .is_some_and(|i| i["refusing_rollback"] == true && i["current"] == false);
+        if shown {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(shown, "{seen}");
+    assert_eq!(seen["bundles"][0]["instances_refusing_rollback"], 1);
+    // A newer signed publication is taken, and the refusal clears.
+    server
+        .publish_ok("main", bundle("r3", 3000, Some(&server.keys)))
+        .await;
+    wait_served(&s, "r3", Duration::from_secs(5)).await;
+    let cleared = eventually(Duration::from_secs(2), || {
+        let st = status_of(&s);
+        st.get("code").is_none() && st["lockstep"].get("refused_rollback").is_none()
+    })
+    .await;
+    assert!(cleared, "{}", status_of(&s));
+    s.shutdown().await;
+    server.shutdown().await;
+}
+
+/// Security review finding 7: with persistence off (the default) a restarted agent
+/// accepted an older signed bundle its previous process had refused. The newest signed
+/// `iat` is now remembered in the persistence directory whatever `persist` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding7_rollback_protection_survives_a_restart_without_persistence() {
+    let keys = keys();
+    let st = StaticServer::default();
+    let (addr, stop, h) = st.start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = || {
+        let mut c = sync_config(
+            service(&format!("http://{addr}"), None),
+            verification(&keys),
+            dir.path(),
+            None,
+        );
+        c.bundles[0].persist = false;
+        c
+    };
+    st.set(bundle("r2", 2000, Some(&keys)));
+    let s = Syncer::new(cfg()).unwrap();
+    s.start().await;
+    wait_served(&s, "r2", Duration::from_secs(5)).await;
+    s.shutdown().await;
+    assert!(!dir.path().join("bundles/main/bundle.tar.gz").exists());
+    assert!(dir.path().join("bundles/main/newest_iat.json").exists());
+
+    // The server now serves an older signed bundle; a new process refuses it.
+    st.set(bundle("r1", 1000, Some(&keys)));
+    let s = Syncer::new(cfg()).unwrap();
+    s.start().await;
+    let refused = eventually(Duration::from_secs(5), || {
+        status_of(&s)["code"] == lockstep_sync::ROLLBACK_REFUSED
+    })
+    .await;
+    assert!(refused, "{}", status_of(&s));
+    assert!(
+        status_of(&s)["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("accepted before")),
+        "{}",
+        status_of(&s)
+    );
+    // Nothing older is active: decisions fail closed.
+    assert!(served(&s).is_err());
+    // A bundle as new as the remembered one or newer is taken.
+    st.set(bundle("r3", 3000, Some(&keys)));
+    wait_served(&s, "r3", Duration::from_secs(5)).await;
+    s.shutdown().await;
+    let _ = stop.send(());
+    h.await.unwrap();
+}
+
+/// `lockstep.min_issued_at`: bundles signed before it are refused from the first start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finding7_min_issued_at_refuses_older_bundles() {
+    let keys = keys();
+    let st = StaticServer::default();
+    let (addr, stop, h) = st.start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = sync_config(
+        service(&format!("http://{addr}"), None),
+        verification(&keys),
+        dir.path(),
+        None,
+    );
+    cfg.min_issued_at.insert("main".into(), 1500);
+    st.set(bundle("r1", 1000, Some(&keys)));
+    let s = Syncer::new(cfg).unwrap();
+    s.start().await;
+    let refused = eventually(Duration::from_secs(5), || {
+        status_of(&s)["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("lockstep.min_issued_at"))
+    })
+    .await;
+    assert!(refused, "{}", status_of(&s));
+    assert!(served(&s).is_err());
+    st.set(bundle("r2", 2000, Some(&keys)));
+    wait_served(&s, "r2", Duration::from_secs(5)).await;
+    s.shutdown().await;
+    let _ = stop.send(());
+    h.await.unwrap();
+}

@@ -17,6 +17,7 @@ pub fn agent_config(sync: SyncConfig, log: Option<&Path>) -> AgentConfig {
         listen: "127.0.0.1:0".into(),
         tokens: Default::default(),
         write_api: Default::default(),
+        listener: Default::default(),
         decision_logs: DecisionLogConfig {
             console: false,
             file: log.map(Path::to_path_buf),

@@ -2,9 +2,10 @@
 //! published). Keys and signed bundles made in memory ([`bundles`]), a real
 //! `lockstep-server` on 127.0.0.1 over a temp folder ([`server`]), sync
 //! configurations and a plain static bundle server ([`sync`]), started agents
-//! ([`agent`]), gateways in front of a recording MCP upstream ([`gateway`]), child processes stopped on drop and Python venvs for the real peers
-//! ([`procs`], [`python`]), `/metrics` scraping ([`metrics`]), waiting helpers
-//! ([`wait`]) and the guide's files ([`fixtures`]).
+//! ([`agent`]), gateways in front of a recording MCP upstream ([`gateway`]), child
+//! processes stopped on drop and Python venvs for the real peers ([`procs`],
+//! [`python`]), `/metrics` scraping ([`metrics`]), raw TCP for listener limits
+//! ([`raw`]), waiting helpers ([`wait`]) and the guide's files ([`fixtures`]).
 //!
 //! Must not: be a dependency of anything but tests, examples and benchmarks.
 //!
@@ -25,6 +26,7 @@ pub mod gateway;
 pub mod metrics;
 pub mod procs;
 pub mod python;
+pub mod raw;
 pub mod server;
 pub mod sync;
 pub mod wait;
@@ -38,6 +40,7 @@ pub mod prelude {
     pub use crate::metrics::{sample, scrape};
     pub use crate::procs::{Proc, run, spawn};
     pub use crate::python::VenvSpec;
+    pub use crate::raw::*;
     pub use crate::server::*;
     pub use crate::sync::*;
     pub use crate::wait::*;

@@ -39,7 +39,11 @@ pub fn run(a: &AgentArgs) -> anyhow::Result<ExitCode> {
         keys.insert(
             a.verification_key_id.clone(),
             KeyConfig {
-                key: k.clone(),
+                // Inline PEM, or a file that must exist (handed on as an absolute path,
+                // which the config's key resolution reads as a file).
+                key: lockstep_bundle::keys::KeySource::from_flag(k)
+                    .to_config_value()
+                    .map_err(|e| anyhow::anyhow!("--verification-key: {e}"))?,
                 algorithm: a.signing_alg.clone(),
                 scope: None,
             },

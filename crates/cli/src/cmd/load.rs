@@ -60,8 +60,12 @@ pub fn signing_config(args: &SigningArgs) -> Result<Option<SigningConfig>> {
             Some(m)
         }
     };
+    // Inline PEM, or a file that must exist: never the flag's text as an HMAC secret.
+    let key = lockstep_bundle::keys::KeySource::from_flag(key)
+        .to_config_value()
+        .map_err(|e| anyhow::anyhow!("--signing-key: {e}"))?;
     Ok(Some(SigningConfig {
-        key: key.clone(),
+        key,
         alg: args.signing_alg.clone(),
         key_id: args.signing_key_id.clone(),
         claims,

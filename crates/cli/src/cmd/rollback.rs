@@ -3,7 +3,9 @@
 //! Two ways, because lockstep agents refuse a bundle signed before the active one
 //! (rollback protection: a replayed old bundle is how an attacker re-opens a hole):
 //! - without a key, the server re-activates the kept bytes. Vanilla OPA takes them;
-//!   lockstep agents refuse them (older `iat`) and keep the current revision.
+//!   lockstep agents refuse them (older `iat`), keep the current revision, stay fresh
+//!   and report `bundle_rollback_refused` (the fleet view shows them refusing the
+//!   rollback); the server's answer carries a warning, printed here.
 //! - with `--signing-key`, the kept revision is fetched, verified against that same key
 //!   (we only re-sign what we signed), re-signed with a fresh issue time and published
 //!   as an explicit rollback: every instance, lockstep agents included, activates it.
@@ -58,6 +60,9 @@ pub fn run(a: &RollbackArgs) -> anyhow::Result<ExitCode> {
         .context("POST rollback")?;
         let resp: PublishResponse = check(r, "rollback").await?.json().await?;
         println!("{}", published("rolled back to", &resp));
+        if let Some(w) = &resp.warning {
+            eprintln!("warning: {w}");
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use lockstep_bundle::keys::{Algorithm, parse_verification_key, resolve_key_value};
+use lockstep_bundle::keys::{Algorithm, KeySource, parse_verification_key};
 use lockstep_bundle::{Bundle, KeyConfig, ReadOptions, VerificationConfig, read_dir, read_tar_gz};
 use lockstep_policy::{CompileOptions, PolicySet};
 use serde_json::json;
@@ -13,7 +13,10 @@ use crate::cli::{Format, VerifyArgs};
 
 pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
     let key_text = String::from_utf8(
-        resolve_key_value(&args.verification_key).map_err(|e| anyhow::anyhow!("{e}"))?,
+        // Inline PEM or a file that must exist: never the flag's text as an HMAC secret.
+        KeySource::from_flag(&args.verification_key)
+            .material()
+            .map_err(|e| anyhow::anyhow!("--verification-key: {e}"))?,
     )
     .context("--verification-key is not UTF-8 text")?;
     let alg = match &args.signing_alg {

@@ -162,9 +162,20 @@ impl Inner {
             && new < old
         {
             return Err(ActivationError::Rollback {
+                revision: bundle.manifest.revision.clone(),
                 new,
                 old,
-                active_revision: cur.info.revision.clone(),
+                against: format!("the active revision {:?}", cur.info.revision),
+            });
+        }
+        if let (Some(floor), Some(new)) = (st.floors.get(name), issued_at)
+            && new < floor.issued_at
+        {
+            return Err(ActivationError::Rollback {
+                revision: bundle.manifest.revision.clone(),
+                new,
+                old: floor.issued_at,
+                against: floor.source.clone(),
             });
         }
         for (other, l) in &st.bundles {
@@ -194,6 +205,19 @@ impl Inner {
             from_disk,
         };
         st.overlay = overlay;
+        let newer = issued_at.filter(|iat| st.floors.get(name).is_none_or(|f| *iat > f.issued_at));
+        if let Some(iat) = newer {
+            st.floors.insert(
+                name.to_string(),
+                super::Floor {
+                    issued_at: iat,
+                    source: format!(
+                        "the newest bundle this agent accepted (revision {:?})",
+                        info.revision
+                    ),
+                },
+            );
+        }
         let previous = st.bundles.insert(
             name.to_string(),
             Loaded {
@@ -205,6 +229,22 @@ impl Inner {
         );
         self.install(&mut st, policy);
         drop(st);
+        // Remembered whether bundles are persisted or not, so a restart does not forget
+        // rollback protection (a small atomic write, only when the iat grows).
+        if let Some(iat) = newer {
+            let newest = persist::NewestIat {
+                issued_at: iat,
+                revision: info.revision.clone(),
+            };
+            if let Err(e) = persist::save_newest_iat(&self.cfg.persistence_dir, name, &newest) {
+                tracing::warn!(
+                    bundle = %name,
+                    dir = %self.cfg.persistence_dir.display(),
+                    error = %e,
+                    "cannot record the newest accepted issue time: a restart would accept older signed bundles again"
+                );
+            }
+        }
         // Freeing the previous revision's data (seconds for 100 MB) happens after the
         // swap, outside the lock and on its own thread, so it delays neither readers nor
         // the status update that follows this activation.

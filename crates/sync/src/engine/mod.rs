@@ -45,6 +45,40 @@ struct State {
     bundles: BTreeMap<String, Loaded>,
     overlay: Overlay,
     generation: u64,
+    /// Per bundle: the oldest signed issue time still accepted (rollback protection
+    /// beyond the active bundle: remembered across restarts, `lockstep.min_issued_at`).
+    floors: BTreeMap<String, Floor>,
+}
+
+/// The oldest `iat` a bundle may carry, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Floor {
+    issued_at: i64,
+    /// For refusal messages: "the newest bundle accepted before (revision ..)" or
+    /// "lockstep.min_issued_at".
+    source: String,
+}
+
+/// A bundle refused as a rollback: the bundle server answered, with a bundle signed
+/// before the one this agent holds. Requests then carry its ETag, so the server's 304
+/// (or the same bytes again) keep confirming freshness for the revision held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Refused {
+    etag: Option<String>,
+    revision: String,
+    issued_at: i64,
+    /// Length and FNV-1a hash of the refused bytes (a server without ETags sends them
+    /// again on every poll; they are not verified again).
+    fingerprint: (usize, u64),
+}
+
+fn fingerprint(bytes: &[u8]) -> (usize, u64) {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (bytes.len(), h)
 }
 
 #[derive(Default)]
@@ -53,6 +87,8 @@ struct Tracker {
     /// ETag for `If-None-Match`: the last activated one (OPA resets to it after errors).
     etag: Option<String>,
     activated_once: bool,
+    /// The server serves a bundle older than the one held (see [`Refused`]).
+    refused: Option<Refused>,
 }
 
 struct Inner {
@@ -147,12 +183,19 @@ impl Syncer {
             plugins.insert("status".to_string(), PluginState::ok());
         }
         let leases = cfg.bundles.iter().map(|_| AtomicU64::new(0)).collect();
+        for s in cfg.services_sending_tokens_in_clear() {
+            tracing::warn!(service = %s, "this service sends a bearer token over plain http:// to a host that is not loopback: anyone on the path can read it (use https://)");
+        }
+        let floors = load_floors(&cfg);
         let syncer = Syncer {
             inner: Arc::new(Inner {
                 http,
                 handle: PolicyHandle::empty(),
                 active: ArcSwapOption::empty(),
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State {
+                    floors,
+                    ..State::default()
+                }),
                 trackers: Mutex::new(trackers),
                 leases,
                 started: Instant::now(),
@@ -265,6 +308,45 @@ impl Syncer {
             })
             .unwrap_or_default()
     }
+}
+
+/// Each bundle's floor: the newest `iat` remembered in the persistence directory, or
+/// `lockstep.min_issued_at` when that is newer.
+fn load_floors(cfg: &SyncConfig) -> BTreeMap<String, Floor> {
+    let mut floors = BTreeMap::new();
+    for b in &cfg.bundles {
+        let remembered = match crate::persist::load_newest_iat(&cfg.persistence_dir, &b.name) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(
+                    bundle = %b.name,
+                    path = %crate::persist::newest_iat_path(&cfg.persistence_dir, &b.name).display(),
+                    error = %e,
+                    "cannot read the newest accepted issue time: rollback protection starts from the first bundle activated"
+                );
+                None
+            }
+        };
+        let configured = cfg.min_issued_at.get(&b.name).map(|iat| Floor {
+            issued_at: *iat,
+            source: "lockstep.min_issued_at".into(),
+        });
+        let remembered = remembered.map(|r| Floor {
+            issued_at: r.issued_at,
+            source: format!(
+                "the newest bundle this agent accepted before (revision {:?})",
+                r.revision
+            ),
+        });
+        let floor = match (configured, remembered) {
+            (Some(c), Some(r)) => Some(if r.issued_at > c.issued_at { r } else { c }),
+            (c, r) => c.or(r),
+        };
+        if let Some(f) = floor {
+            floors.insert(b.name.clone(), f);
+        }
+    }
+    floors
 }
 
 impl Inner {

@@ -42,9 +42,15 @@ impl Inner {
             if *shutdown.borrow() {
                 break;
             }
-            let etag = lock(&self.trackers)
-                .get(&src.name)
-                .and_then(|t| t.etag.clone());
+            // While the server serves a bundle refused as a rollback, ask with its ETag:
+            // a 304 then confirms the server still answers (freshness for the revision
+            // held), and a long poll waits for the next publication.
+            let etag = lock(&self.trackers).get(&src.name).and_then(|t| {
+                t.refused
+                    .as_ref()
+                    .and_then(|r| r.etag.clone())
+                    .or_else(|| t.etag.clone())
+            });
             let wait = if long_poll { long_poll_timeout } else { None };
             let began = Instant::now();
             self.with_tracker(&src.name, |t| t.status.last_request = Some(Utc::now()));
@@ -113,13 +119,23 @@ impl Inner {
             .as_ref()
             .and_then(|a| a.bundles.get(name).and_then(|b| b.etag.clone()));
         let current = sent.is_some() && sent == active_etag;
-        if current {
+        let still_refused = !current
+            && sent.is_some()
+            && lock(&self.trackers).get(name).is_some_and(|t| {
+                t.refused
+                    .as_ref()
+                    .is_some_and(|r| r.etag.is_some() && r.etag == sent)
+            });
+        if current || still_refused {
             self.prove(idx);
         }
         self.with_tracker(name, |t| {
             t.status.last_successful_request = Some(Utc::now());
             if current {
                 t.status.clear_error();
+                t.refused = None;
+            } else if still_refused {
+                // The refusal (and its status) stands; the server is answering.
             } else if let Some(e) = resp_etag {
                 tracing::debug!(bundle = %name, etag = %e, "304 for an ETag that is not the active one");
             }
@@ -161,7 +177,19 @@ impl Inner {
             self.with_tracker(&src.name, |t| {
                 t.status.clear_error();
                 t.etag = etag;
+                t.refused = None;
             });
+            return true;
+        }
+        // The bundle refused as a rollback, sent again (a server without ETags):
+        // the server answers, the revision held stays, nothing to verify again.
+        let print = super::fingerprint(&bytes);
+        let again = lock(&self.trackers)
+            .get(&src.name)
+            .and_then(|t| t.refused.as_ref())
+            .is_some_and(|r| r.fingerprint == print);
+        if again {
+            self.prove(idx);
             return true;
         }
         let raw = Arc::new(bytes);
@@ -180,6 +208,7 @@ impl Inner {
                     self.with_tracker(&src.name, |t| {
                         t.etag = etag.clone();
                         t.activated_once = true;
+                        t.refused = None;
                         t.status.clear_error();
                         t.status.active_revision = info.revision.clone();
                         t.status.last_successful_activation = Some(info.activated_at);
@@ -214,9 +243,44 @@ impl Inner {
                 }
                 true
             }
+            Ok(Err(ActivationError::Rollback {
+                revision,
+                new,
+                old,
+                against,
+            })) => {
+                // A verified bundle signed before the one held: the server answered and
+                // this agent is current with respect to what it accepts, so freshness
+                // is confirmed; the refusal is reported (bundle_rollback_refused).
+                let e = ActivationError::Rollback {
+                    revision: revision.clone(),
+                    new,
+                    old,
+                    against,
+                };
+                self.prove(idx);
+                tracing::warn!(bundle = %src.name, error = %e, "older bundle refused; the active revision stays in place");
+                self.with_tracker(&src.name, |t| {
+                    t.refused = Some(super::Refused {
+                        etag: etag.clone(),
+                        revision,
+                        issued_at: new,
+                        fingerprint: print,
+                    });
+                    t.status.set_error(
+                        crate::status::ROLLBACK_REFUSED,
+                        e.to_string(),
+                        None,
+                        Vec::new(),
+                    );
+                });
+                true
+            }
             Ok(Err(e)) => {
                 tracing::error!(bundle = %src.name, error = %e, "bundle refused; the active revision stays in place");
                 self.with_tracker(&src.name, |t| {
+                    // The server no longer serves the bundle refused as a rollback.
+                    t.refused = None;
                     let (msg, details) = match &e {
                         ActivationError::Compile(_) => (
                             "error(s) occurred while compiling module(s)".to_string(),

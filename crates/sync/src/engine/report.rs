@@ -20,10 +20,16 @@ impl Inner {
         {
             let t = lock(&self.trackers);
             for (idx, b) in self.cfg.bundles.iter().enumerate() {
-                let mut s = t
-                    .get(&b.name)
+                let tracker = t.get(&b.name);
+                let mut s = tracker
                     .map(|t| t.status.clone())
                     .unwrap_or_else(|| BundleStatus::new(&b.name));
+                let refused_rollback = tracker.and_then(|t| t.refused.as_ref()).map(|r| {
+                    crate::status::RefusedRollback {
+                        revision: r.revision.clone(),
+                        issued_at: r.issued_at,
+                    }
+                });
                 let ab = active.as_ref().and_then(|a| a.bundles.get(&b.name));
                 let age = self.lease_age(idx, now);
                 let fresh = age <= self.cfg.max_staleness && ab.is_some();
@@ -36,6 +42,7 @@ impl Inner {
                     etag: ab.and_then(|a| a.etag.clone()),
                     issued_at: ab.and_then(|a| a.issued_at),
                     from_disk: ab.is_some_and(|a| a.from_disk),
+                    refused_rollback,
                 };
                 bundles.insert(b.name.clone(), s);
             }

@@ -125,12 +125,16 @@ pub(crate) enum ActivationError {
     )]
     Unsigned,
     #[error(
-        "refusing rollback: bundle signed at {new} (iat) is older than the active revision {active_revision:?} signed at {old}"
+        "refusing rollback: bundle revision {revision:?} was signed at {new} (iat), before {against} (signed at {old}); the newer revision stays active (rollback protection: to roll back, re-sign the older revision with a fresh issue time, e.g. lockstep rollback --signing-key)"
     )]
     Rollback {
+        /// Revision of the refused bundle.
+        revision: String,
         new: i64,
         old: i64,
-        active_revision: String,
+        /// What it is older than: the active revision, the newest bundle accepted
+        /// before a restart, or `lockstep.min_issued_at`.
+        against: String,
     },
     #[error("delta bundles are not supported by lockstep")]
     Delta,

@@ -30,7 +30,12 @@
 //!   max_staleness: 60s             # or a number of seconds
 //!   on_stale: deny                 # or serve
 //!   skip_verification: false       # true accepts unsigned bundles (logged)
+//!   min_issued_at: 2025-06-01T00:00:00Z   # refuse bundles signed before (or {main: 1748736000})
 //! ```
+//!
+//! Whatever `min_issued_at` says, the newest signed issue time accepted is remembered
+//! in `persistence_directory/bundles/<name>/newest_iat.json` (even without `persist`),
+//! and a restarted agent refuses bundles signed before it.
 //!
 //! `${VAR}` anywhere in the file is replaced by the environment variable, as OPA does
 //! (an unset variable becomes the empty string).
@@ -117,7 +122,12 @@ const SYNC_SECTIONS: &[&str] = &[
     "persistence_directory",
     "lockstep",
 ];
-const SYNC_LOCKSTEP_KEYS: &[&str] = &["max_staleness", "on_stale", "skip_verification"];
+const SYNC_LOCKSTEP_KEYS: &[&str] = &[
+    "max_staleness",
+    "on_stale",
+    "skip_verification",
+    "min_issued_at",
+];
 
 /// Parses OPA's config text. `env` resolves `${VAR}`.
 pub fn parse(
@@ -164,6 +174,7 @@ pub fn parse(
     sync.on_stale = lease.on_stale;
     sync.status = status;
     sync.labels = labels;
+    sync.min_issued_at = parse_min_issued_at(ls.get("min_issued_at"), &sync.bundles)?;
     Ok(OpaConfig {
         sync,
         services,
@@ -200,6 +211,52 @@ fn parse_lease(ls: &Map<String, Json>) -> Result<Lease, ConfigError> {
         on_stale,
         skip_verification,
     })
+}
+
+/// `lockstep.min_issued_at`: one issue time for every bundle, or a map of bundle name
+/// to issue time; each unix seconds or an RFC 3339 time (`2025-06-01T00:00:00Z`).
+fn parse_min_issued_at(
+    v: Option<&Json>,
+    bundles: &[crate::config::BundleSource],
+) -> Result<BTreeMap<String, i64>, ConfigError> {
+    const AT: &str = "lockstep.min_issued_at";
+    fn one(v: &Json, at: &str) -> Result<i64, ConfigError> {
+        match v {
+            Json::Number(n) => n
+                .as_i64()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| invalid(at, "expected a non-negative number of unix seconds")),
+            Json::String(s) => chrono::DateTime::parse_from_rfc3339(s.trim())
+                .map(|t| t.timestamp())
+                .map_err(|e| {
+                    invalid(
+                        at,
+                        format!("expected unix seconds or an RFC 3339 time: {e}"),
+                    )
+                }),
+            _ => Err(invalid(at, "expected unix seconds or an RFC 3339 time")),
+        }
+    }
+    let mut out = BTreeMap::new();
+    match v {
+        None | Some(Json::Null) => {}
+        Some(Json::Object(m)) => {
+            for (name, v) in m {
+                let at = format!("{AT}.{name}");
+                if !bundles.iter().any(|b| &b.name == name) {
+                    return Err(invalid(&at, "no such bundle under bundles"));
+                }
+                out.insert(name.clone(), one(v, &at)?);
+            }
+        }
+        Some(v) => {
+            let iat = one(v, AT)?;
+            for b in bundles {
+                out.insert(b.name.clone(), iat);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// OPA's labels: `id` (a fresh UUID unless configured), `version`, plus the file's.
