@@ -224,13 +224,17 @@ pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, StartError> {
     let Built { gw, syncer, tasks } = build(cfg, addr.ip().is_loopback()).await?;
     let app = router(gw.clone());
     let (tx, mut rx) = watch::channel(false);
-    let serve = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|v| *v).await;
-            })
-            .await
-    });
+    // The accept loop of the server and the agent: header and idle timeouts and a
+    // connection limit (its defaults), graceful shutdown.
+    let serve = tokio::spawn(lockstep_listen::serve(
+        listener,
+        None,
+        app,
+        lockstep_listen::Limits::default(),
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        },
+    ));
     tracing::info!(%addr, upstreams = gw.upstreams.len(), "lockstep gateway listening");
     // The writers end when the last handle to them is gone: the gateway state.
     drop(gw);
