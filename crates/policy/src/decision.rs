@@ -50,7 +50,8 @@ pub struct DecisionFn {
     backend: Backend,
 }
 
-struct Rvm {
+pub(crate) struct Rvm {
+    strict_builtin_errors: bool,
     program: Arc<Program>,
     /// What to execute: one rule (`key` None), or each rule of a package,
     /// assembled into the package's object.
@@ -80,8 +81,19 @@ impl DecisionFn {
                     _ => false,
                 };
                 if !agree {
+                    let show = |r: &Result<Option<Json>, String>| match r {
+                        Ok(Some(v)) => v.to_string(),
+                        Ok(None) => "undefined".to_string(),
+                        Err(e) => format!("error ({e})"),
+                    };
+                    let fast = fast
+                        .map_err(|e| e.clone())
+                        .and_then(|r| r.map_err(|e| e.to_string()));
+                    let slow = slow.map_err(|e| e.to_string());
                     return Err(format!(
-                        "the RVM disagreed with the interpreter on probe {i}"
+                        "the RVM disagreed with the interpreter on probe {i}: RVM {}, interpreter {}",
+                        show(&fast),
+                        show(&slow)
                     ));
                 }
             }
@@ -142,7 +154,7 @@ impl DecisionFn {
     }
 }
 
-fn compile_rvm(policy: &PolicySet, entrypoint: &str) -> Result<Rvm, String> {
+pub(crate) fn compile_rvm(policy: &PolicySet, entrypoint: &str) -> Result<Rvm, String> {
     // The RVM compiles rules, not packages: a package entrypoint
     // (`data.mcp.decision`) becomes one entry per rule, assembled after.
     if let Some(blocker) = policy.rvm_blockers().first() {
@@ -170,8 +182,15 @@ fn compile_rvm(policy: &PolicySet, entrypoint: &str) -> Result<Rvm, String> {
         .compile_with_entrypoint(&first.as_str().into())
         .map_err(|e| Diagnostic::from_regorus(&e, "rvm_error").message)?;
     let paths: Vec<&str> = entries.iter().map(|(_, p)| p.as_str()).collect();
-    let program = Compiler::compile_from_policy(&compiled, &paths).map_err(|e| e.to_string())?;
+    let mut program =
+        Compiler::compile_from_policy(&compiled, &paths).map_err(|e| e.to_string())?;
+    // The same shared matchers as the interpreter's extensions (the RVM does not
+    // call extensions; it calls the function pointers the program resolved).
+    if policy.shared_matchers() {
+        crate::matchers::patch_program(Arc::make_mut(&mut program));
+    }
     let rvm = Rvm {
+        strict_builtin_errors: policy.strict_builtin_errors(),
         program,
         entries,
         pool: Mutex::new(Vec::new()),
@@ -188,6 +207,7 @@ impl Rvm {
         let mut vm = RegoVM::new();
         vm.load_program(self.program.clone());
         vm.set_max_instructions(MAX_INSTRUCTIONS);
+        vm.set_strict_builtin_errors(self.strict_builtin_errors);
         vm.set_data(data.clone()).map_err(|e| e.to_string())?;
         Ok(vm)
     }
@@ -213,7 +233,11 @@ impl Rvm {
         }
     }
 
-    fn eval(&self, data: &regorus::Value, input: &Input) -> Result<regorus::Value, String> {
+    pub(crate) fn eval(
+        &self,
+        data: &regorus::Value,
+        input: &Input,
+    ) -> Result<regorus::Value, String> {
         let mut vm = self.acquire(data)?;
         vm.set_input(input.0.clone());
         let result = self.run(&mut vm);

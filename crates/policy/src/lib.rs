@@ -29,6 +29,7 @@ mod data;
 mod decision;
 mod engine;
 mod error;
+mod matchers;
 mod paths;
 mod policy;
 mod result;

@@ -63,6 +63,8 @@ struct Inner {
     /// OPA); while any is present, decision functions use the interpreter.
     rvm_blockers: Vec<String>,
     rego_v0: bool,
+    strict_builtin_errors: bool,
+    shared_matchers: bool,
     sources: Sources,
 }
 
@@ -158,6 +160,8 @@ impl PolicySet {
             modules,
             sources,
             rego_v0,
+            strict_builtin_errors,
+            shared_matchers,
         } = built;
         let mut rule_paths = HashSet::new();
         let mut packages = Vec::new();
@@ -184,6 +188,8 @@ impl PolicySet {
                 flat_packages,
                 rvm_blockers,
                 rego_v0,
+                strict_builtin_errors,
+                shared_matchers,
                 sources,
             }),
         }
@@ -294,6 +300,16 @@ impl PolicySet {
     /// Whether the modules were parsed as Rego v0.
     pub fn is_rego_v0(&self) -> bool {
         self.inner.rego_v0
+    }
+
+    /// Whether builtin errors are errors rather than undefined ([`CompileOptions`]).
+    pub(crate) fn strict_builtin_errors(&self) -> bool {
+        self.inner.strict_builtin_errors
+    }
+
+    /// Whether evaluations use the shared compiled matchers ([`CompileOptions`]).
+    pub(crate) fn shared_matchers(&self) -> bool {
+        self.inner.shared_matchers
     }
 
     pub(crate) fn data(&self) -> &regorus::Value {
