@@ -177,7 +177,7 @@ pub(crate) fn compile_rvm(policy: &PolicySet, entrypoint: &str) -> Result<Rvm, S
     let Some((_, first)) = entries.first() else {
         return Err("no rules to compile".to_string());
     };
-    let mut engine = policy.engine_with(None);
+    let mut engine = policy.rvm_engine()?;
     let compiled = engine
         .compile_with_entrypoint(&first.as_str().into())
         .map_err(|e| Diagnostic::from_regorus(&e, "rvm_error").message)?;

@@ -71,6 +71,79 @@ pub(crate) struct Built {
     pub strict_builtin_errors: bool,
     /// [`CompileOptions::shared_matchers`], for the RVM's programs.
     pub shared_matchers: bool,
+    /// The modules as the RVM should compile them, when they differ (see
+    /// [`rvm_assignment_edits`]).
+    pub rvm: Option<RvmSources>,
+}
+
+/// Modules rewritten for regorus's RVM, compiled only if an RVM is asked for.
+#[derive(Debug, Clone)]
+pub(crate) struct RvmSources {
+    modules: Vec<Module>,
+    opts: CompileOptions,
+    rego_v0: bool,
+}
+
+impl RvmSources {
+    /// A prepared engine of the rewritten modules with `data`.
+    pub fn engine(&self, data: &regorus::Value) -> Result<Engine, String> {
+        let sources = Sources::new(&self.modules);
+        let mut engine = load(
+            &self.modules,
+            &self.opts,
+            self.rego_v0,
+            &Extras::default(),
+            &sources,
+        )
+        .map_err(|e| e.to_string())?;
+        engine
+            .add_data(data.clone())
+            .map_err(|e| format!("{e:#}"))?;
+        engine
+            .eval_query("true".to_string(), false)
+            .map_err(|e| format!("{e:#}"))?;
+        Ok(engine)
+    }
+}
+
+/// `x := e` → `x = e` wherever that means the same (`ast::colon_assignments`, and
+/// `x` is no rule, function or import name visible in the module): regorus 0.14.1's
+/// RVM does not fail a body when `:=` binds an undefined value, but does when `=`
+/// does. Same length, so every location stays where it was.
+fn rvm_assignment_edits(infos: &[ModuleInfo]) -> Vec<Edit> {
+    use crate::ast::RefPart;
+    let mut edits = Vec::new();
+    // Test modules are never compiled for the RVM's entrypoints.
+    for (idx, m) in infos
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| !m.file.ends_with("_test.rego"))
+    {
+        let mut taken: std::collections::HashSet<&str> = ["input", "data"].into_iter().collect();
+        for other in infos.iter().filter(|o| o.package == m.package) {
+            for r in &other.rules {
+                if let Some(RefPart::Name(n)) = r.head.first() {
+                    taken.insert(n);
+                }
+            }
+        }
+        taken.extend(m.imports.iter().map(|i| i.alias.as_str()));
+        for r in &m.rules {
+            for a in r
+                .colon_assigns
+                .iter()
+                .filter(|a| !taken.contains(a.var.as_str()))
+            {
+                edits.push(Edit {
+                    module: idx,
+                    start: a.op_start,
+                    end: a.op_start + 2,
+                    text: " =".to_string(),
+                });
+            }
+        }
+    }
+    edits
 }
 
 /// Settings only the test runner needs.
@@ -140,6 +213,12 @@ pub(crate) fn build_with_data(
     if infos.iter().any(|m| m.has_with) {
         edits.extend(qualify_local_calls(&infos));
     }
+    let rvm = rvm_assignment_edits(&infos);
+    let rvm = (!rvm.is_empty()).then(|| RvmSources {
+        modules: apply_edits(modules, &[edits.clone(), rvm].concat()),
+        opts: opts.clone(),
+        rego_v0,
+    });
     let sources = if edits.is_empty() {
         sources
     } else {
@@ -175,6 +254,7 @@ pub(crate) fn build_with_data(
         rego_v0,
         strict_builtin_errors: opts.strict_builtin_errors,
         shared_matchers: opts.shared_matchers,
+        rvm,
     })
 }
 

@@ -65,6 +65,8 @@ struct Inner {
     rego_v0: bool,
     strict_builtin_errors: bool,
     shared_matchers: bool,
+    /// The modules as the RVM compiles them, if rewritten ([`crate::engine::RvmSources`]).
+    rvm_sources: Option<crate::engine::RvmSources>,
     sources: Sources,
 }
 
@@ -162,6 +164,7 @@ impl PolicySet {
             rego_v0,
             strict_builtin_errors,
             shared_matchers,
+            rvm: rvm_sources,
         } = built;
         let mut rule_paths = HashSet::new();
         let mut packages = Vec::new();
@@ -190,6 +193,7 @@ impl PolicySet {
                 rego_v0,
                 strict_builtin_errors,
                 shared_matchers,
+                rvm_sources,
                 sources,
             }),
         }
@@ -310,6 +314,15 @@ impl PolicySet {
     /// Whether evaluations use the shared compiled matchers ([`CompileOptions`]).
     pub(crate) fn shared_matchers(&self) -> bool {
         self.inner.shared_matchers
+    }
+
+    /// The engine the RVM compiles from: the modules with `:=` spelled `=` where
+    /// regorus's RVM needs it, or the evaluation engine itself.
+    pub(crate) fn rvm_engine(&self) -> Result<Engine, String> {
+        match &self.inner.rvm_sources {
+            Some(rvm) => rvm.engine(&self.inner.data),
+            None => Ok(self.engine_with(None)),
+        }
     }
 
     pub(crate) fn data(&self) -> &regorus::Value {
