@@ -21,6 +21,12 @@
 //!   text parsed, decision serialised to JSON text: OPA's boundary) or `value`
 //!   (input already converted, decision returned as a `serde_json::Value`).
 //!
+//! - `memo-hit/<boundary>`: the decision memo on a repeated footprint (the RVM behind
+//!   it when verified): `json` = JSON text parsed to `serde_json`, memo lookup,
+//!   decision serialised; `value` = converted input; `serde-value` = a
+//!   `serde_json::Value` input (`DecisionFn::eval_json`, never converted on a hit).
+//!   The variants above run with the memo off.
+//!
 //! `BENCH_ENTRYPOINTS=data.a.b,data.c` times other entrypoints; `BENCH_RVM_ONLY=1`
 //! skips the interpreter.
 // A benchmark program, not library code: it stops at the first failure.
@@ -35,7 +41,7 @@ use std::ffi::{CStr, CString, c_char, c_int};
 use std::time::Instant;
 
 use lockstep_bundle::Module;
-use lockstep_policy::{Backend, CompileOptions, DecisionFn, Input, PolicySet};
+use lockstep_policy::{Backend, CompileOptions, DecisionFn, Input, MemoOptions, PolicySet};
 use serde_json::{Value, json};
 
 const INPUTS: [&str; 2] = [
@@ -216,12 +222,21 @@ fn main() {
     let evals = env_usize("BENCH_EVALS", 4_000);
     let rounds = env_usize("BENCH_ROUNDS", 9);
     let t = Instant::now();
-    let shared = load(&CompileOptions::default());
+    let no_memo = MemoOptions {
+        enabled: false,
+        ..MemoOptions::default()
+    };
+    let shared = load(&CompileOptions {
+        memo: no_memo.clone(),
+        ..CompileOptions::default()
+    });
     println!("compile (4 modules + data, prepared): {:?}", t.elapsed());
     let builtin = load(&CompileOptions {
         shared_matchers: false,
+        memo: no_memo,
         ..CompileOptions::default()
     });
+    let memoized = load(&CompileOptions::default());
     let values: Vec<Input> = INPUTS
         .iter()
         .map(|t| Input::parse_json(t).unwrap())
@@ -241,6 +256,11 @@ fn main() {
         custom.split(',').collect()
     };
     let rvm_only = std::env::var("BENCH_RVM_ONLY").is_ok();
+    let json_inputs: Vec<Value> = INPUTS
+        .iter()
+        .map(|t| serde_json::from_str(t).unwrap())
+        .collect();
+
     let c_inputs: Vec<CString> = INPUTS.iter().map(|t| CString::new(*t).unwrap()).collect();
 
     for ep in entrypoints {
@@ -259,6 +279,10 @@ fn main() {
                 }
             }
         }
+        // The memo, on the RVM when it is verified: after the first evaluation of
+        // each input, every decision is a repeated footprint.
+        let memo_fn = memoized.decision_fn_rvm(ep, &values);
+        println!("{ep}: memo {:?}", memo_fn.memo_status());
         for (name, f) in &fns {
             for (i, v) in values.iter().enumerate() {
                 let got = f.eval(v).unwrap();
@@ -283,6 +307,40 @@ fn main() {
         for (name, f) in &fns {
             variants.push(lockstep_variant(format!("{name}/json"), f, true, &values));
             variants.push(lockstep_variant(format!("{name}/value"), f, false, &values));
+        }
+        for (i, v) in json_inputs.iter().enumerate() {
+            assert_eq!(
+                memo_fn.eval_json(v).unwrap(),
+                memo_fn.eval_interpreter(&values[i]).unwrap()
+            );
+        }
+        {
+            let f = &memo_fn;
+            variants.push(Variant {
+                name: "memo-hit/json".to_string(),
+                run: Box::new(move |i| {
+                    let input: Value = serde_json::from_str(INPUTS[i & 1]).unwrap();
+                    let out = f.eval_json(&input).unwrap();
+                    std::hint::black_box(serde_json::to_string(&out).unwrap());
+                }),
+                rounds: Vec::new(),
+            });
+            let values = &values;
+            variants.push(Variant {
+                name: "memo-hit/value".to_string(),
+                run: Box::new(move |i| {
+                    std::hint::black_box(f.eval(&values[i & 1]).unwrap());
+                }),
+                rounds: Vec::new(),
+            });
+            let json_inputs = &json_inputs;
+            variants.push(Variant {
+                name: "memo-hit/serde-value".to_string(),
+                run: Box::new(move |i| {
+                    std::hint::black_box(f.eval_json(&json_inputs[i & 1]).unwrap());
+                }),
+                rounds: Vec::new(),
+            });
         }
         for v in &variants {
             for i in 0..evals / 4 {

@@ -23,6 +23,7 @@ use regorus::rvm::program::Program;
 use serde_json::Value as Json;
 
 use crate::error::{Diagnostic, EvalError};
+use crate::memo::{EntryMemo, MemoStats, MemoStatus};
 use crate::policy::{Input, PolicySet, to_json};
 
 /// Which evaluator a [`DecisionFn`] uses.
@@ -48,6 +49,9 @@ pub struct DecisionFn {
     entrypoint: String,
     rvm: Option<Rvm>,
     backend: Backend,
+    /// The policy set's memo for this entrypoint, shared with
+    /// [`PolicySet::eval_data_path`] (`None` past the set's limit of memos).
+    memo: Option<Arc<EntryMemo>>,
 }
 
 pub(crate) struct Rvm {
@@ -75,7 +79,7 @@ impl DecisionFn {
         let checked = compile_rvm(&policy, entrypoint).and_then(|rvm| {
             for (i, probe) in probes.iter().enumerate() {
                 let fast = rvm.eval(policy.data(), probe).map(to_json);
-                let slow = policy.eval_data_path_input(entrypoint, Some(probe));
+                let slow = policy.eval_data_path_uncached(entrypoint, Some(probe));
                 let agree = match (&fast, &slow) {
                     (Ok(Ok(a)), Ok(b)) => a == b,
                     _ => false,
@@ -103,16 +107,19 @@ impl DecisionFn {
             Ok(rvm) => (Some(rvm), Backend::Rvm),
             Err(reason) => (None, Backend::Interpreter { reason }),
         };
+        let memo = policy.memo(entrypoint);
         Self {
             policy,
             entrypoint: entrypoint.to_string(),
             rvm,
             backend,
+            memo,
         }
     }
 
     /// The interpreter: all of Rego, OPA's semantics.
     pub fn interpreter_only(policy: PolicySet, entrypoint: &str) -> Self {
+        let memo = policy.memo(entrypoint);
         Self {
             policy,
             entrypoint: entrypoint.to_string(),
@@ -120,6 +127,7 @@ impl DecisionFn {
             backend: Backend::Interpreter {
                 reason: "the RVM was not requested".to_string(),
             },
+            memo,
         }
     }
 
@@ -131,26 +139,63 @@ impl DecisionFn {
         &self.entrypoint
     }
 
-    /// The entrypoint's value for `input`; `None` when undefined.
+    /// The entrypoint's value for `input`; `None` when undefined. Through the memo
+    /// when it is on ([`Self::memo_status`]), then the RVM when verified, then the
+    /// interpreter.
     pub fn eval(&self, input: &Input) -> Result<Option<Json>, EvalError> {
+        let key = self.memo.as_ref().and_then(|m| m.key(&input.0));
+        if let (Some(memo), Some(key)) = (&self.memo, &key)
+            && let Some(hit) = memo.get(key)
+        {
+            return Ok(hit);
+        }
+        let value = self.eval_uncached(input)?;
+        if let (Some(memo), Some(key)) = (&self.memo, key) {
+            memo.insert(key, &value);
+        }
+        Ok(value)
+    }
+
+    /// [`Self::eval`] without the memo.
+    pub fn eval_uncached(&self, input: &Input) -> Result<Option<Json>, EvalError> {
         if let Some(rvm) = &self.rvm
             && let Ok(value) = rvm.eval(self.policy.data(), input)
         {
             return to_json(value);
         }
         self.policy
-            .eval_data_path_input(&self.entrypoint, Some(input))
+            .eval_data_path_uncached(&self.entrypoint, Some(input))
     }
 
-    /// [`Self::eval`] for a JSON input.
+    /// [`Self::eval`] for a JSON input: on a memo hit, the input is never converted.
     pub fn eval_json(&self, input: &Json) -> Result<Option<Json>, EvalError> {
-        self.eval(&Input::from_json(input)?)
+        let key = self.memo.as_ref().and_then(|m| m.key_json(input));
+        if let (Some(memo), Some(key)) = (&self.memo, &key)
+            && let Some(hit) = memo.get(key)
+        {
+            return Ok(hit);
+        }
+        let value = self.eval_uncached(&Input::from_json(input)?)?;
+        if let (Some(memo), Some(key)) = (&self.memo, key) {
+            memo.insert(key, &value);
+        }
+        Ok(value)
     }
 
-    /// The same decision through the interpreter alone.
+    /// The same decision through the interpreter alone (no memo, no RVM).
     pub fn eval_interpreter(&self, input: &Input) -> Result<Option<Json>, EvalError> {
         self.policy
-            .eval_data_path_input(&self.entrypoint, Some(input))
+            .eval_data_path_uncached(&self.entrypoint, Some(input))
+    }
+
+    /// Whether this entrypoint's decisions are memoized, on which input paths, or why not.
+    pub fn memo_status(&self) -> MemoStatus {
+        self.policy.memo_status(&self.entrypoint)
+    }
+
+    /// The memo's hit, miss and eviction counts.
+    pub fn memo_stats(&self) -> MemoStats {
+        self.memo.as_ref().map(|m| m.stats()).unwrap_or_default()
     }
 }
 

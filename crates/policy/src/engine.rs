@@ -14,6 +14,7 @@ use regorus::{Engine, PolicyLengthConfig};
 use crate::ast::{ModuleInfo, read_modules};
 use crate::checks::{check_calls, check_path_conflicts, qualify_local_calls};
 use crate::error::{CompileError, Diagnostic};
+use crate::memo::MemoOptions;
 use crate::sources::Sources;
 
 /// How to turn modules and data into an engine. `Default` is what lockstep uses
@@ -42,6 +43,9 @@ pub struct CompileOptions {
     /// only to measure the difference; the semantics are OPA's either way, except
     /// four fixes on (see `matchers`).
     pub shared_matchers: bool,
+    /// The decision memo ([`crate::MemoStatus`]): per entrypoint of a compiled set,
+    /// decisions keyed by the input paths the entrypoint reads.
+    pub memo: MemoOptions,
 }
 
 impl Default for CompileOptions {
@@ -55,6 +59,7 @@ impl Default for CompileOptions {
             max_lines: 10_000_000,
             max_file_bytes: 256 * 1024 * 1024,
             shared_matchers: true,
+            memo: MemoOptions::default(),
         }
     }
 }
@@ -71,6 +76,7 @@ pub(crate) struct Built {
     pub strict_builtin_errors: bool,
     /// [`CompileOptions::shared_matchers`], for the RVM's programs.
     pub shared_matchers: bool,
+    pub memo: MemoOptions,
     /// The modules as the RVM should compile them, when they differ (see
     /// [`rvm_assignment_edits`]).
     pub rvm: Option<RvmSources>,
@@ -254,6 +260,7 @@ pub(crate) fn build_with_data(
         rego_v0,
         strict_builtin_errors: opts.strict_builtin_errors,
         shared_matchers: opts.shared_matchers,
+        memo: opts.memo.clone(),
         rvm,
     })
 }
