@@ -50,6 +50,16 @@ pub(crate) struct RuleInfo {
     pub has_else: bool,
     /// The head's value is the implicit or explicit `true`.
     pub value_is_true: bool,
+    /// `x := e` statements whose `:=` can be spelled `=` without changing what the
+    /// rule means (see [`colon_assignments`]).
+    pub colon_assigns: Vec<ColonAssign>,
+}
+
+/// A `var := expr` in a rule body: the variable and the byte offset of its `:=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ColonAssign {
+    pub var: String,
+    pub op_start: usize,
 }
 
 impl RuleInfo {
@@ -185,6 +195,7 @@ fn read_rule(r: &Json, file: &str, contents: &str) -> Option<RuleInfo> {
             is_function,
             has_else: false,
             value_is_true: false,
+            colon_assigns: Vec::new(),
         });
     }
     let spec = r.get("Spec")?;
@@ -223,7 +234,136 @@ fn read_rule(r: &Json, file: &str, contents: &str) -> Option<RuleInfo> {
         is_function: kind == RuleKind::Function,
         has_else,
         value_is_true,
+        colon_assigns: colon_assignments(spec, contents),
     })
+}
+
+/// The rule's `x := e` statements (comprehension bodies included) where `x` is bound
+/// nowhere else in the rule: not by another `:=`, `some`, `every`, a function
+/// argument, nor any `=` unification. For those, `x = e` means the same as `x := e`
+/// as long as `x` is no rule, function or import of the module's package (checked
+/// by the caller, which sees every module). regorus 0.14.1's RVM needs that
+/// spelling: it binds `x := <undefined>` and goes on, where the interpreter and OPA
+/// fail the body; `x = e` is compiled with a "not undefined" guard.
+fn colon_assignments(spec: &Json, contents: &str) -> Vec<ColonAssign> {
+    #[derive(Default)]
+    struct Walk {
+        candidates: Vec<(String, usize, usize)>,
+        binders: std::collections::HashMap<String, usize>,
+        unified: std::collections::HashSet<String>,
+    }
+    fn var_names(node: &Json, out: &mut Vec<String>) {
+        match node {
+            Json::Object(map) => {
+                if let Some(name) = map
+                    .get("Var")
+                    .and_then(|v| v.get("value"))
+                    .and_then(Json::as_str)
+                {
+                    out.push(name.to_string());
+                }
+                map.values().for_each(|v| var_names(v, out));
+            }
+            Json::Array(items) => items.iter().for_each(|v| var_names(v, out)),
+            _ => {}
+        }
+    }
+    fn span_text(span: &Json, contents: &str) -> Option<String> {
+        let s = span_of(span)?;
+        contents.get(s.start..s.end).map(str::to_string)
+    }
+    fn walk(node: &Json, contents: &str, w: &mut Walk) {
+        match node {
+            Json::Object(map) => {
+                if let Some(a) = map.get("AssignExpr") {
+                    let op = a.get("op").and_then(Json::as_str);
+                    let lhs = a.get("lhs").unwrap_or(&Json::Null);
+                    let rhs = a.get("rhs").unwrap_or(&Json::Null);
+                    let mut names = Vec::new();
+                    var_names(lhs, &mut names);
+                    if op == Some("ColEq") {
+                        let lhs_var = lhs
+                            .get("Var")
+                            .and_then(|v| v.get("value"))
+                            .and_then(Json::as_str);
+                        let lhs_end = lhs.get("Var").and_then(|v| v.get("span")).and_then(span_of);
+                        let rhs_start = rhs
+                            .as_object()
+                            .and_then(|o| o.values().next())
+                            .and_then(|v| v.get("span"))
+                            .and_then(span_of);
+                        // Only values that can be undefined, and never a literal: regorus
+                        // reads `x = {"a": y}` as a destructuring pattern.
+                        let rhs_kind = rhs.as_object().and_then(|o| o.keys().next());
+                        let may_be_undefined = rhs_kind.is_some_and(|k| {
+                            matches!(k.as_str(), "RefDot" | "RefBrack" | "Var" | "Call")
+                        });
+                        if let (Some(var), Some(l), Some(r), true) =
+                            (lhs_var, lhs_end, rhs_start, may_be_undefined)
+                        {
+                            w.candidates.push((var.to_string(), l.end, r.start));
+                        }
+                        for n in names {
+                            *w.binders.entry(n).or_default() += 1;
+                        }
+                    } else {
+                        var_names(rhs, &mut names);
+                        w.unified.extend(names);
+                    }
+                }
+                if let Some(vars) = map
+                    .get("SomeVars")
+                    .and_then(|s| s.get("vars"))
+                    .and_then(Json::as_array)
+                {
+                    for v in vars.iter().filter_map(|v| span_text(v, contents)) {
+                        *w.binders.entry(v).or_default() += 1;
+                    }
+                }
+                if let Some(some_in) = map.get("SomeIn") {
+                    let mut names = Vec::new();
+                    for k in ["key", "value"] {
+                        if let Some(e) = some_in.get(k) {
+                            var_names(e, &mut names);
+                        }
+                    }
+                    for n in names {
+                        *w.binders.entry(n).or_default() += 1;
+                    }
+                }
+                if let Some(every) = map.get("Every") {
+                    for k in ["key", "value"] {
+                        if let Some(v) = every.get(k).and_then(|s| span_text(s, contents)) {
+                            *w.binders.entry(v).or_default() += 1;
+                        }
+                    }
+                }
+                if let Some(args) = map.get("Func").and_then(|f| f.get("args")) {
+                    let mut names = Vec::new();
+                    var_names(args, &mut names);
+                    for n in names {
+                        *w.binders.entry(n).or_default() += 1;
+                    }
+                }
+                map.values().for_each(|v| walk(v, contents, w));
+            }
+            Json::Array(items) => items.iter().for_each(|v| walk(v, contents, w)),
+            _ => {}
+        }
+    }
+    let mut w = Walk::default();
+    walk(spec, contents, &mut w);
+    w.candidates
+        .into_iter()
+        .filter(|(var, _, _)| {
+            var != "_" && w.binders.get(var) == Some(&1) && !w.unified.contains(var)
+        })
+        .filter_map(|(var, from, to)| {
+            let between = contents.get(from..to)?;
+            let op_start = from + between.find(":=")?;
+            Some(ColonAssign { var, op_start })
+        })
+        .collect()
 }
 
 /// Flatten a reference (`Var`, `RefDot`, `RefBrack` chain) into its parts.

@@ -23,6 +23,7 @@ use regorus::rvm::program::Program;
 use serde_json::Value as Json;
 
 use crate::error::{Diagnostic, EvalError};
+use crate::memo::{EntryMemo, MemoStats, MemoStatus};
 use crate::policy::{Input, PolicySet, to_json};
 
 /// Which evaluator a [`DecisionFn`] uses.
@@ -48,9 +49,13 @@ pub struct DecisionFn {
     entrypoint: String,
     rvm: Option<Rvm>,
     backend: Backend,
+    /// The policy set's memo for this entrypoint, shared with
+    /// [`PolicySet::eval_data_path`] (`None` past the set's limit of memos).
+    memo: Option<Arc<EntryMemo>>,
 }
 
-struct Rvm {
+pub(crate) struct Rvm {
+    strict_builtin_errors: bool,
     program: Arc<Program>,
     /// What to execute: one rule (`key` None), or each rule of a package,
     /// assembled into the package's object.
@@ -74,14 +79,25 @@ impl DecisionFn {
         let checked = compile_rvm(&policy, entrypoint).and_then(|rvm| {
             for (i, probe) in probes.iter().enumerate() {
                 let fast = rvm.eval(policy.data(), probe).map(to_json);
-                let slow = policy.eval_data_path_input(entrypoint, Some(probe));
+                let slow = policy.eval_data_path_uncached(entrypoint, Some(probe));
                 let agree = match (&fast, &slow) {
                     (Ok(Ok(a)), Ok(b)) => a == b,
                     _ => false,
                 };
                 if !agree {
+                    let show = |r: &Result<Option<Json>, String>| match r {
+                        Ok(Some(v)) => v.to_string(),
+                        Ok(None) => "undefined".to_string(),
+                        Err(e) => format!("error ({e})"),
+                    };
+                    let fast = fast
+                        .map_err(|e| e.clone())
+                        .and_then(|r| r.map_err(|e| e.to_string()));
+                    let slow = slow.map_err(|e| e.to_string());
                     return Err(format!(
-                        "the RVM disagreed with the interpreter on probe {i}"
+                        "the RVM disagreed with the interpreter on probe {i}: RVM {}, interpreter {}",
+                        show(&fast),
+                        show(&slow)
                     ));
                 }
             }
@@ -91,16 +107,19 @@ impl DecisionFn {
             Ok(rvm) => (Some(rvm), Backend::Rvm),
             Err(reason) => (None, Backend::Interpreter { reason }),
         };
+        let memo = policy.memo(entrypoint);
         Self {
             policy,
             entrypoint: entrypoint.to_string(),
             rvm,
             backend,
+            memo,
         }
     }
 
     /// The interpreter: all of Rego, OPA's semantics.
     pub fn interpreter_only(policy: PolicySet, entrypoint: &str) -> Self {
+        let memo = policy.memo(entrypoint);
         Self {
             policy,
             entrypoint: entrypoint.to_string(),
@@ -108,6 +127,7 @@ impl DecisionFn {
             backend: Backend::Interpreter {
                 reason: "the RVM was not requested".to_string(),
             },
+            memo,
         }
     }
 
@@ -119,30 +139,67 @@ impl DecisionFn {
         &self.entrypoint
     }
 
-    /// The entrypoint's value for `input`; `None` when undefined.
+    /// The entrypoint's value for `input`; `None` when undefined. Through the memo
+    /// when it is on ([`Self::memo_status`]), then the RVM when verified, then the
+    /// interpreter.
     pub fn eval(&self, input: &Input) -> Result<Option<Json>, EvalError> {
+        let key = self.memo.as_ref().and_then(|m| m.key(&input.0));
+        if let (Some(memo), Some(key)) = (&self.memo, &key)
+            && let Some(hit) = memo.get(key)
+        {
+            return Ok(hit);
+        }
+        let value = self.eval_uncached(input)?;
+        if let (Some(memo), Some(key)) = (&self.memo, key) {
+            memo.insert(key, &value);
+        }
+        Ok(value)
+    }
+
+    /// [`Self::eval`] without the memo.
+    pub fn eval_uncached(&self, input: &Input) -> Result<Option<Json>, EvalError> {
         if let Some(rvm) = &self.rvm
             && let Ok(value) = rvm.eval(self.policy.data(), input)
         {
             return to_json(value);
         }
         self.policy
-            .eval_data_path_input(&self.entrypoint, Some(input))
+            .eval_data_path_uncached(&self.entrypoint, Some(input))
     }
 
-    /// [`Self::eval`] for a JSON input.
+    /// [`Self::eval`] for a JSON input: on a memo hit, the input is never converted.
     pub fn eval_json(&self, input: &Json) -> Result<Option<Json>, EvalError> {
-        self.eval(&Input::from_json(input)?)
+        let key = self.memo.as_ref().and_then(|m| m.key_json(input));
+        if let (Some(memo), Some(key)) = (&self.memo, &key)
+            && let Some(hit) = memo.get(key)
+        {
+            return Ok(hit);
+        }
+        let value = self.eval_uncached(&Input::from_json(input)?)?;
+        if let (Some(memo), Some(key)) = (&self.memo, key) {
+            memo.insert(key, &value);
+        }
+        Ok(value)
     }
 
-    /// The same decision through the interpreter alone.
+    /// The same decision through the interpreter alone (no memo, no RVM).
     pub fn eval_interpreter(&self, input: &Input) -> Result<Option<Json>, EvalError> {
         self.policy
-            .eval_data_path_input(&self.entrypoint, Some(input))
+            .eval_data_path_uncached(&self.entrypoint, Some(input))
+    }
+
+    /// Whether this entrypoint's decisions are memoized, on which input paths, or why not.
+    pub fn memo_status(&self) -> MemoStatus {
+        self.policy.memo_status(&self.entrypoint)
+    }
+
+    /// The memo's hit, miss and eviction counts.
+    pub fn memo_stats(&self) -> MemoStats {
+        self.memo.as_ref().map(|m| m.stats()).unwrap_or_default()
     }
 }
 
-fn compile_rvm(policy: &PolicySet, entrypoint: &str) -> Result<Rvm, String> {
+pub(crate) fn compile_rvm(policy: &PolicySet, entrypoint: &str) -> Result<Rvm, String> {
     // The RVM compiles rules, not packages: a package entrypoint
     // (`data.mcp.decision`) becomes one entry per rule, assembled after.
     if let Some(blocker) = policy.rvm_blockers().first() {
@@ -165,13 +222,20 @@ fn compile_rvm(policy: &PolicySet, entrypoint: &str) -> Result<Rvm, String> {
     let Some((_, first)) = entries.first() else {
         return Err("no rules to compile".to_string());
     };
-    let mut engine = policy.engine_with(None);
+    let mut engine = policy.rvm_engine()?;
     let compiled = engine
         .compile_with_entrypoint(&first.as_str().into())
         .map_err(|e| Diagnostic::from_regorus(&e, "rvm_error").message)?;
     let paths: Vec<&str> = entries.iter().map(|(_, p)| p.as_str()).collect();
-    let program = Compiler::compile_from_policy(&compiled, &paths).map_err(|e| e.to_string())?;
+    let mut program =
+        Compiler::compile_from_policy(&compiled, &paths).map_err(|e| e.to_string())?;
+    // The same shared matchers as the interpreter's extensions (the RVM does not
+    // call extensions; it calls the function pointers the program resolved).
+    if policy.shared_matchers() {
+        crate::matchers::patch_program(Arc::make_mut(&mut program));
+    }
     let rvm = Rvm {
+        strict_builtin_errors: policy.strict_builtin_errors(),
         program,
         entries,
         pool: Mutex::new(Vec::new()),
@@ -188,6 +252,7 @@ impl Rvm {
         let mut vm = RegoVM::new();
         vm.load_program(self.program.clone());
         vm.set_max_instructions(MAX_INSTRUCTIONS);
+        vm.set_strict_builtin_errors(self.strict_builtin_errors);
         vm.set_data(data.clone()).map_err(|e| e.to_string())?;
         Ok(vm)
     }
@@ -213,7 +278,11 @@ impl Rvm {
         }
     }
 
-    fn eval(&self, data: &regorus::Value, input: &Input) -> Result<regorus::Value, String> {
+    pub(crate) fn eval(
+        &self,
+        data: &regorus::Value,
+        input: &Input,
+    ) -> Result<regorus::Value, String> {
         let mut vm = self.acquire(data)?;
         vm.set_input(input.0.clone());
         let result = self.run(&mut vm);

@@ -14,6 +14,7 @@ use regorus::{Engine, PolicyLengthConfig};
 use crate::ast::{ModuleInfo, read_modules};
 use crate::checks::{check_calls, check_path_conflicts, qualify_local_calls};
 use crate::error::{CompileError, Diagnostic};
+use crate::memo::MemoOptions;
 use crate::sources::Sources;
 
 /// How to turn modules and data into an engine. `Default` is what lockstep uses
@@ -35,6 +36,16 @@ pub struct CompileOptions {
     pub max_columns: u32,
     pub max_lines: usize,
     pub max_file_bytes: usize,
+    /// `regex.match`, `regex.find_n`, `regex.find_all_string_submatch_n`,
+    /// `regex.split`, `regex.replace` and `glob.match` match on compiled patterns
+    /// shared by every evaluation (in both evaluators), instead of regorus's
+    /// builtins, which rebuild a regex's lazy DFA on every call (≈ 6 µs each). Off
+    /// only to measure the difference; the semantics are OPA's either way, except
+    /// four fixes on (see `matchers`).
+    pub shared_matchers: bool,
+    /// The decision memo ([`crate::MemoStatus`]): per entrypoint of a compiled set,
+    /// decisions keyed by the input paths the entrypoint reads.
+    pub memo: MemoOptions,
 }
 
 impl Default for CompileOptions {
@@ -47,6 +58,8 @@ impl Default for CompileOptions {
             max_columns: 1_000_000,
             max_lines: 10_000_000,
             max_file_bytes: 256 * 1024 * 1024,
+            shared_matchers: true,
+            memo: MemoOptions::default(),
         }
     }
 }
@@ -59,6 +72,84 @@ pub(crate) struct Built {
     /// The sources the engine was loaded with (after edits), for error columns.
     pub sources: Sources,
     pub rego_v0: bool,
+    /// [`CompileOptions::strict_builtin_errors`], for the RVM (set per VM).
+    pub strict_builtin_errors: bool,
+    /// [`CompileOptions::shared_matchers`], for the RVM's programs.
+    pub shared_matchers: bool,
+    pub memo: MemoOptions,
+    /// The modules as the RVM should compile them, when they differ (see
+    /// [`rvm_assignment_edits`]).
+    pub rvm: Option<RvmSources>,
+}
+
+/// Modules rewritten for regorus's RVM, compiled only if an RVM is asked for.
+#[derive(Debug, Clone)]
+pub(crate) struct RvmSources {
+    modules: Vec<Module>,
+    opts: CompileOptions,
+    rego_v0: bool,
+}
+
+impl RvmSources {
+    /// A prepared engine of the rewritten modules with `data`.
+    pub fn engine(&self, data: &regorus::Value) -> Result<Engine, String> {
+        let sources = Sources::new(&self.modules);
+        let mut engine = load(
+            &self.modules,
+            &self.opts,
+            self.rego_v0,
+            &Extras::default(),
+            &sources,
+        )
+        .map_err(|e| e.to_string())?;
+        engine
+            .add_data(data.clone())
+            .map_err(|e| format!("{e:#}"))?;
+        engine
+            .eval_query("true".to_string(), false)
+            .map_err(|e| format!("{e:#}"))?;
+        Ok(engine)
+    }
+}
+
+/// `x := e` → `x = e` wherever that means the same (`ast::colon_assignments`, and
+/// `x` is no rule, function or import name visible in the module): regorus 0.14.1's
+/// RVM does not fail a body when `:=` binds an undefined value, but does when `=`
+/// does. Same length, so every location stays where it was.
+fn rvm_assignment_edits(infos: &[ModuleInfo]) -> Vec<Edit> {
+    use crate::ast::RefPart;
+    let mut edits = Vec::new();
+    // Test modules are never compiled for the RVM's entrypoints.
+    for (idx, m) in infos
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| !m.file.ends_with("_test.rego"))
+    {
+        let mut taken: std::collections::HashSet<&str> = ["input", "data"].into_iter().collect();
+        for other in infos.iter().filter(|o| o.package == m.package) {
+            for r in &other.rules {
+                if let Some(RefPart::Name(n)) = r.head.first() {
+                    taken.insert(n);
+                }
+            }
+        }
+        taken.extend(m.imports.iter().map(|i| i.alias.as_str()));
+        for r in &m.rules {
+            for a in r
+                .colon_assigns
+                .iter()
+                .filter(|a| !taken.contains(a.var.as_str()))
+            {
+                edits.push(Edit {
+                    module: idx,
+                    start: a.op_start,
+                    end: a.op_start + 2,
+                    text: " =".to_string(),
+                });
+            }
+        }
+    }
+    edits
 }
 
 /// Settings only the test runner needs.
@@ -128,6 +219,12 @@ pub(crate) fn build_with_data(
     if infos.iter().any(|m| m.has_with) {
         edits.extend(qualify_local_calls(&infos));
     }
+    let rvm = rvm_assignment_edits(&infos);
+    let rvm = (!rvm.is_empty()).then(|| RvmSources {
+        modules: apply_edits(modules, &[edits.clone(), rvm].concat()),
+        opts: opts.clone(),
+        rego_v0,
+    });
     let sources = if edits.is_empty() {
         sources
     } else {
@@ -161,6 +258,10 @@ pub(crate) fn build_with_data(
         modules: infos,
         sources,
         rego_v0,
+        strict_builtin_errors: opts.strict_builtin_errors,
+        shared_matchers: opts.shared_matchers,
+        memo: opts.memo.clone(),
+        rvm,
     })
 }
 
@@ -185,7 +286,7 @@ fn load(
     extras: &Extras,
     sources: &Sources,
 ) -> Result<Engine, CompileError> {
-    let mut engine = configured_engine(opts, rego_v0, extras);
+    let mut engine = configured_engine(opts, rego_v0, extras)?;
     let mut diags = Vec::new();
     for m in modules {
         if let Err(e) = engine.add_policy(m.path.clone(), m.source.clone()) {
@@ -240,8 +341,19 @@ fn single_rego_version(modules: &[Module]) -> Result<bool, CompileError> {
     }
 }
 
-fn configured_engine(opts: &CompileOptions, rego_v0: bool, extras: &Extras) -> Engine {
+fn configured_engine(
+    opts: &CompileOptions,
+    rego_v0: bool,
+    extras: &Extras,
+) -> Result<Engine, CompileError> {
     let mut engine = Engine::new();
+    // Before any module: `regex.*` and `glob.match` match on shared compiled
+    // patterns instead of regorus's per-call clones (see `matchers`).
+    if opts.shared_matchers {
+        crate::matchers::install(&mut engine, opts.strict_builtin_errors).map_err(|e| {
+            CompileError::Internal(format!("registering the shared matchers: {e:#}"))
+        })?;
+    }
     engine.set_rego_v0(rego_v0);
     engine.set_strict_builtin_errors(opts.strict_builtin_errors);
     engine.set_gather_prints(extras.gather_prints);
@@ -258,7 +370,7 @@ fn configured_engine(opts: &CompileOptions, rego_v0: bool, extras: &Extras) -> E
             check_interval: NonZeroU32::MIN,
         });
     }
-    engine
+    Ok(engine)
 }
 
 fn json_kind(v: &serde_json::Value) -> &'static str {

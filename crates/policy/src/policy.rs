@@ -6,7 +6,7 @@
 //! `Send + Sync` without locks.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use lockstep_bundle::{Bundle, Module};
 use regorus::Engine;
@@ -19,6 +19,7 @@ use crate::engine::{
     Built, CompileOptions, DeserializeFrom, Extras, build, build_with_data, data_from_json,
 };
 use crate::error::{CompileError, EvalError};
+use crate::memo::{EntryMemo, MemoOptions, MemoStats, MemoStatus};
 use crate::result::ResultSet;
 use crate::sources::Sources;
 
@@ -40,6 +41,10 @@ impl Input {
             .map_err(|e| EvalError::Input(format!("{e:#}")))
     }
 }
+
+/// Entrypoints with a decision memo per compiled set; paths beyond these (a REST
+/// client asking for many documents) are evaluated without one.
+const MAX_MEMOS: usize = 64;
 
 /// A compiled bundle. Cheap to clone (one `Arc`).
 #[derive(Clone)]
@@ -63,6 +68,13 @@ struct Inner {
     /// OPA); while any is present, decision functions use the interpreter.
     rvm_blockers: Vec<String>,
     rego_v0: bool,
+    strict_builtin_errors: bool,
+    shared_matchers: bool,
+    memo_options: MemoOptions,
+    /// Decision memos by entrypoint, made on first use (at most [`MAX_MEMOS`]).
+    memos: RwLock<HashMap<String, Arc<EntryMemo>>>,
+    /// The modules as the RVM compiles them, if rewritten ([`crate::engine::RvmSources`]).
+    rvm_sources: Option<crate::engine::RvmSources>,
     sources: Sources,
 }
 
@@ -158,6 +170,10 @@ impl PolicySet {
             modules,
             sources,
             rego_v0,
+            strict_builtin_errors,
+            shared_matchers,
+            memo: memo_options,
+            rvm: rvm_sources,
         } = built;
         let mut rule_paths = HashSet::new();
         let mut packages = Vec::new();
@@ -184,6 +200,11 @@ impl PolicySet {
                 flat_packages,
                 rvm_blockers,
                 rego_v0,
+                strict_builtin_errors,
+                shared_matchers,
+                memo_options,
+                memos: RwLock::new(HashMap::new()),
+                rvm_sources,
                 sources,
             }),
         }
@@ -224,17 +245,113 @@ impl PolicySet {
     /// The document at a `data` path: a rule, a package (an object of all its
     /// rules, like OPA's `GET /v1/data/mcp/tool_access`), or plain data.
     /// `None` when undefined.
+    ///
+    /// With an input, decisions go through the entrypoint's memo (see
+    /// [`Self::memo_status`]): an input that agrees with an earlier one on every
+    /// path the entrypoint reads gets the earlier decision without an evaluation.
     pub fn eval_data_path(
         &self,
         path: &str,
         input: Option<&Json>,
     ) -> Result<Option<Json>, EvalError> {
-        let input = input.map(Input::from_json).transpose()?;
-        self.eval_data_path_input(path, input.as_ref())
+        let Some(json) = input else {
+            return self.eval_data_path_uncached(path, None);
+        };
+        let memo = self.memo(path);
+        let key = memo.as_ref().and_then(|m| m.key_json(json));
+        if let (Some(memo), Some(key)) = (&memo, &key)
+            && let Some(hit) = memo.get(key)
+        {
+            return Ok(hit);
+        }
+        let input = Input::from_json(json)?;
+        let value = self.eval_data_path_uncached(path, Some(&input))?;
+        if let (Some(memo), Some(key)) = (memo, key) {
+            memo.insert(key, &value);
+        }
+        Ok(value)
     }
 
     /// [`Self::eval_data_path`] with an already converted input.
     pub fn eval_data_path_input(
+        &self,
+        path: &str,
+        input: Option<&Input>,
+    ) -> Result<Option<Json>, EvalError> {
+        let Some(input) = input else {
+            return self.eval_data_path_uncached(path, None);
+        };
+        let memo = self.memo(path);
+        let key = memo.as_ref().and_then(|m| m.key(&input.0));
+        if let (Some(memo), Some(key)) = (&memo, &key)
+            && let Some(hit) = memo.get(key)
+        {
+            return Ok(hit);
+        }
+        let value = self.eval_data_path_uncached(path, Some(input))?;
+        if let (Some(memo), Some(key)) = (memo, key) {
+            memo.insert(key, &value);
+        }
+        Ok(value)
+    }
+
+    /// Whether decisions for `entrypoint` are memoized, and on which input paths (or
+    /// why not). The analysis runs once per entrypoint and compiled set.
+    pub fn memo_status(&self, entrypoint: &str) -> MemoStatus {
+        match self.memo(entrypoint) {
+            Some(m) => m.status.clone(),
+            None => MemoStatus::Off {
+                reason: format!("more than {MAX_MEMOS} entrypoints have a memo"),
+            },
+        }
+    }
+
+    /// Hits, misses, evictions and size of `entrypoint`'s memo.
+    pub fn memo_stats(&self, entrypoint: &str) -> MemoStats {
+        self.memo(entrypoint).map(|m| m.stats()).unwrap_or_default()
+    }
+
+    /// The memo of `entrypoint`, made (and its refusal logged) on first use.
+    pub(crate) fn memo(&self, entrypoint: &str) -> Option<Arc<EntryMemo>> {
+        if let Some(m) = self
+            .inner
+            .memos
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(entrypoint)
+        {
+            return Some(m.clone());
+        }
+        let mut memos = self
+            .inner
+            .memos
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(m) = memos.get(entrypoint) {
+            return Some(m.clone());
+        }
+        if memos.len() >= MAX_MEMOS {
+            return None;
+        }
+        let memo = Arc::new(EntryMemo::new(
+            &self.inner.engine,
+            entrypoint,
+            &self.inner.memo_options,
+        ));
+        match &memo.status {
+            MemoStatus::On { footprint } => {
+                tracing::debug!(entrypoint, paths = footprint.len(), "decision memo on")
+            }
+            MemoStatus::Off { reason } => {
+                tracing::info!(entrypoint, reason = reason.as_str(), "decision memo off")
+            }
+        }
+        memos.insert(entrypoint.to_string(), memo.clone());
+        Some(memo)
+    }
+
+    /// [`Self::eval_data_path_input`] without the memo.
+    pub(crate) fn eval_data_path_uncached(
         &self,
         path: &str,
         input: Option<&Input>,
@@ -294,6 +411,25 @@ impl PolicySet {
     /// Whether the modules were parsed as Rego v0.
     pub fn is_rego_v0(&self) -> bool {
         self.inner.rego_v0
+    }
+
+    /// Whether builtin errors are errors rather than undefined ([`CompileOptions`]).
+    pub(crate) fn strict_builtin_errors(&self) -> bool {
+        self.inner.strict_builtin_errors
+    }
+
+    /// Whether evaluations use the shared compiled matchers ([`CompileOptions`]).
+    pub(crate) fn shared_matchers(&self) -> bool {
+        self.inner.shared_matchers
+    }
+
+    /// The engine the RVM compiles from: the modules with `:=` spelled `=` where
+    /// regorus's RVM needs it, or the evaluation engine itself.
+    pub(crate) fn rvm_engine(&self) -> Result<Engine, String> {
+        match &self.inner.rvm_sources {
+            Some(rvm) => rvm.engine(&self.inner.data),
+            None => Ok(self.engine_with(None)),
+        }
     }
 
     pub(crate) fn data(&self) -> &regorus::Value {

@@ -11,6 +11,8 @@
     clippy::panic
 )]
 
+pub mod opa;
+
 use std::path::{Path, PathBuf};
 
 use lockstep_bundle::Module;
