@@ -47,7 +47,7 @@ const MAX_INSTRUCTIONS: usize = 5_000_000;
 pub struct DecisionFn {
     policy: PolicySet,
     entrypoint: String,
-    rvm: Option<Rvm>,
+    rvm: Option<Arc<Rvm>>,
     backend: Backend,
     /// The policy set's memo for this entrypoint, shared with
     /// [`PolicySet::eval_data_path`] (`None` past the set's limit of memos).
@@ -76,35 +76,8 @@ impl DecisionFn {
     /// Use the RVM only if it compiles the entrypoint *and* agrees with the
     /// interpreter (results and errors) on every probe input.
     pub(crate) fn with_rvm(policy: PolicySet, entrypoint: &str, probes: &[Input]) -> Self {
-        let checked = compile_rvm(&policy, entrypoint).and_then(|rvm| {
-            for (i, probe) in probes.iter().enumerate() {
-                let fast = rvm.eval(policy.data(), probe).map(to_json);
-                let slow = policy.eval_data_path_uncached(entrypoint, Some(probe));
-                let agree = match (&fast, &slow) {
-                    (Ok(Ok(a)), Ok(b)) => a == b,
-                    _ => false,
-                };
-                if !agree {
-                    let show = |r: &Result<Option<Json>, String>| match r {
-                        Ok(Some(v)) => v.to_string(),
-                        Ok(None) => "undefined".to_string(),
-                        Err(e) => format!("error ({e})"),
-                    };
-                    let fast = fast
-                        .map_err(|e| e.clone())
-                        .and_then(|r| r.map_err(|e| e.to_string()));
-                    let slow = slow.map_err(|e| e.to_string());
-                    return Err(format!(
-                        "the RVM disagreed with the interpreter on probe {i}: RVM {}, interpreter {}",
-                        show(&fast),
-                        show(&slow)
-                    ));
-                }
-            }
-            Ok(rvm)
-        });
-        let (rvm, backend) = match checked {
-            Ok(rvm) => (Some(rvm), Backend::Rvm),
+        let (rvm, backend) = match verified_rvm(&policy, entrypoint, probes) {
+            Ok(rvm) => (Some(Arc::new(rvm)), Backend::Rvm),
             Err(reason) => (None, Backend::Interpreter { reason }),
         };
         let memo = policy.memo(entrypoint);
@@ -197,6 +170,41 @@ impl DecisionFn {
     pub fn memo_stats(&self) -> MemoStats {
         self.memo.as_ref().map(|m| m.stats()).unwrap_or_default()
     }
+}
+
+/// The RVM for `entrypoint`, if it compiles and agrees with the interpreter
+/// (results and errors) on every probe.
+pub(crate) fn verified_rvm(
+    policy: &PolicySet,
+    entrypoint: &str,
+    probes: &[Input],
+) -> Result<Rvm, String> {
+    let rvm = compile_rvm(policy, entrypoint)?;
+    for (i, probe) in probes.iter().enumerate() {
+        let fast = rvm.eval(policy.data(), probe).map(to_json);
+        let slow = policy.eval_data_path_uncached(entrypoint, Some(probe));
+        let agree = match (&fast, &slow) {
+            (Ok(Ok(a)), Ok(b)) => a == b,
+            _ => false,
+        };
+        if !agree {
+            let show = |r: &Result<Option<Json>, String>| match r {
+                Ok(Some(v)) => v.to_string(),
+                Ok(None) => "undefined".to_string(),
+                Err(e) => format!("error ({e})"),
+            };
+            let fast = fast
+                .map_err(|e| e.clone())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            let slow = slow.map_err(|e| e.to_string());
+            return Err(format!(
+                "the RVM disagreed with the interpreter on probe {i}: RVM {}, interpreter {}",
+                show(&fast),
+                show(&slow)
+            ));
+        }
+    }
+    Ok(rvm)
 }
 
 pub(crate) fn compile_rvm(policy: &PolicySet, entrypoint: &str) -> Result<Rvm, String> {

@@ -8,6 +8,14 @@
 //!   stubbed builtins, rule/data path conflicts);
 //! - **evaluation**: OPA result sets for queries, rule and data-path lookups, and
 //!   [`DecisionFn`] for hot paths (bytecode VM with interpreter fallback);
+//! - the **decision fast path** (issue 10): `regex.*`/`glob.match` on shared compiled
+//!   matchers in both evaluators; a per-entrypoint decision memo keyed by the input
+//!   paths the entrypoint reads ([`MemoStatus`], [`CompileOptions::memo`]), used by
+//!   [`PolicySet::eval_data_path`] and [`DecisionFn`]; and [`PolicySet::use_rvm`] /
+//!   [`PolicySet::decision_fn_rvm`] to run a probe-verified bytecode VM behind it. An
+//!   embedder calls `policy.use_rvm(entrypoint, &recorded_requests)` once per
+//!   activated set, then `policy.eval_data_path(entrypoint, Some(&input))` per request
+//!   (or keeps a `decision_fn_rvm` in its [`Snapshot`]);
 //! - the **`opa test`-compatible runner** ([`testing`]) and its pretty and JSON
 //!   reports;
 //! - the **active snapshot** type ([`PolicyHandle`], [`Snapshot`]) that an agent

@@ -14,7 +14,7 @@ use serde_json::Value as Json;
 
 use crate::ast::rule_path;
 use crate::data::{DataDocument, bundle_data, bundle_data_shape};
-use crate::decision::DecisionFn;
+use crate::decision::{Backend, DecisionFn, Rvm, verified_rvm};
 use crate::engine::{
     Built, CompileOptions, DeserializeFrom, Extras, build, build_with_data, data_from_json,
 };
@@ -73,6 +73,8 @@ struct Inner {
     memo_options: MemoOptions,
     /// Decision memos by entrypoint, made on first use (at most [`MAX_MEMOS`]).
     memos: RwLock<HashMap<String, Arc<EntryMemo>>>,
+    /// RVMs registered with [`PolicySet::use_rvm`], verified on the caller's probes.
+    rvms: RwLock<HashMap<String, Arc<Rvm>>>,
     /// The modules as the RVM compiles them, if rewritten ([`crate::engine::RvmSources`]).
     rvm_sources: Option<crate::engine::RvmSources>,
     sources: Sources,
@@ -204,6 +206,7 @@ impl PolicySet {
                 shared_matchers,
                 memo_options,
                 memos: RwLock::new(HashMap::new()),
+                rvms: RwLock::new(HashMap::new()),
                 rvm_sources,
                 sources,
             }),
@@ -265,7 +268,7 @@ impl PolicySet {
             return Ok(hit);
         }
         let input = Input::from_json(json)?;
-        let value = self.eval_data_path_uncached(path, Some(&input))?;
+        let value = self.eval_fast(path, &input)?;
         if let (Some(memo), Some(key)) = (memo, key) {
             memo.insert(key, &value);
         }
@@ -288,7 +291,7 @@ impl PolicySet {
         {
             return Ok(hit);
         }
-        let value = self.eval_data_path_uncached(path, Some(input))?;
+        let value = self.eval_fast(path, input)?;
         if let (Some(memo), Some(key)) = (memo, key) {
             memo.insert(key, &value);
         }
@@ -348,6 +351,42 @@ impl PolicySet {
         }
         memos.insert(entrypoint.to_string(), memo.clone());
         Some(memo)
+    }
+
+    /// Let [`Self::eval_data_path`] (and so an agent's or gateway's decisions) run
+    /// `entrypoint` on regorus's bytecode VM, if it compiles it and agrees with the
+    /// interpreter on every probe (as [`Self::decision_fn_rvm`]); otherwise nothing
+    /// changes. Returns which evaluator `entrypoint` now uses, and why.
+    pub fn use_rvm(&self, entrypoint: &str, probes: &[Input]) -> Backend {
+        match verified_rvm(self, entrypoint, probes) {
+            Ok(rvm) => {
+                self.inner
+                    .rvms
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(entrypoint.to_string(), Arc::new(rvm));
+                Backend::Rvm
+            }
+            Err(reason) => Backend::Interpreter { reason },
+        }
+    }
+
+    /// The RVM registered for `entrypoint`, falling back to the interpreter when
+    /// there is none or it fails on this input.
+    fn eval_fast(&self, path: &str, input: &Input) -> Result<Option<Json>, EvalError> {
+        let rvm = self
+            .inner
+            .rvms
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(path)
+            .cloned();
+        if let Some(rvm) = rvm
+            && let Ok(value) = rvm.eval(self.data(), input)
+        {
+            return to_json(value);
+        }
+        self.eval_data_path_uncached(path, Some(input))
     }
 
     /// [`Self::eval_data_path_input`] without the memo.

@@ -446,3 +446,39 @@ fn errors_are_not_memoized() {
     }
     assert_eq!(f.memo_stats().entries, 0);
 }
+
+#[test]
+fn eval_data_path_runs_on_a_registered_rvm_behind_the_memo() {
+    let policy = examples(&CompileOptions::default());
+    let inputs = generate(300);
+    let probes: Vec<Input> = inputs[..100]
+        .iter()
+        .map(|i| Input::from_json(i).unwrap())
+        .collect();
+    assert_eq!(policy.use_rvm("data.mcp.decision", &probes), Backend::Rvm);
+    let reference = examples(&off()).decision_fn("data.mcp.decision");
+    for input in &inputs[100..] {
+        let converted = Input::from_json(input).unwrap();
+        assert_eq!(
+            policy
+                .eval_data_path("data.mcp.decision", Some(input))
+                .unwrap(),
+            reference.eval_interpreter(&converted).unwrap(),
+            "{input}"
+        );
+    }
+    // A construct the RVM gets wrong is refused and changes nothing.
+    let p = compile(
+        "package p\n\nr := m if {\n\tm := sprintf(\"%v\", [input.x])\n} else := \"b\"\n",
+        &CompileOptions::default(),
+    );
+    let probe = Input::from_json(&json!({})).unwrap();
+    assert!(matches!(
+        p.use_rvm("data.p.r", std::slice::from_ref(&probe)),
+        Backend::Interpreter { .. }
+    ));
+    assert_eq!(
+        p.eval_data_path("data.p.r", Some(&json!({}))).unwrap(),
+        Some(json!("b"))
+    );
+}
