@@ -116,8 +116,16 @@ async fn opa_rest_api_shapes_and_write_api() {
         "invalid_parameter"
     );
 
-    // Status, health, metrics.
-    let st = get_json(&http, &a, "/v1/status").await;
+    // Status, health, metrics. The status is recorded just after the swap that
+    // decisions see, so it may trail them for a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let st = loop {
+        let st = get_json(&http, &a, "/v1/status").await;
+        if st["result"]["bundles"]["main"]["active_revision"] == "r1" || Instant::now() > deadline {
+            break st;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let m = &st["result"]["bundles"]["main"];
     assert_eq!(m["active_revision"], "r1", "{st}");
     assert_eq!(m["name"], "main");
