@@ -121,6 +121,11 @@ impl Collector for LiveState {
                 "1 while the last bundle request or activation failed",
                 |b: &lockstep_sync::BundleStatus| b.code.is_some(),
             ),
+            (
+                "bundle_rollback_refused",
+                "1 while the bundle server serves a bundle signed before the active one (refused)",
+                |b: &lockstep_sync::BundleStatus| b.lockstep.refused_rollback.is_some(),
+            ),
         ] {
             let mut m = encoder.encode_descriptor(metric, help, None, MetricType::Gauge)?;
             for (name, b) in &rep.bundles {

@@ -125,6 +125,21 @@ impl Auth {
         self.any_token_matches(token, true)
     }
 
+    /// Who is reporting status, for binding instance ids to credentials: a hash of the
+    /// bearer token when it is a valid status or download token (never the token
+    /// itself), `None` for an anonymous report. Call after [`Auth::may_report_status`].
+    pub fn status_identity(&self, headers: &HeaderMap) -> Option<String> {
+        let token = bearer(headers)?;
+        if !self.any_token_matches(token, false) {
+            return None;
+        }
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"lockstep status identity\0");
+        h.update(token.as_bytes());
+        Some(hex::encode(h.finalize().get(..12).unwrap_or_default()))
+    }
+
     fn any_token_matches(&self, token: &str, include_publisher: bool) -> bool {
         let mut ok = false;
         for t in &self.download {

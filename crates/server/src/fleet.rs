@@ -71,6 +71,9 @@ pub enum IngestError {
     /// Over a [`ReportLimits`] limit: 413.
     #[error("{0}")]
     TooLarge(String),
+    /// The instance id is bound to another credential: 403.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// Length of `v` as compact JSON, without building the text.
@@ -178,6 +181,11 @@ pub struct Instance {
     pub bundles: BTreeMap<String, InstanceBundle>,
     #[serde(default)]
     pub plugins: Map<String, Value>,
+    /// Which credential reported this id first ([`crate::auth::Auth::status_identity`],
+    /// a hash, never the token): only it may report for the id while the record lives.
+    /// `None`: first reported without a credential (`allow_anonymous_status`), unbound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     /// When and what this replica last wrote to (or read from) the store.
     #[serde(skip)]
     persisted: Option<(DateTime<Utc>, String)>,
@@ -257,6 +265,10 @@ pub struct InstanceInfo {
     pub last_report: DateTime<Utc>,
     pub seconds_since_report: f64,
     pub unreachable: bool,
+    /// The id is bound to the credential that first reported it; `false` when it was
+    /// first reported anonymously, so anyone who may report status can report for it.
+    #[serde(default)]
+    pub identity_bound: bool,
 }
 
 /// One instance as `/v1/fleet` shows it for one bundle (its labels, plugins and
@@ -439,6 +451,21 @@ impl Fleet {
         partition: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Option<Instance>, IngestError> {
+        self.ingest_as(report, partition, None, now)
+    }
+
+    /// [`Fleet::ingest`] for a report made with credential `owner`: the first
+    /// credential that reports an id owns it while the record lives (until forgotten);
+    /// a report for it with another credential, or none, is refused
+    /// ([`IngestError::Forbidden`]). An id first reported without a credential stays
+    /// unbound.
+    pub fn ingest_as(
+        &self,
+        report: &StatusReport,
+        partition: Option<&str>,
+        owner: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Instance>, IngestError> {
         let id = report
             .instance_id()
             .ok_or_else(|| IngestError::Invalid("status report has no labels.id".into()))?
@@ -473,6 +500,18 @@ impl Fleet {
             }
         }
         let previous = inner.instances.get(&id).cloned();
+        if let Some(bound) = previous.as_ref().and_then(|p| p.owner.as_deref())
+            && owner != Some(bound)
+        {
+            return Err(IngestError::Forbidden(format!(
+                "instance id {:?} is bound to the credential that first reported it; report with that credential or another labels.id",
+                clip(&id, 64)
+            )));
+        }
+        let owner = match &previous {
+            Some(p) => p.owner.clone(),
+            None => owner.map(str::to_string),
+        };
         let mut bundles = BTreeMap::new();
         for (name, status) in served {
             let prev = previous.as_ref().and_then(|p| p.bundles.get(&name));
@@ -495,6 +534,7 @@ impl Fleet {
             last_report: now,
             bundles,
             plugins: report.plugins.clone(),
+            owner,
             persisted: previous.and_then(|p| p.persisted),
         };
         let fp = inst.fingerprint();
@@ -541,6 +581,10 @@ impl Fleet {
         if let Some(cur) = inner.instances.get(&record.id) {
             if cur.last_report >= record.last_report {
                 return;
+            }
+            // A binding is never dropped by a record that lacks one.
+            if record.owner.is_none() {
+                record.owner = cur.owner.clone();
             }
             // Keep the earliest sighting of an unchanged revision.
             for (name, b) in record.bundles.iter_mut() {
@@ -630,6 +674,7 @@ impl Fleet {
                     last_report: i.last_report,
                     seconds_since_report: secs(now - i.last_report),
                     unreachable: self.unreachable(i, now),
+                    identity_bound: i.owner.is_some(),
                 })
                 .collect();
         }

@@ -60,6 +60,8 @@ pub struct Slot {
     pointer_etag: Mutex<Option<String>>,
     /// Serialises this replica's publishes and rollbacks of the bundle.
     pub publish_lock: tokio::sync::Mutex<()>,
+    /// The last state whose bytes failed the read-back check (not tried again).
+    rejected_seq: std::sync::atomic::AtomicU64,
 }
 
 impl Slot {
@@ -69,6 +71,7 @@ impl Slot {
             state: Mutex::new(None),
             pointer_etag: Mutex::new(None),
             publish_lock: tokio::sync::Mutex::new(()),
+            rejected_seq: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -94,12 +97,23 @@ impl Slot {
     }
 }
 
+/// What bytes read back from the store must pass before they are served (security
+/// review finding 11): the store is shared with other replicas and whoever else can
+/// write it, so its bytes are checked as a publication is.
+#[derive(Debug, Clone)]
+pub struct ReadBackCheck {
+    pub verification: Option<lockstep_bundle::VerificationConfig>,
+    pub allow_unsigned: bool,
+    pub max_bundle_bytes: usize,
+}
+
 /// Every bundle this replica serves.
 #[derive(Debug)]
 pub struct Hub {
     pub store: Store,
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
     fleet: Arc<Fleet>,
+    read_back: Option<ReadBackCheck>,
 }
 
 impl Hub {
@@ -108,7 +122,53 @@ impl Hub {
             store,
             slots: RwLock::new(BTreeMap::new()),
             fleet,
+            read_back: None,
         }
+    }
+
+    /// Checks every bundle read back from the store before serving it.
+    pub fn with_read_back_check(mut self, check: ReadBackCheck) -> Self {
+        self.read_back = Some(check);
+        self
+    }
+
+    /// Whether `bytes` read from the store may be served as `state`'s active revision:
+    /// they hash to its content id and verify as a publication would.
+    async fn check_read_back(&self, state: &BundleState, bytes: &Bytes) -> Result<(), String> {
+        let Some(check) = self.read_back.clone() else {
+            return Ok(());
+        };
+        use sha2::{Digest, Sha256};
+        let id = hex::encode(Sha256::digest(bytes));
+        if id != state.active {
+            return Err(format!(
+                "stored bytes hash to {id}, not to the content id {}",
+                state.active
+            ));
+        }
+        let bytes = bytes.clone();
+        tokio::task::spawn_blocking(move || {
+            let opts = lockstep_bundle::ReadOptions {
+                limits: lockstep_bundle::Limits {
+                    max_compressed_bytes: check.max_bundle_bytes as u64,
+                    ..lockstep_bundle::Limits::default()
+                },
+                verification: check.verification.clone(),
+                lazy_data: true,
+                ..lockstep_bundle::ReadOptions::default()
+            };
+            lockstep_bundle::read_tar_gz(&bytes[..], &opts)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    if b.verified_signature.is_none() && !check.allow_unsigned {
+                        Err("not signed, and publish.allow_unsigned is false".to_string())
+                    } else {
+                        Ok(())
+                    }
+                })
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     pub fn slot(&self, name: &str) -> Option<Arc<Slot>> {
@@ -170,11 +230,29 @@ impl Hub {
         if slot.seq() >= state.seq {
             return Ok(());
         }
+        let rejected = &slot.rejected_seq;
+        if rejected.load(std::sync::atomic::Ordering::Relaxed) == state.seq {
+            return Ok(());
+        }
         let current = slot.active();
         let bytes = match (&current, known) {
             (Some(a), _) if a.id == state.active => a.bytes.clone(),
             (_, Some(b)) => b,
-            _ => self.store.get_blob(&state.name, &state.active).await?,
+            _ => {
+                let bytes = self.store.get_blob(&state.name, &state.active).await?;
+                if let Err(why) = self.check_read_back(&state, &bytes).await {
+                    tracing::error!(
+                        bundle = %state.name,
+                        seq = state.seq,
+                        id = %state.active,
+                        error = %why,
+                        "bundle read back from the store failed verification: not served"
+                    );
+                    rejected.store(state.seq, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(());
+                }
+                bytes
+            }
         };
         let record = state.active_record().cloned();
         let etag = format!("\"{}\"", state.active);

@@ -98,7 +98,13 @@ pub async fn start(config: &Config) -> Result<RunningServer, ConfigError> {
         )
         .with_limits(config.report_limits()),
     );
-    let hub = Arc::new(Hub::new(store, fleet.clone()));
+    let hub = Arc::new(
+        Hub::new(store, fleet.clone()).with_read_back_check(hub::ReadBackCheck {
+            verification: verification.clone(),
+            allow_unsigned: config.publish.allow_unsigned,
+            max_bundle_bytes: config.max_bundle_bytes(),
+        }),
+    );
     hub.load_all()
         .await
         .map_err(|e| ConfigError::Store(e.to_string()))?;

@@ -331,11 +331,16 @@ async fn ingest(
     {
         tracing::warn!(error = %e, "listing bundles for a status report");
     }
+    let owner = app.auth.status_identity(headers);
     let to_store = app
         .fleet
-        .ingest(&report, partition, Utc::now())
+        .ingest_as(&report, partition, owner.as_deref(), Utc::now())
         .map_err(|e| match e {
             IngestError::Invalid(m) => ApiError::bad_request(m),
+            IngestError::Forbidden(m) => {
+                tracing::warn!(message = %m, "status report refused");
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", m)
+            }
             IngestError::TooLarge(m) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", m)
             }

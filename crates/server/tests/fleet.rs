@@ -131,7 +131,8 @@ async fn opa_status_reports_appear_in_the_fleet_view() {
     err["bundles"]["authz"]["message"] = json!("server replied with Unauthorized");
     err["bundles"]["authz"]["http_code"] = json!(401);
     err["bundles"]["authz"]["errors"] = json!([{"code": "rego_parse_error", "message": "x", "location": {"file": "a.rego", "row": 1, "col": 1}}]);
-    assert_eq!(h.report(&err).await.status(), 200);
+    // (opa-2 is bound to the download token that first reported it: finding 5.)
+    assert_eq!(h.report_with(DOWNLOAD, &err).await.status(), 200);
     let f = h.fleet().await;
     let i2 = instance(&f, "authz", "opa-2");
     assert_eq!(i2["code"], "bundle_error");
@@ -140,7 +141,9 @@ async fn opa_status_reports_appear_in_the_fleet_view() {
 
     // It catches up: converged, with a measured convergence time.
     assert_eq!(
-        h.report(&opa_status("opa-2", "authz", "r1")).await.status(),
+        h.report_with(DOWNLOAD, &opa_status("opa-2", "authz", "r1"))
+            .await
+            .status(),
         200
     );
     let f = h.fleet().await;
@@ -348,4 +351,73 @@ async fn every_replica_sees_reports_received_by_another() {
     }
     b.shutdown().await.unwrap();
     a.shutdown().await;
+}
+
+/// Security review finding 5: any token that may report status could overwrite any
+/// instance's record. The first credential that reports an id now owns it while the
+/// record lives; the fleet view says whether an id is bound.
+#[tokio::test]
+async fn finding5_instance_ids_are_bound_to_the_first_credential() {
+    let h = TestServer::with(|c| c.auth.allow_anonymous_status = true).await;
+    h.publish_ok("main", bundle("r1", 1000, Some(&h.keys)))
+        .await;
+    let post = |token: Option<&'static str>, body: Value| {
+        let mut r = h.http.post(h.url("/status")).json(&body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move { r.send().await.unwrap() }
+    };
+    assert_eq!(
+        post(Some(STATUS), opa_status("i1", "main", "r1"))
+            .await
+            .status(),
+        200
+    );
+    // The same id from another valid token: refused, the record unchanged.
+    let r = post(Some(DOWNLOAD), opa_status("i1", "main", "evil")).await;
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["message"].as_str().unwrap().contains("bound"), "{v}");
+    // And without a token (anonymous status allowed): refused too.
+    assert_eq!(
+        post(None, opa_status("i1", "main", "evil")).await.status(),
+        403
+    );
+    // The owner keeps reporting.
+    assert_eq!(
+        post(Some(STATUS), opa_status("i1", "main", "r1"))
+            .await
+            .status(),
+        200
+    );
+    // An id first reported anonymously is unbound, and shown so.
+    assert_eq!(
+        post(None, opa_status("anon", "main", "r1")).await.status(),
+        200
+    );
+    assert_eq!(
+        post(Some(DOWNLOAD), opa_status("anon", "main", "r1"))
+            .await
+            .status(),
+        200
+    );
+    let fleet = h.fleet().await;
+    assert_eq!(instance(&fleet, "main", "i1")["active_revision"], "r1");
+    assert_eq!(instance_info(&fleet, "i1")["identity_bound"], true);
+    assert_eq!(instance_info(&fleet, "anon")["identity_bound"], false);
+    // The binding is shared through the store: a restarted server still refuses.
+    let mut h = h;
+    h.stop().await;
+    h.restart().await;
+    let r = h
+        .http
+        .post(h.url("/status"))
+        .bearer_auth(DOWNLOAD)
+        .json(&opa_status("i1", "main", "evil"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    h.shutdown().await;
 }

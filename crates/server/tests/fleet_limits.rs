@@ -368,7 +368,11 @@ fn finding2_proptest_ingest_never_panics_and_the_view_stays_bounded() {
                     Ok(_) => {
                         accepted.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(IngestError::Invalid(_) | IngestError::TooLarge(_)) => {}
+                    Err(
+                        IngestError::Invalid(_)
+                        | IngestError::TooLarge(_)
+                        | IngestError::Forbidden(_),
+                    ) => {}
                 }
             }
             fleet.update_gauges();

@@ -76,6 +76,12 @@ async fn long_poll_activation_status_and_fleet() {
     let took = t0.elapsed();
     eprintln!("publish -> active: {took:?}");
     assert!(took < Duration::from_millis(500), "{took:?}");
+    // The status is recorded just after the swap that decisions see.
+    let recorded = eventually(Duration::from_secs(5), || {
+        status_of(&s)["active_revision"] == "r2"
+    })
+    .await;
+    assert!(recorded, "status never recorded r2");
     let st = status_of(&s);
     assert_eq!(st["active_revision"], "r2");
     assert!(st.get("code").is_none(), "{st}");

@@ -216,6 +216,18 @@ impl TestServer {
             .unwrap()
     }
 
+    /// `POST /status` with `token` (status reports are bound to the token that first
+    /// reported an instance id).
+    pub async fn report_with(&self, token: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/status"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// The bundle service as an agent configures it (download token).
     pub fn service(&self) -> Service {
         crate::sync::service(&self.base, Some(DOWNLOAD))

@@ -229,22 +229,6 @@ impl Inner {
         );
         self.install(&mut st, policy);
         drop(st);
-        // Remembered whether bundles are persisted or not, so a restart does not forget
-        // rollback protection (a small atomic write, only when the iat grows).
-        if let Some(iat) = newer {
-            let newest = persist::NewestIat {
-                issued_at: iat,
-                revision: info.revision.clone(),
-            };
-            if let Err(e) = persist::save_newest_iat(&self.cfg.persistence_dir, name, &newest) {
-                tracing::warn!(
-                    bundle = %name,
-                    dir = %self.cfg.persistence_dir.display(),
-                    error = %e,
-                    "cannot record the newest accepted issue time: a restart would accept older signed bundles again"
-                );
-            }
-        }
         // Freeing the previous revision's data (seconds for 100 MB) happens after the
         // swap, outside the lock and on its own thread, so it delays neither readers nor
         // the status update that follows this activation.
@@ -257,6 +241,36 @@ impl Inner {
             }
         }
         Ok(info)
+    }
+
+    /// Records the activated bundle's signed issue time in the persistence directory,
+    /// whether bundles are persisted or not, so a restart does not forget rollback
+    /// protection (a small atomic write; blocking, and after the status update so it
+    /// does not delay what status reports see).
+    pub(super) fn remember_newest_iat(&self, info: &ActiveBundle) {
+        let Some(iat) = info.issued_at else {
+            return;
+        };
+        let dir = &self.cfg.persistence_dir;
+        if persist::load_newest_iat(dir, &info.name)
+            .ok()
+            .flatten()
+            .is_some_and(|n| n.issued_at >= iat)
+        {
+            return;
+        }
+        let newest = persist::NewestIat {
+            issued_at: iat,
+            revision: info.revision.clone(),
+        };
+        if let Err(e) = persist::save_newest_iat(dir, &info.name, &newest) {
+            tracing::warn!(
+                bundle = %info.name,
+                dir = %dir.display(),
+                error = %e,
+                "cannot record the newest accepted issue time: a restart would accept older signed bundles again"
+            );
+        }
     }
 
     pub(super) fn load_persisted(&self, idx: usize) {
@@ -274,6 +288,7 @@ impl Inner {
         let size = bytes.len() as u64;
         match self.activate(idx, Arc::new(bytes), meta.etag.clone(), true) {
             Ok(info) => {
+                self.remember_newest_iat(&info);
                 // The ETag is trusted only if it was saved with this very revision.
                 let etag = meta.etag.filter(|_| meta.revision == info.revision);
                 tracing::info!(bundle = %src.name, revision = %info.revision, "activated persisted bundle");

@@ -219,6 +219,10 @@ impl Inner {
                     });
                 }
                 self.update_bundle_plugin();
+                let inner = self.clone();
+                let remembered = info.clone();
+                let _ = tokio::task::spawn_blocking(move || inner.remember_newest_iat(&remembered))
+                    .await;
                 if src.persist {
                     let meta = persist::Meta {
                         etag,
