@@ -293,12 +293,44 @@ fn query_map(raw: &[u8]) -> Map<String, Json> {
     out.into_iter().map(|(k, v)| (k, Json::Array(v))).collect()
 }
 
+/// Why a CheckRequest has no input document (opa-envoy-plugin's texts); Envoy's
+/// client is answered 400 with this text.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("invalid path {path:?}: {source}")]
+    Path {
+        path: String,
+        source: std::str::Utf8Error,
+    },
+    #[error("request_parse_error: {0}")]
+    Body(serde_json::Error),
+}
+
+/// Why a decision value is not an ext_authz answer (opa-envoy-plugin's texts).
+#[derive(Debug, thiserror::Error)]
+pub enum ResultError {
+    #[error("undefined decision")]
+    Undefined,
+    #[error("illegal value for policy evaluation result")]
+    Illegal,
+    #[error("unable to determine evaluation result: missing \"allowed\"")]
+    MissingAllowed,
+    /// A field of the result has the wrong type: what it must be.
+    #[error("type conversion error: {0}")]
+    Type(String),
+    #[error("invalid HTTP status code {0}")]
+    Status(serde_json::Number),
+}
+
 /// `(parsed_path, parsed_query)` of a request path.
-pub fn parsed_path_and_query(path: &str) -> Result<(Json, Json), String> {
+pub fn parsed_path_and_query(path: &str) -> Result<(Json, Json), InputError> {
     let (raw_path, raw_query) = path.split_once('?').unwrap_or((path, ""));
     let decoded = percent_encoding::percent_decode_str(raw_path)
         .decode_utf8()
-        .map_err(|e| format!("invalid path {raw_path:?}: {e}"))?;
+        .map_err(|source| InputError::Path {
+            path: raw_path.to_string(),
+            source,
+        })?;
     let segs: Vec<Json> = decoded
         .trim_start_matches('/')
         .split('/')
@@ -312,7 +344,7 @@ pub fn parsed_path_and_query(path: &str) -> Result<(Json, Json), String> {
 
 /// `(parsed_body, truncated_body)` following opa-envoy-plugin's `getParsedBody`
 /// for JSON and form bodies; other content types give `null`.
-fn parsed_body(h: &HttpRequest) -> Result<(Json, bool), String> {
+fn parsed_body(h: &HttpRequest) -> Result<(Json, bool), InputError> {
     if h.headers
         .get("x-envoy-auth-partial-body")
         .is_some_and(|v| v == "true")
@@ -344,14 +376,14 @@ fn parsed_body(h: &HttpRequest) -> Result<(Json, bool), String> {
     if is_json {
         serde_json::from_slice(&body)
             .map(|v| (v, false))
-            .map_err(|e| format!("request_parse_error: {e}"))
+            .map_err(InputError::Body)
     } else {
         Ok((Json::Object(query_map(&body)), false))
     }
 }
 
 /// The `input` document opa-envoy-plugin evaluates for a v3 CheckRequest.
-pub fn input(req: &CheckRequest, skip_body: bool) -> Result<Json, String> {
+pub fn input(req: &CheckRequest, skip_body: bool) -> Result<Json, InputError> {
     let mut m = Map::new();
     m.insert("attributes".into(), attributes(req));
     m.insert(
@@ -392,7 +424,7 @@ fn status(code: i32, message: &str) -> Option<rpc::Status> {
 }
 
 /// `{name: string | [string]}` or a list of such objects.
-fn header_pairs(v: &Json, what: &str) -> Result<Vec<(String, String)>, String> {
+fn header_pairs(v: &Json, what: &str) -> Result<Vec<(String, String)>, ResultError> {
     let mut out = Vec::new();
     let objs: Vec<&Json> = match v {
         Json::Array(a) => a.iter().collect(),
@@ -400,7 +432,7 @@ fn header_pairs(v: &Json, what: &str) -> Result<Vec<(String, String)>, String> {
     };
     for o in objs {
         let Json::Object(m) = o else {
-            return Err(format!("type conversion error: {what} must be an object"));
+            return Err(ResultError::Type(format!("{what} must be an object")));
         };
         for (k, val) in m {
             match val {
@@ -408,17 +440,17 @@ fn header_pairs(v: &Json, what: &str) -> Result<Vec<(String, String)>, String> {
                 Json::Array(vals) => {
                     for x in vals {
                         let Json::String(s) = x else {
-                            return Err(format!(
-                                "type conversion error: {what}.{k} must be a string or a list of strings"
-                            ));
+                            return Err(ResultError::Type(format!(
+                                "{what}.{k} must be a string or a list of strings"
+                            )));
                         };
                         out.push((k.clone(), s.clone()));
                     }
                 }
                 _ => {
-                    return Err(format!(
-                        "type conversion error: {what}.{k} must be a string or a list of strings"
-                    ));
+                    return Err(ResultError::Type(format!(
+                        "{what}.{k} must be a string or a list of strings"
+                    )));
                 }
             }
         }
@@ -426,7 +458,7 @@ fn header_pairs(v: &Json, what: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
-fn headers(d: &Map<String, Json>, key: &str) -> Result<Vec<HeaderValueOption>, String> {
+fn headers(d: &Map<String, Json>, key: &str) -> Result<Vec<HeaderValueOption>, ResultError> {
     let mut b = DeniedHttpResponseBuilder::new();
     if let Some(v) = d.get(key) {
         for (k, val) in header_pairs(v, key)? {
@@ -436,20 +468,15 @@ fn headers(d: &Map<String, Json>, key: &str) -> Result<Vec<HeaderValueOption>, S
     Ok(b.build().headers)
 }
 
-fn strings(d: &Map<String, Json>, key: &str) -> Result<Vec<String>, String> {
+fn strings(d: &Map<String, Json>, key: &str) -> Result<Vec<String>, ResultError> {
+    let wrong = || ResultError::Type(format!("{key} must be a list of strings"));
     match d.get(key) {
         None => Ok(Vec::new()),
         Some(Json::Array(a)) => a
             .iter()
-            .map(|x| {
-                x.as_str().map(str::to_string).ok_or_else(|| {
-                    format!("type conversion error: {key} must be a list of strings")
-                })
-            })
+            .map(|x| x.as_str().map(str::to_string).ok_or_else(wrong))
             .collect(),
-        Some(_) => Err(format!(
-            "type conversion error: {key} must be a list of strings"
-        )),
+        Some(_) => Err(wrong()),
     }
 }
 
@@ -457,21 +484,25 @@ fn strings(d: &Map<String, Json>, key: &str) -> Result<Vec<String>, String> {
 type Decided = (bool, Option<HttpResponse>, Map<String, Json>);
 
 /// The answer for a decision value.
-fn response(value: &Json) -> Result<Decided, String> {
+fn response(value: &Json) -> Result<Decided, ResultError> {
     let d = match value {
         Json::Bool(b) => return Ok((*b, None, Map::new())),
         Json::Object(d) => d,
-        _ => return Err("illegal value for policy evaluation result".into()),
+        _ => return Err(ResultError::Illegal),
     };
     let allowed = match d.get("allowed") {
         Some(Json::Bool(b)) => *b,
-        Some(_) => return Err("type conversion error: allowed must be a boolean".into()),
-        None => return Err("unable to determine evaluation result: missing \"allowed\"".into()),
+        Some(_) => return Err(ResultError::Type("allowed must be a boolean".into())),
+        None => return Err(ResultError::MissingAllowed),
     };
     let meta = match d.get("dynamic_metadata") {
         None => Map::new(),
         Some(Json::Object(m)) => m.clone(),
-        Some(_) => return Err("type conversion error: dynamic_metadata must be an object".into()),
+        Some(_) => {
+            return Err(ResultError::Type(
+                "dynamic_metadata must be an object".into(),
+            ));
+        }
     };
     if allowed {
         let mut ok = OkHttpResponseBuilder::new().build();
@@ -496,8 +527,8 @@ fn response(value: &Json) -> Result<Decided, String> {
                 .and_then(|n| i32::try_from(n).ok())
                 .and_then(|n| HttpStatusCode::try_from(n).ok())
                 .filter(|c| *c != HttpStatusCode::Empty)
-                .ok_or_else(|| format!("invalid HTTP status code {n}"))?,
-            Some(_) => return Err("type conversion error: http_status must be a number".into()),
+                .ok_or_else(|| ResultError::Status(n.clone()))?,
+            Some(_) => return Err(ResultError::Type("http_status must be a number".into())),
         };
         let mut b = DeniedHttpResponseBuilder::new();
         b.set_http_status(code);
@@ -505,7 +536,7 @@ fn response(value: &Json) -> Result<Decided, String> {
         denied.body = match d.get("body") {
             None => String::new(),
             Some(Json::String(s)) => s.clone(),
-            Some(_) => return Err("type conversion error: body must be a string".into()),
+            Some(_) => return Err(ResultError::Type("body must be a string".into())),
         };
         Ok((false, Some(HttpResponse::DeniedResponse(denied)), meta))
     }
@@ -535,6 +566,7 @@ impl ExtAuthz {
             Ok(i) => i,
             Err(e) => {
                 // opa-envoy-plugin answers unparsable requests itself with a 400.
+                let e = e.to_string();
                 let mut b = DeniedHttpResponseBuilder::new();
                 b.set_http_status(HttpStatusCode::BadRequest)
                     .set_body(e.clone());
@@ -553,11 +585,7 @@ impl ExtAuthz {
                 remote,
             },
             |policy| policy.eval_data_path(query, Some(&input)),
-            |value| {
-                value
-                    .ok_or_else(|| "undefined decision".to_string())
-                    .and_then(response)
-            },
+            |value| value.ok_or(ResultError::Undefined).and_then(response),
         );
         let (allowed, http_response, meta) = match d.outcome {
             Outcome::FailClosed(reason) => {
@@ -572,7 +600,7 @@ impl ExtAuthz {
                 });
             }
             Outcome::EvalFailed(e) => return Err(Status::unknown(e.to_string())),
-            Outcome::Rejected(e) => return Err(Status::unknown(e)),
+            Outcome::Rejected(e) => return Err(Status::unknown(e.to_string())),
             Outcome::Decided(decided) => decided,
         };
         let dynamic_metadata = with_metadata(meta, &d.id, d.active.as_deref());

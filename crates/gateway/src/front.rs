@@ -43,7 +43,7 @@ use crate::metrics::{GatewayMetrics, RequestLabels, UpstreamLabels};
 use crate::naming::{ListKind, Naming, Route};
 use crate::session::{SessionSealer, SessionState};
 use crate::sse::Event;
-use crate::upstream::{Answer, ModernHeaders, Outgoing, SESSION_HEADER, Upstream};
+use crate::upstream::{Answer, ModernHeaders, Outgoing, SESSION_HEADER, Upstream, UpstreamError};
 
 /// JSON-RPC error code for a session the gateway does not know (the Python SDK's).
 const SESSION_NOT_FOUND: i64 = INVALID_REQUEST;
@@ -857,39 +857,59 @@ fn relay_stream(
     })
 }
 
+/// Why an upstream is left out of an answer the gateway merges (initialize,
+/// discover, lists).
+#[derive(Debug, thiserror::Error)]
+enum LeftOut {
+    /// The upstream is not part of this session: nothing worth logging.
+    #[error("not part of this session")]
+    NotInSession,
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("no answer (202)")]
+    NoAnswer,
+    #[error("answer is not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("stream ended without an answer")]
+    StreamEnded,
+    #[error("no answer within {0:.1}s")]
+    Late(f64),
+    #[error("error {0}")]
+    Rpc(Value),
+    #[error("answer without result")]
+    NoResult,
+}
+
 /// The one message an upstream answered with (JSON, or the response event of a
 /// stream), with the stream's other events dropped: used where the gateway merges
 /// answers (initialize, discover, lists).
-async fn collect(answer: Answer, id: &RequestId) -> Result<(Option<String>, Value), String> {
+async fn collect(answer: Answer, id: &RequestId) -> Result<(Option<String>, Value), LeftOut> {
     match answer {
-        Answer::Accepted => Err("no answer (202)".into()),
-        Answer::Json { session, body, .. } => serde_json::from_slice(&body)
-            .map(|v| (session, v))
-            .map_err(|e| e.to_string()),
+        Answer::Accepted => Err(LeftOut::NoAnswer),
+        Answer::Json { session, body, .. } => Ok((session, serde_json::from_slice(&body)?)),
         Answer::Stream {
             session,
             mut events,
         } => {
             while let Some(ev) = events.next().await {
-                let ev = ev.map_err(|e| e.to_string())?;
+                let ev = ev?;
                 if let Ok(v) = serde_json::from_str::<Value>(&ev.data)
                     && v.get("id") == Some(&id.to_value())
                 {
                     return Ok((session, v));
                 }
             }
-            Err("stream ended without an answer".into())
+            Err(LeftOut::StreamEnded)
         }
     }
 }
 
 /// The result of an upstream's answer, or why there is none.
-fn result_of(v: &Value) -> Result<&Value, String> {
+fn result_of(v: &Value) -> Result<&Value, LeftOut> {
     if let Some(e) = v.get("error") {
-        return Err(format!("error {e}"));
+        return Err(LeftOut::Rpc(e.clone()));
     }
-    v.get("result")
-        .ok_or_else(|| "answer without result".into())
+    v.get("result").ok_or(LeftOut::NoResult)
 }
 
 /// Sends `body_for` to every upstream (in parallel, each within the list deadline);
@@ -915,8 +935,8 @@ async fn fan_out<'a>(
     out
 }
 
-fn omitted(gw: &Gateway, u: &Upstream, method: &str, why: &str) {
-    if why.is_empty() {
+fn omitted(gw: &Gateway, u: &Upstream, method: &str, why: &LeftOut) {
+    if matches!(why, LeftOut::NotInSession) {
         return;
     }
     tracing::warn!(upstream = %u.name, method, error = %why, "upstream left out");
@@ -929,8 +949,7 @@ fn omitted(gw: &Gateway, u: &Upstream, method: &str, why: &str) {
 }
 
 /// One exchange with one upstream where the gateway merges answers, within the list
-/// deadline: the upstream's session id and its answer. `Err("")` when the upstream is
-/// not part of this session (nothing worth logging).
+/// deadline: the upstream's session id and its answer.
 async fn exchange(
     gw: &Gateway,
     ctx: &Ctx<'_>,
@@ -938,7 +957,7 @@ async fn exchange(
     method: &str,
     id: &RequestId,
     body: String,
-) -> Result<(Option<String>, Value), String> {
+) -> Result<(Option<String>, Value), LeftOut> {
     if ctx.era == Era::Legacy
         && method != methods::INITIALIZE
         && !ctx
@@ -946,19 +965,16 @@ async fn exchange(
             .as_ref()
             .is_some_and(|s| s.upstream_sessions.contains_key(&u.name))
     {
-        return Err(String::new());
+        return Err(LeftOut::NotInSession);
     }
     let deadline = gw.cfg.limits.list_deadline;
     let out = ctx.outgoing(&u.name, method, None);
     tokio::time::timeout(deadline, async {
-        let a = u
-            .post(body, &out, deadline)
-            .await
-            .map_err(|e| e.to_string())?;
+        let a = u.post(body, &out, deadline).await?;
         collect(a, id).await
     })
     .await
-    .unwrap_or_else(|_| Err(format!("no answer within {:.1}s", deadline.as_secs_f64())))
+    .unwrap_or(Err(LeftOut::Late(deadline.as_secs_f64())))
 }
 
 /// Capabilities of several upstreams as one: a capability is offered when any
@@ -1152,7 +1168,7 @@ async fn list_request(
             }
             match result.get("nextCursor") {
                 Some(c) if !c.is_null() => cursor = Some(c.clone()),
-                _ => return Ok::<_, String>(items),
+                _ => return Ok::<_, LeftOut>(items),
             }
         }
         Ok(items)

@@ -81,8 +81,17 @@ fn evaluate(
     Ok(Some(json!({"allow": true, "layers": decided})))
 }
 
-fn interpret(value: Option<&Value>, layers: &[&LayerConfig]) -> Result<Verdict, String> {
-    let v = value.ok_or("the layers gave no decision")?;
+/// Why the layers' evaluation is not a verdict (the gateway then fails closed).
+#[derive(Debug, thiserror::Error)]
+pub enum VerdictError {
+    #[error("the layers gave no decision")]
+    Undefined,
+    #[error("malformed layer decision")]
+    Malformed,
+}
+
+fn interpret(value: Option<&Value>, layers: &[&LayerConfig]) -> Result<Verdict, VerdictError> {
+    let v = value.ok_or(VerdictError::Undefined)?;
     let names = |v: &Value| -> Vec<String> {
         v.get("layers")
             .and_then(Value::as_array)
@@ -114,7 +123,7 @@ fn interpret(value: Option<&Value>, layers: &[&LayerConfig]) -> Result<Verdict, 
                 as_tool_error,
             })
         }
-        _ => Err("malformed layer decision".into()),
+        _ => Err(VerdictError::Malformed),
     }
 }
 

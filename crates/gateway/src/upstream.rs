@@ -215,9 +215,9 @@ impl Upstream {
         // it is still the upstream's answer. Anything else that is not 2xx is not.
         let body = read_limited(resp, MAX_UPSTREAM_MESSAGE, timeout)
             .await
-            .map_err(|message| UpstreamError::Transport {
+            .map_err(|e| UpstreamError::Transport {
                 upstream: self.name.clone(),
-                message,
+                message: e.to_string(),
             })?;
         if !status.is_success() && !looks_like_jsonrpc(&body) {
             return Err(UpstreamError::Status {
@@ -286,18 +286,30 @@ fn looks_like_jsonrpc(body: &[u8]) -> bool {
         .is_some_and(|v| v.get("jsonrpc").is_some())
 }
 
+/// Why an upstream's JSON answer could not be read whole.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("{0}")]
+    Body(String),
+    #[error("answer larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("answer body not complete in time")]
+    Late,
+}
+
 async fn read_limited(
     resp: reqwest::Response,
     limit: usize,
     timeout: Duration,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, ReadError> {
     let read = async {
         let mut out = Vec::new();
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| lockstep_sync::download::error_chain(&e))?;
+            let chunk =
+                chunk.map_err(|e| ReadError::Body(lockstep_sync::download::error_chain(&e)))?;
             if out.len() + chunk.len() > limit {
-                return Err(format!("answer larger than {limit} bytes"));
+                return Err(ReadError::TooLarge(limit));
             }
             out.extend_from_slice(&chunk);
         }
@@ -305,7 +317,7 @@ async fn read_limited(
     };
     tokio::time::timeout(timeout, read)
         .await
-        .map_err(|_| "answer body not complete in time".to_string())?
+        .map_err(|_| ReadError::Late)?
 }
 
 /// Turns a chunk stream into an event stream with `step` (called with `None` once at

@@ -8,7 +8,8 @@
 //! value must lie inside the manifest's roots.
 
 use lockstep_bundle::canonical::{JsonShape, RawJsonError, json_shape};
-use lockstep_bundle::{Bundle, BundleError, data::data_key, roots};
+use lockstep_bundle::data::{InsertError, data_key};
+use lockstep_bundle::{Bundle, BundleError, roots};
 use regorus::Value;
 
 use crate::error::CompileError;
@@ -18,9 +19,7 @@ use crate::error::CompileError;
 /// `lazy_data`: otherwise its `data.json` files are already in `bundle.data`
 /// and placing them again is reported as a merge conflict.
 pub(crate) fn bundle_data(bundle: &Bundle) -> Result<Value, CompileError> {
-    bundle_data_with(bundle, |_, text| {
-        Value::from_json_str(text).map_err(|e| format!("{e:#}"))
-    })
+    bundle_data_with(bundle, |_, text| Value::from_json_str(text))
 }
 
 /// A data document in the engine's own values, kept between compilations: clones share
@@ -85,13 +84,13 @@ pub(crate) fn bundle_data_shape(bundle: &Bundle, depth: usize) -> Result<Value, 
                 .iter()
                 .any(|other| other != key && (other.starts_with(key) || key.starts_with(other)));
         if merged {
-            return Value::from_json_str(text).map_err(|e| format!("{e:#}"));
+            return Value::from_json_str(text);
         }
         let levels = depth.saturating_sub(key.len()).max(1);
         json_shape(text.as_bytes(), levels)
             .map(|shape| shape_value(&shape))
             .map_err(|e| match e {
-                RawJsonError::Invalid(m) | RawJsonError::Io(m) => m,
+                RawJsonError::Invalid(m) | RawJsonError::Io(m) => anyhow::Error::msg(m),
             })
     })
 }
@@ -123,7 +122,7 @@ fn data_files(bundle: &Bundle) -> impl Iterator<Item = &lockstep_bundle::BundleF
 /// (given its data path and text).
 fn bundle_data_with(
     bundle: &Bundle,
-    parse: impl Fn(&[String], &str) -> Result<Value, String>,
+    parse: impl Fn(&[String], &str) -> anyhow::Result<Value>,
 ) -> Result<Value, CompileError> {
     let mut root = crate::engine::data_from_json(&bundle.data)?;
     for file in data_files(bundle) {
@@ -138,8 +137,8 @@ fn bundle_data_with(
         };
         let text = std::str::from_utf8(&file.bytes).map_err(|e| load_error(e.to_string()))?;
         let key = data_key(&file.path);
-        let value = parse(&key, text).map_err(load_error)?;
-        insert(&mut root, &key, value).map_err(load_error)?;
+        let value = parse(&key, text).map_err(|e| load_error(format!("{e:#}")))?;
+        insert(&mut root, &key, value).map_err(|e| load_error(e.to_string()))?;
     }
     if bundle.patch.as_ref().is_none_or(|p| p.data.is_empty()) {
         check_roots(&bundle.manifest.effective_roots(), &root)
@@ -150,11 +149,11 @@ fn bundle_data_with(
 
 /// OPA's `mktree` + `merge.InterfaceMaps`: `value` goes at `key`; where it meets
 /// existing data, both sides must be objects all the way down.
-fn insert(root: &mut Value, key: &[String], value: Value) -> Result<(), String> {
-    let conflict = || format!("failed to insert data file from path {}", key.join("/"));
+fn insert(root: &mut Value, key: &[String], value: Value) -> Result<(), InsertError> {
+    let conflict = || InsertError::Conflict(key.join("/"));
     let Some((last, parents)) = key.split_last() else {
         if !matches!(value, Value::Object(_)) {
-            return Err("root value must be object".to_string());
+            return Err(InsertError::RootNotObject);
         }
         return merge(root, value).map_err(|()| conflict());
     };
@@ -266,15 +265,19 @@ mod tests {
             v(r#"{"a": {"x": 1, "y": [1, 2], "z": {"q": true}}, "b": "s"}"#)
         );
         assert_eq!(
-            insert(&mut d, &["a".into(), "x".into()], v("1")).unwrap_err(),
+            insert(&mut d, &["a".into(), "x".into()], v("1"))
+                .unwrap_err()
+                .to_string(),
             "failed to insert data file from path a/x"
         );
         assert_eq!(
-            insert(&mut d, &["b".into(), "c".into()], v("1")).unwrap_err(),
+            insert(&mut d, &["b".into(), "c".into()], v("1"))
+                .unwrap_err()
+                .to_string(),
             "failed to insert data file from path b/c"
         );
         assert_eq!(
-            insert(&mut d, &[], v("[1]")).unwrap_err(),
+            insert(&mut d, &[], v("[1]")).unwrap_err().to_string(),
             "root value must be object"
         );
     }

@@ -22,7 +22,7 @@ use regorus::rvm::RegoVM;
 use regorus::rvm::program::Program;
 use serde_json::Value as Json;
 
-use crate::error::{Diagnostic, EvalError};
+use crate::error::{Diagnostic, EvalError, RvmError};
 use crate::memo::{EntryMemo, MemoStats, MemoStatus};
 use crate::policy::{Input, PolicySet, to_json};
 
@@ -78,7 +78,12 @@ impl DecisionFn {
     pub(crate) fn with_rvm(policy: PolicySet, entrypoint: &str, probes: &[Input]) -> Self {
         let (rvm, backend) = match verified_rvm(&policy, entrypoint, probes) {
             Ok(rvm) => (Some(Arc::new(rvm)), Backend::Rvm),
-            Err(reason) => (None, Backend::Interpreter { reason }),
+            Err(reason) => (
+                None,
+                Backend::Interpreter {
+                    reason: reason.to_string(),
+                },
+            ),
         };
         let memo = policy.memo(entrypoint);
         Self {
@@ -178,7 +183,7 @@ pub(crate) fn verified_rvm(
     policy: &PolicySet,
     entrypoint: &str,
     probes: &[Input],
-) -> Result<Rvm, String> {
+) -> Result<Rvm, RvmError> {
     let rvm = compile_rvm(policy, entrypoint)?;
     for (i, probe) in probes.iter().enumerate() {
         let fast = rvm.eval(policy.data(), probe).map(to_json);
@@ -188,32 +193,29 @@ pub(crate) fn verified_rvm(
             _ => false,
         };
         if !agree {
-            let show = |r: &Result<Option<Json>, String>| match r {
+            let show = |r: Result<Option<Json>, String>| match r {
                 Ok(Some(v)) => v.to_string(),
                 Ok(None) => "undefined".to_string(),
                 Err(e) => format!("error ({e})"),
             };
             let fast = fast
-                .map_err(|e| e.clone())
+                .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()));
-            let slow = slow.map_err(|e| e.to_string());
-            return Err(format!(
-                "the RVM disagreed with the interpreter on probe {i}: RVM {}, interpreter {}",
-                show(&fast),
-                show(&slow)
-            ));
+            return Err(RvmError::Disagreed {
+                probe: i,
+                rvm: show(fast),
+                interpreter: show(slow.map_err(|e| e.to_string())),
+            });
         }
     }
     Ok(rvm)
 }
 
-pub(crate) fn compile_rvm(policy: &PolicySet, entrypoint: &str) -> Result<Rvm, String> {
+pub(crate) fn compile_rvm(policy: &PolicySet, entrypoint: &str) -> Result<Rvm, RvmError> {
     // The RVM compiles rules, not packages: a package entrypoint
     // (`data.mcp.decision`) becomes one entry per rule, assembled after.
     if let Some(blocker) = policy.rvm_blockers().first() {
-        return Err(format!(
-            "the bundle uses a construct the RVM evaluates differently ({blocker})"
-        ));
+        return Err(RvmError::Construct(blocker.to_string()));
     }
     let entries: Vec<(Option<String>, String)> = if policy.is_rule_path(entrypoint) {
         vec![(None, entrypoint.to_string())]
@@ -223,20 +225,18 @@ pub(crate) fn compile_rvm(policy: &PolicySet, entrypoint: &str) -> Result<Rvm, S
             .map(|(k, p)| (Some(k.clone()), p.clone()))
             .collect()
     } else {
-        return Err(format!(
-            "{entrypoint} is neither a rule nor a package of single-name rules"
-        ));
+        return Err(RvmError::NotCompilable(entrypoint.to_string()));
     };
     let Some((_, first)) = entries.first() else {
-        return Err("no rules to compile".to_string());
+        return Err(RvmError::NoRules);
     };
     let mut engine = policy.rvm_engine()?;
     let compiled = engine
         .compile_with_entrypoint(&first.as_str().into())
-        .map_err(|e| Diagnostic::from_regorus(&e, "rvm_error").message)?;
+        .map_err(|e| RvmError::Load(Diagnostic::from_regorus(&e, "rvm_error").message))?;
     let paths: Vec<&str> = entries.iter().map(|(_, p)| p.as_str()).collect();
-    let mut program =
-        Compiler::compile_from_policy(&compiled, &paths).map_err(|e| e.to_string())?;
+    let mut program = Compiler::compile_from_policy(&compiled, &paths)
+        .map_err(|e| RvmError::Load(e.to_string()))?;
     // The same shared matchers as the interpreter's extensions (the RVM does not
     // call extensions; it calls the function pointers the program resolved).
     if policy.shared_matchers() {
@@ -256,16 +256,17 @@ pub(crate) fn compile_rvm(policy: &PolicySet, entrypoint: &str) -> Result<Rvm, S
 }
 
 impl Rvm {
-    fn new_vm(&self, data: &regorus::Value) -> Result<RegoVM, String> {
+    fn new_vm(&self, data: &regorus::Value) -> Result<RegoVM, RvmError> {
         let mut vm = RegoVM::new();
         vm.load_program(self.program.clone());
         vm.set_max_instructions(MAX_INSTRUCTIONS);
         vm.set_strict_builtin_errors(self.strict_builtin_errors);
-        vm.set_data(data.clone()).map_err(|e| e.to_string())?;
+        vm.set_data(data.clone())
+            .map_err(|e| RvmError::Load(e.to_string()))?;
         Ok(vm)
     }
 
-    fn acquire(&self, data: &regorus::Value) -> Result<RegoVM, String> {
+    fn acquire(&self, data: &regorus::Value) -> Result<RegoVM, RvmError> {
         // A panic elsewhere while holding the lock leaves only idle VMs behind:
         // they are reset before every run, so the pool stays usable.
         let pooled = self
@@ -290,7 +291,7 @@ impl Rvm {
         &self,
         data: &regorus::Value,
         input: &Input,
-    ) -> Result<regorus::Value, String> {
+    ) -> Result<regorus::Value, RvmError> {
         let mut vm = self.acquire(data)?;
         vm.set_input(input.0.clone());
         let result = self.run(&mut vm);
@@ -300,18 +301,18 @@ impl Rvm {
         result
     }
 
-    fn run(&self, vm: &mut RegoVM) -> Result<regorus::Value, String> {
+    fn run(&self, vm: &mut RegoVM) -> Result<regorus::Value, RvmError> {
         let mut object = regorus::Value::new_object();
         for (key, path) in &self.entries {
             let value = vm
                 .execute_entry_point_by_name(path)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| RvmError::Run(e.to_string()))?;
             let Some(key) = key else { return Ok(value) };
             // Undefined rules are absent from a package's document.
             if value != regorus::Value::Undefined {
                 object
                     .as_object_mut()
-                    .map_err(|e| e.to_string())?
+                    .map_err(|e| RvmError::Run(e.to_string()))?
                     .insert(regorus::Value::from(key.as_str()), value);
             }
         }

@@ -13,7 +13,7 @@ use regorus::{Engine, PolicyLengthConfig};
 
 use crate::ast::{ModuleInfo, read_modules};
 use crate::checks::{check_calls, check_path_conflicts, qualify_local_calls};
-use crate::error::{CompileError, Diagnostic};
+use crate::error::{CompileError, Diagnostic, RvmError};
 use crate::memo::MemoOptions;
 use crate::sources::Sources;
 
@@ -92,7 +92,7 @@ pub(crate) struct RvmSources {
 
 impl RvmSources {
     /// A prepared engine of the rewritten modules with `data`.
-    pub fn engine(&self, data: &regorus::Value) -> Result<Engine, String> {
+    pub fn engine(&self, data: &regorus::Value) -> Result<Engine, RvmError> {
         let sources = Sources::new(&self.modules);
         let mut engine = load(
             &self.modules,
@@ -101,13 +101,13 @@ impl RvmSources {
             &Extras::default(),
             &sources,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| RvmError::Load(e.to_string()))?;
         engine
             .add_data(data.clone())
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(|e| RvmError::Load(format!("{e:#}")))?;
         engine
             .eval_query("true".to_string(), false)
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(|e| RvmError::Load(format!("{e:#}")))?;
         Ok(engine)
     }
 }
@@ -177,7 +177,7 @@ pub(crate) fn data_from_json(data: &serde_json::Value) -> Result<regorus::Value,
             json_kind(data)
         )));
     }
-    regorus::Value::deserialize_from(data).map_err(CompileError::Data)
+    regorus::Value::deserialize_from(data).map_err(|e| CompileError::Data(e.to_string()))
 }
 
 pub(crate) fn build(
@@ -386,13 +386,13 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 
 /// serde_json -> regorus without cloning the JSON tree.
 pub(crate) trait DeserializeFrom: Sized {
-    fn deserialize_from(v: &serde_json::Value) -> Result<Self, String>;
+    fn deserialize_from(v: &serde_json::Value) -> Result<Self, serde_json::Error>;
 }
 
 impl DeserializeFrom for regorus::Value {
-    fn deserialize_from(v: &serde_json::Value) -> Result<Self, String> {
+    fn deserialize_from(v: &serde_json::Value) -> Result<Self, serde_json::Error> {
         use serde::Deserialize;
-        regorus::Value::deserialize(v).map_err(|e| e.to_string())
+        regorus::Value::deserialize(v)
     }
 }
 

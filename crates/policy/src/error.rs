@@ -178,6 +178,37 @@ impl CompileError {
     }
 }
 
+/// Why regorus's bytecode VM does not run an entrypoint (the interpreter does), or
+/// why one run on it failed (the interpreter then answers instead).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RvmError {
+    #[error("the bundle uses a construct the RVM evaluates differently ({0})")]
+    Construct(String),
+
+    #[error("{0} is neither a rule nor a package of single-name rules")]
+    NotCompilable(String),
+
+    #[error("no rules to compile")]
+    NoRules,
+
+    /// The rewritten modules, the program or the data did not load.
+    #[error("{0}")]
+    Load(String),
+
+    /// A run on the VM failed.
+    #[error("{0}")]
+    Run(String),
+
+    #[error(
+        "the RVM disagreed with the interpreter on probe {probe}: RVM {rvm}, interpreter {interpreter}"
+    )]
+    Disagreed {
+        probe: usize,
+        rvm: String,
+        interpreter: String,
+    },
+}
+
 /// Why an evaluation produced no result.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {

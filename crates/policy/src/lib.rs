@@ -50,7 +50,7 @@ pub use checks::unsupported_builtins;
 pub use data::DataDocument;
 pub use decision::{Backend, DecisionFn};
 pub use engine::CompileOptions;
-pub use error::{CompileError, Diagnostic, EvalError, SourceLocation};
+pub use error::{CompileError, Diagnostic, EvalError, RvmError, SourceLocation};
 pub use memo::{MemoOptions, MemoStats, MemoStatus};
 pub use paths::{ModulePaths, module_paths};
 pub use policy::{Input, PolicySet};

@@ -230,20 +230,40 @@ pub(crate) const PURE_BUILTINS: &[&str] = &[
 pub(crate) fn footprint(engine: &regorus::Engine, entrypoint: &str) -> MemoStatus {
     match analyse(engine, entrypoint) {
         Ok(footprint) => MemoStatus::On { footprint },
-        Err(reason) => MemoStatus::Off { reason },
+        Err(reason) => MemoStatus::Off {
+            reason: reason.to_string(),
+        },
     }
 }
 
-fn analyse(engine: &regorus::Engine, entrypoint: &str) -> Result<Vec<Vec<String>>, String> {
+/// Why the input an entrypoint reads cannot be bounded (so its memo is off).
+#[derive(Debug, thiserror::Error)]
+enum Unbounded {
+    /// The AST export regorus gives could not be read.
+    #[error("{0}")]
+    Ast(String),
+    #[error("{0}: `import input` is not analysed")]
+    ImportInput(String),
+    #[error("{0} is not a data path")]
+    NotDataPath(String),
+    #[error("{at}: {why}")]
+    Reads { at: String, why: String },
+    #[error("{at}: calls {call}, which is not known to be a pure function of its arguments")]
+    Impure { at: String, call: String },
+}
+
+fn analyse(engine: &regorus::Engine, entrypoint: &str) -> Result<Vec<Vec<String>>, Unbounded> {
     let text = engine
         .get_ast_as_json()
-        .map_err(|e| format!("cannot export the AST: {e:#}"))?;
-    let json: Json =
-        serde_json::from_str(&text).map_err(|e| format!("cannot read the AST: {e}"))?;
+        .map_err(|e| Unbounded::Ast(format!("cannot export the AST: {e:#}")))?;
+    let json: Json = serde_json::from_str(&text)
+        .map_err(|e| Unbounded::Ast(format!("cannot read the AST: {e}")))?;
     let packages = engine
         .get_policy_package_components()
-        .map_err(|e| format!("cannot read packages: {e:#}"))?;
-    let ast_modules = json.as_array().ok_or("the AST export is not an array")?;
+        .map_err(|e| Unbounded::Ast(format!("cannot read packages: {e:#}")))?;
+    let ast_modules = json
+        .as_array()
+        .ok_or_else(|| Unbounded::Ast("the AST export is not an array".to_string()))?;
     let mut modules = Vec::new();
     let mut rules = Vec::new();
     for (idx, (m, pkg)) in ast_modules.iter().zip(packages).enumerate() {
@@ -280,10 +300,7 @@ fn analyse(engine: &regorus::Engine, entrypoint: &str) -> Result<Vec<Vec<String>
             if root == "data" {
                 imports.insert(alias, path.into_iter().skip(1).collect());
             } else if root == "input" {
-                return Err(format!(
-                    "{}: `import input` is not analysed",
-                    pkg.source_file
-                ));
+                return Err(Unbounded::ImportInput(pkg.source_file));
             }
         }
         for r in ast
@@ -330,7 +347,8 @@ fn analyse(engine: &regorus::Engine, entrypoint: &str) -> Result<Vec<Vec<String>
         });
     }
 
-    let entry = data_path(entrypoint).ok_or_else(|| format!("{entrypoint} is not a data path"))?;
+    let entry =
+        data_path(entrypoint).ok_or_else(|| Unbounded::NotDataPath(entrypoint.to_string()))?;
     let mut queue: VecDeque<usize> = VecDeque::new();
     let mut seen: HashSet<usize> = HashSet::new();
     let reach = |prefix: &[String], queue: &mut VecDeque<usize>, seen: &mut HashSet<usize>| {
@@ -350,7 +368,10 @@ fn analyse(engine: &regorus::Engine, entrypoint: &str) -> Result<Vec<Vec<String>
         };
         let at = || format!("{} (rule data.{})", module.file, rule.path.join("."));
         if let Some(why) = &rule.needs.unbounded {
-            return Err(format!("{}: {why}", at()));
+            return Err(Unbounded::Reads {
+                at: at(),
+                why: why.clone(),
+            });
         }
         for call in &rule.needs.calls {
             let parts: Vec<String> = call.split('.').map(str::to_string).collect();
@@ -361,10 +382,10 @@ fn analyse(engine: &regorus::Engine, entrypoint: &str) -> Result<Vec<Vec<String>
                     .first()
                     .is_some_and(|p| p == "data" || module.imports.contains_key(p));
             if !user && !PURE_BUILTINS.contains(&call.as_str()) {
-                return Err(format!(
-                    "{}: calls {call}, which is not known to be a pure function of its arguments",
-                    at()
-                ));
+                return Err(Unbounded::Impure {
+                    at: at(),
+                    call: call.clone(),
+                });
             }
         }
         for prefix in &rule.needs.data_refs {

@@ -18,7 +18,7 @@ use crate::decision::{Backend, DecisionFn, Rvm, verified_rvm};
 use crate::engine::{
     Built, CompileOptions, DeserializeFrom, Extras, build, build_with_data, data_from_json,
 };
-use crate::error::{CompileError, EvalError};
+use crate::error::{CompileError, EvalError, RvmError};
 use crate::memo::{EntryMemo, MemoOptions, MemoStats, MemoStatus};
 use crate::result::ResultSet;
 use crate::sources::Sources;
@@ -32,7 +32,7 @@ impl Input {
     pub fn from_json(v: &Json) -> Result<Self, EvalError> {
         regorus::Value::deserialize_from(v)
             .map(Self)
-            .map_err(EvalError::Input)
+            .map_err(|e| EvalError::Input(e.to_string()))
     }
 
     pub fn parse_json(text: &str) -> Result<Self, EvalError> {
@@ -367,7 +367,9 @@ impl PolicySet {
                     .insert(entrypoint.to_string(), Arc::new(rvm));
                 Backend::Rvm
             }
-            Err(reason) => Backend::Interpreter { reason },
+            Err(reason) => Backend::Interpreter {
+                reason: reason.to_string(),
+            },
         }
     }
 
@@ -464,7 +466,7 @@ impl PolicySet {
 
     /// The engine the RVM compiles from: the modules with `:=` spelled `=` where
     /// regorus's RVM needs it, or the evaluation engine itself.
-    pub(crate) fn rvm_engine(&self) -> Result<Engine, String> {
+    pub(crate) fn rvm_engine(&self) -> Result<Engine, RvmError> {
         match &self.inner.rvm_sources {
             Some(rvm) => rvm.engine(&self.inner.data),
             None => Ok(self.engine_with(None)),

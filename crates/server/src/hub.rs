@@ -134,17 +134,21 @@ impl Hub {
 
     /// Whether `bytes` read from the store may be served as `state`'s active revision:
     /// they hash to its content id and verify as a publication would.
-    async fn check_read_back(&self, state: &BundleState, bytes: &Bytes) -> Result<(), String> {
+    async fn check_read_back(
+        &self,
+        state: &BundleState,
+        bytes: &Bytes,
+    ) -> Result<(), ReadBackError> {
         let Some(check) = self.read_back.clone() else {
             return Ok(());
         };
         use sha2::{Digest, Sha256};
         let id = hex::encode(Sha256::digest(bytes));
         if id != state.active {
-            return Err(format!(
-                "stored bytes hash to {id}, not to the content id {}",
-                state.active
-            ));
+            return Err(ReadBackError::Hash {
+                got: id,
+                want: state.active.clone(),
+            });
         }
         let bytes = bytes.clone();
         tokio::task::spawn_blocking(move || {
@@ -157,18 +161,14 @@ impl Hub {
                 lazy_data: true,
                 ..lockstep_bundle::ReadOptions::default()
             };
-            lockstep_bundle::read_tar_gz(&bytes[..], &opts)
-                .map_err(|e| e.to_string())
-                .and_then(|b| {
-                    if b.verified_signature.is_none() && !check.allow_unsigned {
-                        Err("not signed, and publish.allow_unsigned is false".to_string())
-                    } else {
-                        Ok(())
-                    }
-                })
+            let b = lockstep_bundle::read_tar_gz(&bytes[..], &opts)?;
+            if b.verified_signature.is_none() && !check.allow_unsigned {
+                return Err(ReadBackError::Unsigned);
+            }
+            Ok(())
         })
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| ReadBackError::Task(e.to_string()))?
     }
 
     pub fn slot(&self, name: &str) -> Option<Arc<Slot>> {
@@ -363,4 +363,17 @@ impl Hub {
             }
         }
     }
+}
+
+/// Why bytes read back from the store are not served.
+#[derive(Debug, thiserror::Error)]
+enum ReadBackError {
+    #[error("stored bytes hash to {got}, not to the content id {want}")]
+    Hash { got: String, want: String },
+    #[error(transparent)]
+    Bundle(#[from] lockstep_bundle::BundleError),
+    #[error("not signed, and publish.allow_unsigned is false")]
+    Unsigned,
+    #[error("verification task failed: {0}")]
+    Task(String),
 }

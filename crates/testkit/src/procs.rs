@@ -62,12 +62,12 @@ pub fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> Proc {
 }
 
 /// Runs `cmd` to completion; `Err` has its output.
-pub fn run(cmd: &mut Command) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd.output().map_err(|e| anyhow::anyhow!("{cmd:?}: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
+        Err(anyhow::anyhow!(
             "{cmd:?} failed ({}):\n{}{}",
             out.status,
             String::from_utf8_lossy(&out.stdout),

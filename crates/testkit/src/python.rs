@@ -46,7 +46,7 @@ impl VenvSpec<'_> {
     }
 
     /// The venv, created if needed. `Err` says why it could not be made.
-    pub fn ensure(&self) -> Result<PathBuf, String> {
+    pub fn ensure(&self) -> anyhow::Result<PathBuf> {
         let venv = self.dir();
         if self.ready(&venv) {
             return Ok(venv);
@@ -66,7 +66,7 @@ impl VenvSpec<'_> {
             Some(p) => run(Command::new(&pip)
                 .args(["install", "-q", "--no-deps", "-r"])
                 .arg(p)),
-            None => Err("no pinned set".into()),
+            None => Err(anyhow::anyhow!("no pinned set")),
         };
         if let Err(e) = pinned {
             if self.pinned.is_some() {
@@ -79,7 +79,7 @@ impl VenvSpec<'_> {
         if self.ready(&venv) {
             Ok(venv)
         } else {
-            Err(format!(
+            Err(anyhow::anyhow!(
                 "{} still lacks {:?} / {:?}",
                 venv.display(),
                 self.bins,
@@ -94,10 +94,11 @@ impl VenvSpec<'_> {
 struct VenvLock(PathBuf);
 
 impl VenvLock {
-    fn acquire(venv: &Path) -> Result<VenvLock, String> {
+    fn acquire(venv: &Path) -> anyhow::Result<VenvLock> {
         let path = venv.with_extension("lock");
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", parent.display()))?;
         }
         let t0 = Instant::now();
         loop {
@@ -114,11 +115,11 @@ impl VenvLock {
                         continue;
                     }
                     if t0.elapsed() > Duration::from_secs(20 * 60) {
-                        return Err(format!("timed out waiting for {}", path.display()));
+                        anyhow::bail!("timed out waiting for {}", path.display());
                     }
                     std::thread::sleep(Duration::from_secs(1));
                 }
-                Err(e) => return Err(format!("{}: {e}", path.display())),
+                Err(e) => anyhow::bail!("{}: {e}", path.display()),
             }
         }
     }

@@ -52,7 +52,7 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
     let bundle = match read(args, &opts) {
         Ok(b) => b,
         Err(reason) => {
-            report(args.format, false, &reason, None);
+            report(args.format, false, &format!("{reason:#}"), None);
             return Ok(ExitCode::from(1));
         }
     };
@@ -67,13 +67,13 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn read(args: &VerifyArgs, opts: &ReadOptions) -> std::result::Result<Bundle, String> {
+fn read(args: &VerifyArgs, opts: &ReadOptions) -> anyhow::Result<Bundle> {
     if args.path.is_dir() {
-        return read_dir(&args.path, opts).map_err(|e| e.to_string());
+        return Ok(read_dir(&args.path, opts)?);
     }
-    let file =
-        std::fs::File::open(&args.path).map_err(|e| format!("{}: {e}", args.path.display()))?;
-    read_tar_gz(std::io::BufReader::new(file), opts).map_err(|e| e.to_string())
+    let file = std::fs::File::open(&args.path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.path.display()))?;
+    Ok(read_tar_gz(std::io::BufReader::new(file), opts)?)
 }
 
 /// Without `--signing-alg`, pick the algorithm the key itself implies (OPA would
