@@ -8,7 +8,10 @@
 //! - `decisions`: `POST /v1/data/mcp/decision` over loopback HTTP/1.1 keep-alive from
 //!   C concurrent clients for D seconds (allowed and denied requests alternate);
 //!   prints decisions per second and the latency distribution seen by the clients.
-//!   `BENCH_CONCURRENCY` (default 1,8,32) and `BENCH_SECONDS` (default 10).
+//!   `BENCH_CONCURRENCY` (default 1,8,32) and `BENCH_SECONDS` (default 10);
+//!   `BENCH_MODES` (default interpreter,rvm,memo): one agent per mode, in turn —
+//!   regorus's interpreter alone (before issue 10), the shadow-verified RVM with the
+//!   memo off (every decision evaluated), and the default (memo in front of the RVM).
 //! - `activation`: the same bundle plus a `mcp/inventory/data.json` of 1 MB and of
 //!   100 MB; for each publication, the time of the `PUT` (the server verifies and stores
 //!   it) and from the server's acknowledgement until the agent serves the new revision
@@ -111,20 +114,54 @@ async fn wait_active(a: &lockstep_agent::RunningAgent, rev: &str) {
     }
 }
 
+/// How the agent evaluates, per `BENCH_MODES` entry.
+fn fast_path(mode: &str) -> lockstep_policy::CompileOptions {
+    let mut c = lockstep_policy::CompileOptions::default();
+    match mode {
+        // Before issue 10's fast path: regorus's interpreter on every request.
+        "interpreter" => {
+            c.memo.enabled = false;
+            c.rvm.enabled = false;
+        }
+        // Every decision evaluated (memo off), on the shadow-verified RVM.
+        "rvm" => c.memo.enabled = false,
+        // The default: the memo in front of the RVM.
+        "memo" => {}
+        other => panic!("BENCH_MODES: unknown mode {other} (interpreter, rvm, memo)"),
+    }
+    c
+}
+
 async fn decisions(server: &TestServer, dir: &Path) {
     server
         .publish_ok("main", policy_bundle("d1", 1000, &server.keys, 0))
         .await;
+    let modes = std::env::var("BENCH_MODES").unwrap_or_else(|_| "interpreter,rvm,memo".into());
+    for mode in modes.split(',').map(str::trim) {
+        decisions_with(server, &dir.join(mode), mode).await;
+    }
+}
+
+async fn decisions_with(server: &TestServer, dir: &Path, mode: &str) {
+    std::fs::create_dir_all(dir).unwrap();
     let mut sync = sync_config(server.service(), server.verification(), dir, Some(30));
-    sync.labels.insert("id".into(), "bench-agent".into());
+    sync.labels
+        .insert("id".into(), format!("bench-agent-{mode}"));
+    sync.compile = fast_path(mode);
     let a = lockstep_agent::start(agent_config(sync, None))
         .await
         .unwrap();
     wait_active(&a, "d1").await;
     let url = format!("http://{}/v1/data/mcp/decision", a.addr);
-    // Sanity: the decision is the three-layer one, allowed and denied.
+    // Sanity: the decision is the three-layer one, allowed and denied; then past the
+    // RVM's shadow phase.
     let http = reqwest::Client::new();
-    for (body, want) in [(ALLOWED, true), (DENIED, false)] {
+    for i in 0..200 {
+        let (body, want) = if i % 2 == 0 {
+            (ALLOWED, true)
+        } else {
+            (DENIED, false)
+        };
         let v: serde_json::Value = http
             .post(&url)
             .header("content-type", "application/json")
@@ -146,7 +183,9 @@ async fn decisions(server: &TestServer, dir: &Path) {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    println!("decisions: POST /v1/data/mcp/decision, three-layer policy, {secs} s per level");
+    println!(
+        "decisions ({mode}): POST /v1/data/mcp/decision, three-layer policy, {secs} s per level"
+    );
     for c in levels {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();

@@ -167,6 +167,26 @@ async fn opa_rest_api_shapes_and_write_api() {
         !metrics.contains("lockstep_decisions_total{outcome=\"fail_closed\"} 0"),
         "{metrics}"
     );
+    // The decision memo: a repeated decision is a hit, counted on /metrics.
+    let memo = |m: &str| {
+        let hits = sample(m, "lockstep_decision_memo_hits_total").expect("hits");
+        let misses = sample(m, "lockstep_decision_memo_misses_total").expect("misses");
+        (hits, misses)
+    };
+    let (hits, misses) = memo(&metrics);
+    assert!(misses >= 1.0, "{metrics}");
+    for _ in 0..3 {
+        let (_, _, b) = post(
+            &http,
+            &a,
+            "/v1/data/mcp/allow",
+            json!({"input": {"user": "alice", "trace": "not read by the policy"}}),
+        )
+        .await;
+        assert_eq!(b["result"], true);
+    }
+    let after = memo(&scrape(&http, &url(&a, "/metrics")).await);
+    assert_eq!(after, (hits + 3.0, misses), "alice was decided before");
 
     // Data write API (OPAL sends JSON as text/plain).
     let put = |path: &str, body: &str| {

@@ -80,12 +80,18 @@ pub struct Decider {
     metrics: DecisionMetrics,
 }
 
+/// The memo counters every revision the syncer compiles shares.
+fn syncer_memo(syncer: &Syncer) -> lockstep_policy::MemoTotals {
+    syncer.config().compile.memo.totals.clone()
+}
+
 impl Decider {
     pub fn new(syncer: Syncer, logger: Option<DecisionLogger>) -> Self {
+        let metrics = DecisionMetrics::with_memo(syncer_memo(&syncer));
         Decider {
             syncer,
             logger,
-            metrics: DecisionMetrics::default(),
+            metrics,
         }
     }
 

@@ -1,7 +1,11 @@
 //! Decision counters and latency, registered into the embedder's Prometheus registry
 //! (`prometheus-client`), so the agent and the gateway export the same names.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use lockstep_policy::MemoTotals;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -21,10 +25,19 @@ pub struct DecisionMetrics {
     pub stale: Counter,
     /// `lockstep_decision_duration_seconds`: gate + evaluation + interpretation.
     pub duration: Histogram,
+    /// `lockstep_decision_memo_{hits,misses}_total`, across revisions.
+    pub memo: MemoTotals,
 }
 
 impl Default for DecisionMetrics {
     fn default() -> Self {
+        Self::with_memo(MemoTotals::default())
+    }
+}
+
+impl DecisionMetrics {
+    /// With the memo counters of the compile options decisions are made with.
+    pub fn with_memo(memo: MemoTotals) -> Self {
         let decisions = Family::<OutcomeLabels, Counter>::default();
         // Every outcome is present from the start, at 0.
         for outcome in ["ok", "fail_closed", "error"] {
@@ -35,7 +48,33 @@ impl Default for DecisionMetrics {
             stale: Counter::default(),
             // 1 µs .. ~4 s
             duration: Histogram::new(exponential_buckets(1e-6, 4.0, 12)),
+            memo,
         }
+    }
+}
+
+/// The memo counters, read at scrape time.
+#[derive(Debug)]
+struct MemoCollector(MemoTotals);
+
+impl Collector for MemoCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, help, value) in [
+            (
+                "decision_memo_hits",
+                "Decisions answered from the decision memo",
+                self.0.hits(),
+            ),
+            (
+                "decision_memo_misses",
+                "Decisions evaluated because the memo had no entry for their footprint",
+                self.0.misses(),
+            ),
+        ] {
+            let m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(m)?;
+        }
+        Ok(())
     }
 }
 
@@ -57,6 +96,7 @@ impl DecisionMetrics {
             "Time to decide: freshness gate, evaluation and interpretation",
             self.duration.clone(),
         );
+        registry.register_collector(Box::new(MemoCollector(self.memo.clone())));
     }
 
     pub(crate) fn count(&self, outcome: &'static str) {

@@ -62,9 +62,10 @@ fn evaluate(
     let mut decided = Vec::new();
     for layer in layers {
         decided.push(layer.path.clone());
-        let allow = policy.eval_rule_input(&layer.rule("allow"), Some(input))?;
+        let allow = policy.eval_data_path_input(&layer.rule("allow"), Some(input))?;
         if allow != Some(Value::Bool(true)) {
-            let reason = match policy.eval_rule_input(&layer.rule("deny_reason"), Some(input)) {
+            let reason = match policy.eval_data_path_input(&layer.rule("deny_reason"), Some(input))
+            {
                 Ok(Some(Value::String(s))) => s,
                 Ok(Some(other)) => other.to_string(),
                 // A layer without a deny_reason rule still denies, and says which.

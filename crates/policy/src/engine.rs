@@ -15,6 +15,7 @@ use crate::ast::{ModuleInfo, read_modules};
 use crate::checks::{check_calls, check_path_conflicts, qualify_local_calls};
 use crate::error::{CompileError, Diagnostic, RvmError};
 use crate::memo::MemoOptions;
+use crate::shadow::RvmOptions;
 use crate::sources::Sources;
 
 /// How to turn modules and data into an engine. `Default` is what lockstep uses
@@ -46,6 +47,9 @@ pub struct CompileOptions {
     /// The decision memo ([`crate::MemoStatus`]): per entrypoint of a compiled set,
     /// decisions keyed by the input paths the entrypoint reads.
     pub memo: MemoOptions,
+    /// Decisions on regorus's bytecode VM, verified against the interpreter on the
+    /// requests themselves ([`crate::RvmOptions`]).
+    pub rvm: RvmOptions,
 }
 
 impl Default for CompileOptions {
@@ -60,6 +64,7 @@ impl Default for CompileOptions {
             max_file_bytes: 256 * 1024 * 1024,
             shared_matchers: true,
             memo: MemoOptions::default(),
+            rvm: RvmOptions::default(),
         }
     }
 }
@@ -77,6 +82,7 @@ pub(crate) struct Built {
     /// [`CompileOptions::shared_matchers`], for the RVM's programs.
     pub shared_matchers: bool,
     pub memo: MemoOptions,
+    pub rvm_options: RvmOptions,
     /// The modules as the RVM should compile them, when they differ (see
     /// [`rvm_assignment_edits`]).
     pub rvm: Option<RvmSources>,
@@ -261,6 +267,7 @@ pub(crate) fn build_with_data(
         strict_builtin_errors: opts.strict_builtin_errors,
         shared_matchers: opts.shared_matchers,
         memo: opts.memo.clone(),
+        rvm_options: opts.rvm.clone(),
         rvm,
     })
 }

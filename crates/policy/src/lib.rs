@@ -11,11 +11,13 @@
 //! - the **decision fast path** (issue 10): `regex.*`/`glob.match` on shared compiled
 //!   matchers in both evaluators; a per-entrypoint decision memo keyed by the input
 //!   paths the entrypoint reads ([`MemoStatus`], [`CompileOptions::memo`]), used by
-//!   [`PolicySet::eval_data_path`] and [`DecisionFn`]; and [`PolicySet::use_rvm`] /
-//!   [`PolicySet::decision_fn_rvm`] to run a probe-verified bytecode VM behind it. An
-//!   embedder calls `policy.use_rvm(entrypoint, &recorded_requests)` once per
-//!   activated set, then `policy.eval_data_path(entrypoint, Some(&input))` per request
-//!   (or keeps a `decision_fn_rvm` in its [`Snapshot`]);
+//!   [`PolicySet::eval_data_path`] and [`DecisionFn`]; and regorus's bytecode VM
+//!   behind it, compiled per entrypoint on first use and verified on the requests
+//!   it serves ([`RvmOptions`]: shadowed, then rechecked, retired on any
+//!   disagreement; [`PolicySet::backend`] says which evaluator decides and why).
+//!   An embedder calls `policy.eval_data_path(entrypoint, Some(&input))` per
+//!   request; [`PolicySet::use_rvm`] / [`PolicySet::decision_fn_rvm`] skip the
+//!   shadow phase for an entrypoint verified in advance on recorded requests;
 //! - the **`opa test`-compatible runner** ([`testing`]) and its pretty and JSON
 //!   reports;
 //! - the **active snapshot** type ([`PolicyHandle`], [`Snapshot`]) that an agent
@@ -42,6 +44,7 @@ mod memo;
 mod paths;
 mod policy;
 mod result;
+mod shadow;
 mod snapshot;
 mod sources;
 pub mod testing;
@@ -51,8 +54,9 @@ pub use data::DataDocument;
 pub use decision::{Backend, DecisionFn};
 pub use engine::CompileOptions;
 pub use error::{CompileError, Diagnostic, EvalError, RvmError, SourceLocation};
-pub use memo::{MemoOptions, MemoStats, MemoStatus};
+pub use memo::{MemoOptions, MemoStats, MemoStatus, MemoTotals};
 pub use paths::{ModulePaths, module_paths};
 pub use policy::{Input, PolicySet};
 pub use result::{ExpressionValue, QueryLocation, QueryResult, ResultSet};
+pub use shadow::RvmOptions;
 pub use snapshot::{PolicyHandle, Snapshot};

@@ -36,6 +36,10 @@ pub struct MemoOptions {
     pub max_entries: usize,
     /// Bytes of keys and decisions (their JSON text) kept per entrypoint.
     pub max_bytes: usize,
+    /// Hits and misses of every memo made with these options: the options are
+    /// cloned into each compiled set, so these count across revision swaps
+    /// (a process's `/metrics`), while [`MemoStats`] is one memo's.
+    pub totals: MemoTotals,
 }
 
 impl Default for MemoOptions {
@@ -44,9 +48,44 @@ impl Default for MemoOptions {
             enabled: true,
             max_entries: 10_000,
             max_bytes: 16 * 1024 * 1024,
+            totals: MemoTotals::default(),
         }
     }
 }
+
+/// Monotonic hit and miss counts shared by the memos of every revision.
+#[derive(Debug, Clone, Default)]
+pub struct MemoTotals(Arc<Counts>);
+
+#[derive(Debug, Default)]
+struct Counts {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl MemoTotals {
+    pub fn hits(&self) -> u64 {
+        self.0.hits.load(Ordering::Relaxed)
+    }
+
+    pub fn misses(&self) -> u64 {
+        self.0.misses.load(Ordering::Relaxed)
+    }
+
+    fn count(&self, hit: bool) {
+        let c = if hit { &self.0.hits } else { &self.0.misses };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Equal when shared: the counters are state, not configuration.
+impl PartialEq for MemoTotals {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for MemoTotals {}
 
 /// Hit, miss and eviction counts of one memo.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -753,10 +792,12 @@ impl Memo {
         match inner.map.get(key) {
             Some((v, _)) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
+                self.options.totals.count(true);
                 Some(v.clone())
             }
             None => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
+                self.options.totals.count(false);
                 None
             }
         }

@@ -14,13 +14,14 @@ use serde_json::Value as Json;
 
 use crate::ast::rule_path;
 use crate::data::{DataDocument, bundle_data, bundle_data_shape};
-use crate::decision::{Backend, DecisionFn, Rvm, verified_rvm};
+use crate::decision::{Backend, DecisionFn, compile_rvm, verified_rvm};
 use crate::engine::{
     Built, CompileOptions, DeserializeFrom, Extras, build, build_with_data, data_from_json,
 };
 use crate::error::{CompileError, EvalError, RvmError};
 use crate::memo::{EntryMemo, MemoOptions, MemoStats, MemoStatus};
 use crate::result::ResultSet;
+use crate::shadow::{Plan, RvmOptions, RvmSlot};
 use crate::sources::Sources;
 
 /// An input document converted once to regorus's value type, so a hot path that
@@ -73,8 +74,10 @@ struct Inner {
     memo_options: MemoOptions,
     /// Decision memos by entrypoint, made on first use (at most [`MAX_MEMOS`]).
     memos: RwLock<HashMap<String, Arc<EntryMemo>>>,
-    /// RVMs registered with [`PolicySet::use_rvm`], verified on the caller's probes.
-    rvms: RwLock<HashMap<String, Arc<Rvm>>>,
+    /// The bytecode VM per entrypoint, made on first use (at most [`MAX_MEMOS`]) or
+    /// by [`PolicySet::use_rvm`], and its verification state ([`crate::shadow`]).
+    rvms: RwLock<HashMap<String, Arc<RvmSlot>>>,
+    rvm_options: RvmOptions,
     /// The modules as the RVM compiles them, if rewritten ([`crate::engine::RvmSources`]).
     rvm_sources: Option<crate::engine::RvmSources>,
     sources: Sources,
@@ -175,6 +178,7 @@ impl PolicySet {
             strict_builtin_errors,
             shared_matchers,
             memo: memo_options,
+            rvm_options,
             rvm: rvm_sources,
         } = built;
         let mut rule_paths = HashSet::new();
@@ -207,6 +211,7 @@ impl PolicySet {
                 memo_options,
                 memos: RwLock::new(HashMap::new()),
                 rvms: RwLock::new(HashMap::new()),
+                rvm_options,
                 rvm_sources,
                 sources,
             }),
@@ -354,41 +359,129 @@ impl PolicySet {
     }
 
     /// Let [`Self::eval_data_path`] (and so an agent's or gateway's decisions) run
-    /// `entrypoint` on regorus's bytecode VM, if it compiles it and agrees with the
-    /// interpreter on every probe (as [`Self::decision_fn_rvm`]); otherwise nothing
-    /// changes. Returns which evaluator `entrypoint` now uses, and why.
+    /// `entrypoint` on regorus's bytecode VM at once, if it compiles it and agrees
+    /// with the interpreter on every probe (as [`Self::decision_fn_rvm`]): no shadow
+    /// phase, rechecks as [`RvmOptions`] says. A refusal is kept: the entrypoint is
+    /// then interpreted. Returns which evaluator `entrypoint` now uses, and why.
     pub fn use_rvm(&self, entrypoint: &str, probes: &[Input]) -> Backend {
-        match verified_rvm(self, entrypoint, probes) {
-            Ok(rvm) => {
-                self.inner
-                    .rvms
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(entrypoint.to_string(), Arc::new(rvm));
-                Backend::Rvm
+        let (slot, backend) = match verified_rvm(self, entrypoint, probes) {
+            Ok(rvm) => (RvmSlot::compiled(rvm, true), Backend::Rvm),
+            Err(reason) => {
+                let reason = reason.to_string();
+                (
+                    RvmSlot::refused(reason.clone()),
+                    Backend::Interpreter { reason },
+                )
             }
-            Err(reason) => Backend::Interpreter {
-                reason: reason.to_string(),
-            },
-        }
+        };
+        self.inner
+            .rvms
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(entrypoint.to_string(), Arc::new(slot));
+        backend
     }
 
-    /// The RVM registered for `entrypoint`, falling back to the interpreter when
-    /// there is none or it fails on this input.
-    fn eval_fast(&self, path: &str, input: &Input) -> Result<Option<Json>, EvalError> {
-        let rvm = self
+    /// Which evaluator decides `entrypoint` now ([`crate::shadow`]): the RVM once it
+    /// has been verified (on probes, or on its shadow decisions and not retired),
+    /// otherwise the interpreter, and why.
+    pub fn backend(&self, entrypoint: &str) -> Backend {
+        if !self.inner.rvm_options.enabled {
+            return Backend::Interpreter {
+                reason: "the RVM is turned off".to_string(),
+            };
+        }
+        let slot = self
             .inner
             .rvms
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(path)
+            .get(entrypoint)
             .cloned();
-        if let Some(rvm) = rvm
-            && let Ok(value) = rvm.eval(self.data(), input)
-        {
-            return to_json(value);
+        let Some(slot) = slot else {
+            return Backend::Interpreter {
+                reason: "not evaluated with an input yet".to_string(),
+            };
+        };
+        if slot.verified(&self.inner.rvm_options) {
+            return Backend::Rvm;
         }
-        self.eval_data_path_uncached(path, Some(input))
+        let reason = slot.interpreter_reason().unwrap_or_else(|| {
+            format!(
+                "shadow: {} of {} decisions checked against the interpreter",
+                slot.decisions(),
+                self.inner.rvm_options.verify_first
+            )
+        });
+        Backend::Interpreter { reason }
+    }
+
+    /// The RVM slot of `entrypoint`, compiled on first use.
+    fn rvm_slot(&self, entrypoint: &str) -> Option<Arc<RvmSlot>> {
+        if !self.inner.rvm_options.enabled {
+            return None;
+        }
+        if let Some(s) = self
+            .inner
+            .rvms
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(entrypoint)
+        {
+            return Some(s.clone());
+        }
+        let mut rvms = self
+            .inner
+            .rvms
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = rvms.get(entrypoint) {
+            return Some(s.clone());
+        }
+        if rvms.len() >= MAX_MEMOS {
+            return None;
+        }
+        let slot = match compile_rvm(self, entrypoint) {
+            Ok(rvm) => {
+                tracing::debug!(
+                    entrypoint,
+                    "bytecode VM compiled, shadowing the interpreter"
+                );
+                RvmSlot::compiled(rvm, false)
+            }
+            Err(e) => {
+                tracing::debug!(entrypoint, reason = %e, "bytecode VM refused");
+                RvmSlot::refused(e.to_string())
+            }
+        };
+        let slot = Arc::new(slot);
+        rvms.insert(entrypoint.to_string(), slot.clone());
+        Some(slot)
+    }
+
+    /// One decision: on the RVM where [`crate::shadow`] lets it answer, otherwise
+    /// (and whenever it fails) on the interpreter.
+    fn eval_fast(&self, path: &str, input: &Input) -> Result<Option<Json>, EvalError> {
+        let Some(slot) = self.rvm_slot(path) else {
+            return self.eval_data_path_uncached(path, Some(input));
+        };
+        match slot.plan(&self.inner.rvm_options) {
+            Plan::Interpret => self.eval_data_path_uncached(path, Some(input)),
+            Plan::Serve(rvm) => match rvm.eval(self.data(), input).map(to_json) {
+                Ok(Ok(value)) => Ok(value),
+                _ => self.eval_data_path_uncached(path, Some(input)),
+            },
+            Plan::Check(rvm) => {
+                let slow = self.eval_data_path_uncached(path, Some(input));
+                let fast = rvm.eval(self.data(), input).ok().map(to_json);
+                let fast = match &fast {
+                    Some(Ok(v)) => Some(v),
+                    _ => None,
+                };
+                slot.compare(path, fast, &slow);
+                slow
+            }
+        }
     }
 
     /// [`Self::eval_data_path_input`] without the memo.
@@ -606,5 +699,122 @@ mod tests {
     fn policy_set_is_send_and_sync() {
         assert_send_sync::<PolicySet>();
         assert_send_sync::<Input>();
+    }
+
+    fn compile(src: &str, rvm: RvmOptions) -> PolicySet {
+        let opts = CompileOptions {
+            memo: MemoOptions {
+                enabled: false,
+                ..MemoOptions::default()
+            },
+            rvm,
+            ..CompileOptions::default()
+        };
+        let module = Module {
+            path: "p.rego".into(),
+            source: src.into(),
+            rego_version: 1,
+        };
+        PolicySet::compile(&[module], serde_json::json!({}), &opts).unwrap()
+    }
+
+    /// A set whose `data.p.r` runs on the RVM of a different rule: it stands in for
+    /// an RVM bug no blocker knows about (every disagreement measured so far is
+    /// refused up front, so none is left to test with).
+    fn with_wrong_rvm(rvm: RvmOptions) -> PolicySet {
+        let p = compile(
+            "package p
+
+r := input.x
+",
+            rvm.clone(),
+        );
+        let wrong = compile(
+            "package p
+
+r := input.y
+",
+            rvm,
+        );
+        let slot = RvmSlot::compiled(compile_rvm(&wrong, "data.p.r").unwrap(), false);
+        p.inner
+            .rvms
+            .write()
+            .unwrap()
+            .insert("data.p.r".into(), Arc::new(slot));
+        p
+    }
+
+    fn reason(b: Backend) -> String {
+        match b {
+            Backend::Interpreter { reason } => reason,
+            Backend::Rvm => panic!("expected the interpreter"),
+        }
+    }
+
+    fn opts(verify_first: u64, recheck_every: u64) -> RvmOptions {
+        RvmOptions {
+            enabled: true,
+            verify_first,
+            recheck_every,
+        }
+    }
+
+    #[test]
+    fn a_disagreement_in_the_shadow_phase_retires_the_rvm_before_it_answers() {
+        let p = with_wrong_rvm(opts(8, 4));
+        let eval = |input: serde_json::Value| p.eval_data_path("data.p.r", Some(&input)).unwrap();
+        // Where both agree (x and y equal), nothing changes.
+        assert_eq!(eval(serde_json::json!({"x": 1, "y": 1})), Some(1.into()));
+        assert!(reason(p.backend("data.p.r")).contains("shadow: 1 of 8"));
+        // The first request that tells them apart retires it; the interpreter answers.
+        for _ in 0..20 {
+            assert_eq!(eval(serde_json::json!({"x": 1, "y": 2})), Some(1.into()));
+        }
+        let why = reason(p.backend("data.p.r"));
+        assert!(
+            why.contains("disagreed") && why.contains("RVM 2, interpreter 1"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn after_the_shadow_phase_a_recheck_catches_a_disagreement_and_retires_the_rvm() {
+        // Every decision rechecked: the disagreeing one is answered by the interpreter.
+        let p = with_wrong_rvm(opts(2, 1));
+        let eval = |input: serde_json::Value| p.eval_data_path("data.p.r", Some(&input)).unwrap();
+        for x in 0..3 {
+            assert_eq!(eval(serde_json::json!({"x": x, "y": x})), Some(x.into()));
+        }
+        assert_eq!(p.backend("data.p.r"), Backend::Rvm);
+        assert_eq!(eval(serde_json::json!({"x": 1, "y": 2})), Some(1.into()));
+        assert!(reason(p.backend("data.p.r")).contains("disagreed"));
+        // Retired for good.
+        assert_eq!(eval(serde_json::json!({"x": 5, "y": 6})), Some(5.into()));
+
+        // Between rechecks the RVM answers alone, so its answer is what is served:
+        // that is the risk `recheck_every` bounds, shown here with a known-wrong RVM.
+        let p = with_wrong_rvm(opts(1, 1000));
+        assert_eq!(
+            eval_on(&p, serde_json::json!({"x": 0, "y": 0})),
+            Some(0.into())
+        );
+        assert_eq!(p.backend("data.p.r"), Backend::Rvm);
+        assert_eq!(
+            eval_on(&p, serde_json::json!({"x": 1, "y": 2})),
+            Some(2.into())
+        );
+    }
+
+    fn eval_on(p: &PolicySet, input: serde_json::Value) -> Option<Json> {
+        p.eval_data_path("data.p.r", Some(&input)).unwrap()
+    }
+
+    #[test]
+    fn an_rvm_error_or_undefined_is_compared_like_any_answer() {
+        // The wrong RVM says undefined where the interpreter has a value.
+        let p = with_wrong_rvm(opts(4, 4));
+        assert_eq!(eval_on(&p, serde_json::json!({"x": 3})), Some(3.into()));
+        assert!(reason(p.backend("data.p.r")).contains("RVM undefined, interpreter 3"));
     }
 }

@@ -13,7 +13,7 @@ mod common;
 
 use common::opa;
 use lockstep_policy::{
-    Backend, CompileOptions, Input, MemoOptions, MemoStatus, PolicySet, Snapshot,
+    Backend, CompileOptions, Input, MemoOptions, MemoStatus, PolicySet, RvmOptions, Snapshot,
 };
 use serde_json::{Map, Value, json};
 
@@ -29,6 +29,17 @@ fn off() -> CompileOptions {
             ..MemoOptions::default()
         },
         ..CompileOptions::default()
+    }
+}
+
+/// The reference: every decision evaluated by the interpreter.
+fn interpreter() -> CompileOptions {
+    CompileOptions {
+        rvm: RvmOptions {
+            enabled: false,
+            ..RvmOptions::default()
+        },
+        ..off()
     }
 }
 
@@ -194,7 +205,9 @@ fn memo_on_memo_off_and_opa_agree_on_10000_requests() {
     let queries = ["data.mcp.decision", "data.mcp.decision.allow"];
     let (modules, data) = common::load_dir(&common::examples_dir());
     let on = PolicySet::compile(&modules, data.clone(), &CompileOptions::default()).unwrap();
-    let off = PolicySet::compile(&modules, data.clone(), &off()).unwrap();
+    // The production path without the memo: the RVM shadowing, then serving.
+    let rvm = PolicySet::compile(&modules, data.clone(), &off()).unwrap();
+    let off = PolicySet::compile(&modules, data.clone(), &interpreter()).unwrap();
     let inputs = generate(N);
     let probes: Vec<Input> = inputs[..100]
         .iter()
@@ -210,10 +223,12 @@ fn memo_on_memo_off_and_opa_agree_on_10000_requests() {
         let mut allowed = 0;
         for (input, row) in inputs.iter().zip(&opa) {
             let converted = Input::from_json(input).unwrap();
+            // eval_data_path first: its memo misses reach `on`'s own RVM slot.
+            let c = on.eval_data_path(query, Some(input)).unwrap();
             let a = fast.eval(&converted).unwrap();
             let b = fast.eval_json(input).unwrap();
-            let c = on.eval_data_path(query, Some(input)).unwrap();
             let d = slow.eval(&converted).unwrap();
+            let e = rvm.eval_data_path(query, Some(input)).unwrap();
             let want = row[q].get("value").map(opa::normalise);
             assert!(row[q].get("error").is_none(), "OPA errored: {}", row[q]);
             let a = a.as_ref().map(opa::normalise);
@@ -228,6 +243,11 @@ fn memo_on_memo_off_and_opa_agree_on_10000_requests() {
                 "{query} eval_data_path"
             );
             assert_eq!(d.as_ref().map(opa::normalise), want, "{query} memo off");
+            assert_eq!(
+                e.as_ref().map(opa::normalise),
+                want,
+                "{query} shadow-verified RVM, memo off"
+            );
             let allow = match &want {
                 Some(Value::Bool(b)) => *b,
                 Some(v) => v["allow"] == json!(true),
@@ -247,7 +267,48 @@ fn memo_on_memo_off_and_opa_agree_on_10000_requests() {
             "few repeated footprints: {stats:?}"
         );
         assert_eq!(off.memo_stats(query).hits, 0);
+        // The RVM passed its shadow phase on these requests and was never retired.
+        assert_eq!(rvm.backend(query), Backend::Rvm, "{query}");
+        assert_eq!(on.backend(query), Backend::Rvm, "{query}");
+        assert!(matches!(off.backend(query), Backend::Interpreter { .. }));
     }
+}
+
+fn rvm_options(verify_first: u64, recheck_every: u64) -> CompileOptions {
+    CompileOptions {
+        rvm: RvmOptions {
+            enabled: true,
+            verify_first,
+            recheck_every,
+        },
+        ..off()
+    }
+}
+
+fn interpreted_because(b: Backend) -> String {
+    match b {
+        Backend::Interpreter { reason } => reason,
+        Backend::Rvm => panic!("expected the interpreter"),
+    }
+}
+
+#[test]
+fn the_rvm_serves_only_after_agreeing_with_the_interpreter_on_real_requests() {
+    let policy = examples(&rvm_options(50, 10));
+    let query = "data.mcp.decision";
+    assert!(interpreted_because(policy.backend(query)).contains("not evaluated"));
+    let inputs = generate(120);
+    for (i, input) in inputs.iter().enumerate() {
+        policy.eval_data_path(query, Some(input)).unwrap();
+        if i + 1 < 50 {
+            let why = interpreted_because(policy.backend(query));
+            assert!(why.contains(&format!("shadow: {} of 50", i + 1)), "{why}");
+        }
+    }
+    assert_eq!(policy.backend(query), Backend::Rvm);
+    let disabled = examples(&interpreter());
+    disabled.eval_data_path(query, Some(&inputs[0])).unwrap();
+    assert!(interpreted_because(disabled.backend(query)).contains("turned off"));
 }
 
 fn compile(src: &str, opts: &CompileOptions) -> PolicySet {
@@ -456,7 +517,7 @@ fn eval_data_path_runs_on_a_registered_rvm_behind_the_memo() {
         .map(|i| Input::from_json(i).unwrap())
         .collect();
     assert_eq!(policy.use_rvm("data.mcp.decision", &probes), Backend::Rvm);
-    let reference = examples(&off()).decision_fn("data.mcp.decision");
+    let reference = examples(&interpreter()).decision_fn("data.mcp.decision");
     for input in &inputs[100..] {
         let converted = Input::from_json(input).unwrap();
         assert_eq!(

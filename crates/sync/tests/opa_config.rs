@@ -217,3 +217,56 @@ fn finding7_min_issued_at_is_parsed_per_bundle_or_for_all() {
         assert!(e.contains(says), "{bad}: {e}");
     }
 }
+
+#[test]
+fn the_decision_fast_path_is_on_by_default_and_configurable() {
+    let base = "services: {s: {url: 'http://127.0.0.1:1/'}}\nbundles: {b: {service: s}}\n";
+    let no_own = OwnSections::default();
+    let read = |lockstep: &str| {
+        let text = format!("{base}lockstep: {{skip_verification: true, {lockstep}}}\n");
+        parse(&text, &|_| None, &Overrides::default(), no_own).map(|c| c.sync.compile)
+    };
+    let defaults = lockstep_policy::CompileOptions::default();
+    let c = read("on_stale: deny").unwrap();
+    assert!(c.memo.enabled && c.rvm.enabled);
+    assert_eq!(c.rvm, defaults.rvm);
+
+    let c = read("decision_memo: false, bytecode_vm: false").unwrap();
+    assert!(!c.memo.enabled && !c.rvm.enabled);
+    let c = read(
+        "decision_memo: {max_entries: 5, max_bytes: '4096'}, \
+         bytecode_vm: {verify_first: 1000, recheck_every: 10}",
+    )
+    .unwrap();
+    assert!(c.memo.enabled && c.rvm.enabled);
+    assert_eq!((c.memo.max_entries, c.memo.max_bytes), (5, 4096));
+    assert_eq!((c.rvm.verify_first, c.rvm.recheck_every), (1000, 10));
+    let c = read("bytecode_vm: {enabled: false, verify_first: 3}").unwrap();
+    assert!(!c.rvm.enabled);
+
+    for (bad, says) in [
+        (
+            "decision_memo: 3",
+            "lockstep.decision_memo: expected true, false or an object",
+        ),
+        (
+            "decision_memo: {max_entries: -1}",
+            "lockstep.decision_memo.max_entries:",
+        ),
+        (
+            "bytecode_vm: {recheck_every: 0}",
+            "lockstep.bytecode_vm.recheck_every: must be at least 1",
+        ),
+        (
+            "bytecode_vm: {enabled: maybe}",
+            "lockstep.bytecode_vm.enabled:",
+        ),
+    ] {
+        let e = read(bad).unwrap_err().to_string();
+        assert!(e.starts_with(says), "{bad}: {e}");
+    }
+    // An unknown setting is named, like every other ignored key.
+    let text = format!("{base}lockstep: {{skip_verification: true, bytecode_vm: {{fast: 1}}}}\n");
+    let c = parse(&text, &|_| None, &Overrides::default(), no_own).unwrap();
+    assert_eq!(c.ignored, vec!["lockstep.bytecode_vm.fast"]);
+}

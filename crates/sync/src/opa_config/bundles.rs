@@ -9,7 +9,7 @@ use serde_json::{Map, Value as Json};
 
 use super::ConfigError;
 use super::services::pick_service;
-use super::values::{Walker, boolean, invalid, obj, seconds, string};
+use super::values::{Walker, boolean, invalid, obj, string, whole_number};
 use crate::config::{BundleSource, Polling, Service, Verification};
 
 pub(super) fn parse_bundles(
@@ -79,8 +79,8 @@ fn parse_polling(
             "long_polling_timeout_seconds",
         ],
     );
-    let min = seconds(pm.get("min_delay_seconds"), &pp)?;
-    let max = seconds(pm.get("max_delay_seconds"), &pp)?;
+    let min = whole_number(pm.get("min_delay_seconds"), &pp)?;
+    let max = whole_number(pm.get("max_delay_seconds"), &pp)?;
     match (min, max) {
         (Some(min), Some(max)) => {
             if max < min {
@@ -106,7 +106,7 @@ fn parse_polling(
         }
         (None, None) => {}
     }
-    if let Some(lp) = seconds(pm.get("long_polling_timeout_seconds"), &pp)? {
+    if let Some(lp) = whole_number(pm.get("long_polling_timeout_seconds"), &pp)? {
         if lp < 1 {
             return Err(invalid(
                 &pp,

@@ -1,7 +1,7 @@
 //! OPA's configuration file (`opa run --config-file`): the sections that drive
 //! distribution (`services`, `bundles`, `keys`, `labels`, `status`,
 //! `persistence_directory`) and lockstep's own `lockstep:` section (`max_staleness`,
-//! `on_stale`, `skip_verification`), parsed into a [`SyncConfig`]. Any process that
+//! `on_stale`, `skip_verification`, `min_issued_at`, the decision fast path), parsed into a [`SyncConfig`]. Any process that
 //! embeds the sync engine (the agent, the gateway) reads its file through
 //! [`parse`] and parses only its own sections from [`OpaConfig::document`] with the
 //! readers in [`values`]; every key nobody reads is named in [`OpaConfig::ignored`].
@@ -31,7 +31,13 @@
 //!   on_stale: deny                 # or serve
 //!   skip_verification: false       # true accepts unsigned bundles (logged)
 //!   min_issued_at: 2025-06-01T00:00:00Z   # refuse bundles signed before (or {main: 1748736000})
+//!   decision_memo: {enabled: true, max_entries: 10000, max_bytes: 16777216}   # or true/false
+//!   bytecode_vm: {enabled: true, verify_first: 64, recheck_every: 64}          # or true/false
 //! ```
+//!
+//! `decision_memo` and `bytecode_vm` are the decision fast path
+//! ([`lockstep_policy::MemoOptions`], [`lockstep_policy::RvmOptions`]): both on by
+//! default; turning either off changes speed, never an answer.
 //!
 //! Whatever `min_issued_at` says, the newest signed issue time accepted is remembered
 //! in `persistence_directory/bundles/<name>/newest_iat.json` (even without `persist`),
@@ -127,6 +133,8 @@ const SYNC_LOCKSTEP_KEYS: &[&str] = &[
     "on_stale",
     "skip_verification",
     "min_issued_at",
+    "decision_memo",
+    "bytecode_vm",
 ];
 
 /// Parses OPA's config text. `env` resolves `${VAR}`.
@@ -175,6 +183,7 @@ pub fn parse(
     sync.status = status;
     sync.labels = labels;
     sync.min_issued_at = parse_min_issued_at(ls.get("min_issued_at"), &sync.bundles)?;
+    parse_fast_path(&ls, &mut sync.compile, &mut w)?;
     Ok(OpaConfig {
         sync,
         services,
@@ -211,6 +220,85 @@ fn parse_lease(ls: &Map<String, Json>) -> Result<Lease, ConfigError> {
         on_stale,
         skip_verification,
     })
+}
+
+/// A fast-path section: its `enabled` (absent: on) and its settings, if an object.
+type Switch<'a> = (Option<bool>, Option<&'a Map<String, Json>>);
+
+/// `lockstep.decision_memo` and `lockstep.bytecode_vm`: the decision fast path of
+/// lockstep-policy. Each is `true`/`false` or an object of its settings.
+fn parse_fast_path(
+    ls: &Map<String, Json>,
+    compile: &mut lockstep_policy::CompileOptions,
+    w: &mut Walker,
+) -> Result<(), ConfigError> {
+    fn section<'a>(
+        v: Option<&'a Json>,
+        at: &str,
+        keys: &[&str],
+        w: &mut Walker,
+    ) -> Result<Option<Switch<'a>>, ConfigError> {
+        match v {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::Bool(b)) => Ok(Some((Some(*b), None))),
+            Some(Json::Object(m)) => {
+                w.check(at, m, keys);
+                Ok(Some((
+                    boolean(m.get("enabled"), &format!("{at}.enabled"))?,
+                    Some(m),
+                )))
+            }
+            Some(_) => Err(invalid(at, "expected true, false or an object")),
+        }
+    }
+    fn count(
+        m: Option<&Map<String, Json>>,
+        at: &str,
+        key: &str,
+    ) -> Result<Option<u64>, ConfigError> {
+        let Some(m) = m else { return Ok(None) };
+        values::whole_number(m.get(key), &format!("{at}.{key}"))
+    }
+    const MEMO: &str = "lockstep.decision_memo";
+    if let Some((enabled, m)) = section(
+        ls.get("decision_memo"),
+        MEMO,
+        &["enabled", "max_entries", "max_bytes"],
+        w,
+    )? {
+        let memo = &mut compile.memo;
+        memo.enabled = enabled.unwrap_or(true);
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        if let Some(n) = count(m, MEMO, "max_entries")? {
+            memo.max_entries = size(n);
+        }
+        if let Some(n) = count(m, MEMO, "max_bytes")? {
+            memo.max_bytes = size(n);
+        }
+    }
+    const RVM: &str = "lockstep.bytecode_vm";
+    if let Some((enabled, m)) = section(
+        ls.get("bytecode_vm"),
+        RVM,
+        &["enabled", "verify_first", "recheck_every"],
+        w,
+    )? {
+        let rvm = &mut compile.rvm;
+        rvm.enabled = enabled.unwrap_or(true);
+        if let Some(n) = count(m, RVM, "verify_first")? {
+            rvm.verify_first = n;
+        }
+        if let Some(n) = count(m, RVM, "recheck_every")? {
+            if n == 0 {
+                return Err(invalid(
+                    format!("{RVM}.recheck_every"),
+                    "must be at least 1",
+                ));
+            }
+            rvm.recheck_every = n;
+        }
+    }
+    Ok(())
 }
 
 /// `lockstep.min_issued_at`: one issue time for every bundle, or a map of bundle name

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Map, Value as Json};
 
 use super::ConfigError;
-use super::values::{Walker, invalid, obj, seconds, string};
+use super::values::{Walker, invalid, obj, string, whole_number};
 use crate::config::{Credentials, Service, TokenSource};
 
 fn parse_service(
@@ -58,7 +58,7 @@ fn parse_service(
             );
         }
     }
-    let timeout = seconds(
+    let timeout = whole_number(
         m.get("response_header_timeout_seconds"),
         &format!("{p}.response_header_timeout_seconds"),
     )?

@@ -72,7 +72,7 @@ pub fn boolean(v: Option<&Json>, what: &str) -> Result<Option<bool>, ConfigError
 }
 
 /// A non-negative integer (OPA's `*_seconds` keys), also written as a string.
-pub fn seconds(v: Option<&Json>, what: &str) -> Result<Option<u64>, ConfigError> {
+pub fn whole_number(v: Option<&Json>, what: &str) -> Result<Option<u64>, ConfigError> {
     let bad = || invalid(what, "expected a non-negative integer");
     match v {
         None | Some(Json::Null) => Ok(None),
