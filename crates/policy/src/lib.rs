@@ -42,6 +42,7 @@ mod error;
 mod matchers;
 mod memo;
 mod paths;
+mod per_entrypoint;
 mod policy;
 mod result;
 mod shadow;

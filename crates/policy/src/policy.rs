@@ -6,7 +6,7 @@
 //! `Send + Sync` without locks.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use lockstep_bundle::{Bundle, Module};
 use regorus::Engine;
@@ -20,6 +20,7 @@ use crate::engine::{
 };
 use crate::error::{CompileError, EvalError, RvmError};
 use crate::memo::{EntryMemo, MemoOptions, MemoStats, MemoStatus};
+use crate::per_entrypoint::PerEntrypoint;
 use crate::result::ResultSet;
 use crate::shadow::{Plan, RvmOptions, RvmSlot};
 use crate::sources::Sources;
@@ -73,10 +74,10 @@ struct Inner {
     shared_matchers: bool,
     memo_options: MemoOptions,
     /// Decision memos by entrypoint, made on first use (at most [`MAX_MEMOS`]).
-    memos: RwLock<HashMap<String, Arc<EntryMemo>>>,
+    memos: PerEntrypoint<EntryMemo>,
     /// The bytecode VM per entrypoint, made on first use (at most [`MAX_MEMOS`]) or
     /// by [`PolicySet::use_rvm`], and its verification state ([`crate::shadow`]).
-    rvms: RwLock<HashMap<String, Arc<RvmSlot>>>,
+    rvms: PerEntrypoint<RvmSlot>,
     rvm_options: RvmOptions,
     /// The modules as the RVM compiles them, if rewritten ([`crate::engine::RvmSources`]).
     rvm_sources: Option<crate::engine::RvmSources>,
@@ -209,8 +210,8 @@ impl PolicySet {
                 strict_builtin_errors,
                 shared_matchers,
                 memo_options,
-                memos: RwLock::new(HashMap::new()),
-                rvms: RwLock::new(HashMap::new()),
+                memos: PerEntrypoint::new(MAX_MEMOS),
+                rvms: PerEntrypoint::new(MAX_MEMOS),
                 rvm_options,
                 rvm_sources,
                 sources,
@@ -321,41 +322,18 @@ impl PolicySet {
 
     /// The memo of `entrypoint`, made (and its refusal logged) on first use.
     pub(crate) fn memo(&self, entrypoint: &str) -> Option<Arc<EntryMemo>> {
-        if let Some(m) = self
-            .inner
-            .memos
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(entrypoint)
-        {
-            return Some(m.clone());
-        }
-        let mut memos = self
-            .inner
-            .memos
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(m) = memos.get(entrypoint) {
-            return Some(m.clone());
-        }
-        if memos.len() >= MAX_MEMOS {
-            return None;
-        }
-        let memo = Arc::new(EntryMemo::new(
-            &self.inner.engine,
-            entrypoint,
-            &self.inner.memo_options,
-        ));
-        match &memo.status {
-            MemoStatus::On { footprint } => {
-                tracing::debug!(entrypoint, paths = footprint.len(), "decision memo on")
+        self.inner.memos.get_or_make(entrypoint, || {
+            let memo = EntryMemo::new(&self.inner.engine, entrypoint, &self.inner.memo_options);
+            match &memo.status {
+                MemoStatus::On { footprint } => {
+                    tracing::debug!(entrypoint, paths = footprint.len(), "decision memo on")
+                }
+                MemoStatus::Off { reason } => {
+                    tracing::info!(entrypoint, reason = reason.as_str(), "decision memo off")
+                }
             }
-            MemoStatus::Off { reason } => {
-                tracing::info!(entrypoint, reason = reason.as_str(), "decision memo off")
-            }
-        }
-        memos.insert(entrypoint.to_string(), memo.clone());
-        Some(memo)
+            memo
+        })
     }
 
     /// Let [`Self::eval_data_path`] (and so an agent's or gateway's decisions) run
@@ -374,11 +352,7 @@ impl PolicySet {
                 )
             }
         };
-        self.inner
-            .rvms
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(entrypoint.to_string(), Arc::new(slot));
+        self.inner.rvms.set(entrypoint, slot);
         backend
     }
 
@@ -391,14 +365,7 @@ impl PolicySet {
                 reason: "the RVM is turned off".to_string(),
             };
         }
-        let slot = self
-            .inner
-            .rvms
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(entrypoint)
-            .cloned();
-        let Some(slot) = slot else {
+        let Some(slot) = self.inner.rvms.get(entrypoint) else {
             return Backend::Interpreter {
                 reason: "not evaluated with an input yet".to_string(),
             };
@@ -421,42 +388,21 @@ impl PolicySet {
         if !self.inner.rvm_options.enabled {
             return None;
         }
-        if let Some(s) = self
-            .inner
+        self.inner
             .rvms
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(entrypoint)
-        {
-            return Some(s.clone());
-        }
-        let mut rvms = self
-            .inner
-            .rvms
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(s) = rvms.get(entrypoint) {
-            return Some(s.clone());
-        }
-        if rvms.len() >= MAX_MEMOS {
-            return None;
-        }
-        let slot = match compile_rvm(self, entrypoint) {
-            Ok(rvm) => {
-                tracing::debug!(
-                    entrypoint,
-                    "bytecode VM compiled, shadowing the interpreter"
-                );
-                RvmSlot::compiled(rvm, false)
-            }
-            Err(e) => {
-                tracing::debug!(entrypoint, reason = %e, "bytecode VM refused");
-                RvmSlot::refused(e.to_string())
-            }
-        };
-        let slot = Arc::new(slot);
-        rvms.insert(entrypoint.to_string(), slot.clone());
-        Some(slot)
+            .get_or_make(entrypoint, || match compile_rvm(self, entrypoint) {
+                Ok(rvm) => {
+                    tracing::debug!(
+                        entrypoint,
+                        "bytecode VM compiled, shadowing the interpreter"
+                    );
+                    RvmSlot::compiled(rvm, false)
+                }
+                Err(e) => {
+                    tracing::debug!(entrypoint, reason = %e, "bytecode VM refused");
+                    RvmSlot::refused(e.to_string())
+                }
+            })
     }
 
     /// One decision: on the RVM where [`crate::shadow`] lets it answer, otherwise
@@ -737,11 +683,7 @@ r := input.y
             rvm,
         );
         let slot = RvmSlot::compiled(compile_rvm(&wrong, "data.p.r").unwrap(), false);
-        p.inner
-            .rvms
-            .write()
-            .unwrap()
-            .insert("data.p.r".into(), Arc::new(slot));
+        p.inner.rvms.set("data.p.r", slot);
         p
     }
 
