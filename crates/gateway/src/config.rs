@@ -25,7 +25,7 @@
 //!   api_keys_file: /etc/lockstep/api-keys.yaml
 //!   claims_mapping: {id: sub, role: role, scope: scope}
 //! session: {key_file: /etc/lockstep/session.key, previous_key_files: [], ttl: 24h}
-//! limits: {max_body_bytes: 4MiB, max_depth: 64, list_deadline: 5s}
+//! limits: {max_body_bytes: 4MiB, max_depth: 64, list_deadline: 5s, max_streams: 1024}
 //! audit: {output: /var/log/lockstep/audit.jsonl, rotate_bytes: 100MiB}
 //! allowed_origins: [https://app.example.com]
 //! policy: {}                        # OPA-style bundle settings (services, bundles, keys ...)
@@ -55,6 +55,8 @@ pub const DEFAULT_LAYERS: [&str; 3] = [
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_LIST_DEADLINE: Duration = Duration::from_secs(5);
+/// Client GET streams open at once, by default.
+pub const DEFAULT_MAX_STREAMS: usize = 1024;
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_ROTATE_BYTES: u64 = 100 * 1024 * 1024;
 
@@ -175,6 +177,9 @@ pub struct LimitsConfig {
     pub max_depth: usize,
     /// How long a list fan-out waits for each upstream.
     pub list_deadline: Duration,
+    /// Client GET streams open at once (each holds a connection to every upstream of
+    /// its session); more are answered 503.
+    pub max_streams: usize,
 }
 
 impl LimitsConfig {
@@ -385,6 +390,7 @@ struct RawLimits {
     max_body_bytes: Option<Bytes>,
     max_depth: Option<usize>,
     list_deadline: Option<Seconds>,
+    max_streams: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -538,6 +544,11 @@ impl RawConfig {
                 DEFAULT_LIST_DEADLINE,
                 "limits.list_deadline",
             )?,
+            max_streams: match self.limits.max_streams {
+                None => DEFAULT_MAX_STREAMS,
+                Some(0) => return Err(ConfigError::Zero("limits.max_streams")),
+                Some(n) => n,
+            },
         };
 
         let audit = match (self.audit.output.as_deref(), self.audit.rotate_bytes) {
@@ -846,6 +857,7 @@ mod tests {
         assert_eq!(c.identity.claims_mapping, ClaimsMapping::default());
         assert_eq!(c.limits.parse_limits(), ParseLimits::default());
         assert_eq!(c.limits.list_deadline, DEFAULT_LIST_DEADLINE);
+        assert_eq!(c.limits.max_streams, DEFAULT_MAX_STREAMS);
         assert_eq!(c.audit, AuditConfig::Stdout);
         assert_eq!(c.session.ttl, DEFAULT_SESSION_TTL);
         assert!(c.allowed_origins.is_empty());

@@ -41,8 +41,8 @@ use crate::jsonrpc::{
 use crate::layers::{self, Verdict};
 use crate::metrics::{GatewayMetrics, RequestLabels, UpstreamLabels};
 use crate::naming::{ListKind, Naming, Route};
+use crate::relay::{Rewriter, open_answer, open_position};
 use crate::session::{SessionSealer, SessionState};
-use crate::sse::Event;
 use crate::upstream::{Answer, ModernHeaders, Outgoing, SESSION_HEADER, Upstream, UpstreamError};
 
 /// JSON-RPC error code for a session the gateway does not know (the Python SDK's).
@@ -50,6 +50,10 @@ const SESSION_NOT_FOUND: i64 = INVALID_REQUEST;
 /// Upstream failures (transport, timeout): outside the reserved range, like lockstep's
 /// other codes.
 pub const UPSTREAM_UNAVAILABLE: i64 = -31004;
+/// Session-wide in the 2025 era: sent to every upstream of the session.
+const LOGGING_SET_LEVEL: &str = "logging/setLevel";
+/// Names a prompt or a resource template in `params.ref`: routed like them.
+const COMPLETION_COMPLETE: &str = "completion/complete";
 /// Pages read from one upstream for one list.
 const MAX_LIST_PAGES: usize = 64;
 
@@ -66,6 +70,8 @@ pub struct Gateway {
     /// The listener is on a loopback address: `Host` must be a loopback name too.
     pub loopback: bool,
     pub supported: Vec<ProtocolVersion>,
+    /// Permits for client GET streams (`limits.max_streams`).
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 pub fn router(gw: Arc<Gateway>) -> Router {
@@ -376,13 +382,7 @@ async fn post_inner(
             trace.method = n.method.clone();
             notification(gw, who, headers, n, trace).await.into()
         }
-        Message::Response(_) => rpc_error(
-            StatusCode::BAD_REQUEST,
-            None,
-            INVALID_REQUEST,
-            "this gateway does not relay server-to-client requests, so it expects no responses",
-        )
-        .into(),
+        Message::Response(resp) => answer(gw, who, headers, resp, trace).await.into(),
     }
 }
 
@@ -477,6 +477,10 @@ async fn request(
             Ok(()) => json_response(StatusCode::OK, &result_response(&req.id, json!({}))).into(),
             Err(r) => r.into(),
         },
+        LOGGING_SET_LEVEL if ctx.era == Era::Legacy => {
+            set_level(gw, &ctx, &req, trace).await.into()
+        }
+        COMPLETION_COMPLETE => completion(gw, &ctx, req, trace).await,
         _ if req.target().is_some() => targeted(gw, &ctx, req, trace).await,
         _ => rpc_error(
             not_found_status(ctx.era),
@@ -543,6 +547,98 @@ fn decide_plain(
             Err(denial_response(&d, &req.id, ctx.era, false))
         }
     }
+}
+
+/// `logging/setLevel` (2025 era): decided, then passed to every upstream of the
+/// session; an upstream that refuses or is down is logged, not fatal.
+async fn set_level(gw: &Arc<Gateway>, ctx: &Ctx<'_>, req: &Request, trace: &mut Trace) -> Response {
+    if let Err(r) = decide_plain(gw, ctx, req, None, trace) {
+        return r;
+    }
+    trace.upstream_label = "*".into();
+    let body = req.encode();
+    for (u, _, v) in fan_out(gw, ctx, LOGGING_SET_LEVEL, &req.id, |_| body.clone()).await {
+        if let Err(e) = result_of(&v) {
+            tracing::debug!(upstream = %u.name, error = %e, "logging/setLevel refused by upstream");
+        }
+    }
+    json_response(StatusCode::OK, &result_response(&req.id, json!({})))
+}
+
+/// `completion/complete`: `params.ref` names a prompt (`ref/prompt`, `name`) or a
+/// resource template (`ref/resource`, `uri`); routed, decided and forwarded like a
+/// request for that prompt or resource, with the upstream's own name in `ref`.
+async fn completion(gw: &Arc<Gateway>, ctx: &Ctx<'_>, req: Request, trace: &mut Trace) -> Handled {
+    let reference = req.param("ref").and_then(Value::as_object);
+    let kind = reference
+        .and_then(|r| r.get("type"))
+        .and_then(Value::as_str);
+    let (member, target) = match (kind, reference) {
+        (Some("ref/prompt"), Some(r)) => (
+            "name",
+            r.get("name")
+                .and_then(Value::as_str)
+                .map(crate::jsonrpc::Target::Prompt),
+        ),
+        (Some("ref/resource"), Some(r)) => (
+            "uri",
+            r.get("uri")
+                .and_then(Value::as_str)
+                .map(crate::jsonrpc::Target::Resource),
+        ),
+        _ => ("", None),
+    };
+    let Some(target) = target else {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            Some(&req.id),
+            INVALID_PARAMS,
+            "completion/complete needs params.ref: {type: \"ref/prompt\", name} or {type: \"ref/resource\", uri}",
+        )
+        .into();
+    };
+    let route = match gw.naming.resolve_target(target) {
+        Ok(r) => r,
+        Err(e) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                Some(&req.id),
+                e.code(),
+                &e.to_string(),
+            )
+            .into();
+        }
+    };
+    trace.upstream_label = route.upstream.clone();
+    if let Err(r) = decide_plain(gw, ctx, &req, Some(&route), trace) {
+        return r.into();
+    }
+    let Some(upstream) = gw.upstream(&route.upstream) else {
+        return rpc_error(
+            StatusCode::BAD_GATEWAY,
+            Some(&req.id),
+            UPSTREAM_UNAVAILABLE,
+            "unknown upstream",
+        )
+        .into();
+    };
+    let mut new_ref = reference.cloned().unwrap_or_default();
+    new_ref.insert(member.into(), Value::String(route.name.clone()));
+    let forwarded = Request {
+        id: req.id.clone(),
+        method: req.method.clone(),
+        params: req
+            .params
+            .as_ref()
+            .map(|p| p.with_member("ref", &Value::Object(new_ref))),
+    };
+    let out = ctx.outgoing(&route.upstream, &req.method, None);
+    let rewriter = ctx
+        .session
+        .as_ref()
+        .filter(|_| ctx.era == Era::Legacy)
+        .map(|s| Rewriter::for_post(&s.id));
+    forward(gw, upstream, forwarded, out, rewriter, trace).await
 }
 
 /// tools/call, prompts/get, resources/read …: route by name, decide, forward.
@@ -654,7 +750,14 @@ async fn targeted(gw: &Arc<Gateway>, ctx: &Ctx<'_>, req: Request, trace: &mut Tr
         _ => req.clone(),
     };
     let out = ctx.outgoing(&route.upstream, &req.method, Some(&route.name));
-    forward(gw, upstream, forwarded, out, trace).await
+    // 2025 era: the stream's event ids and the upstream's requests to the client are
+    // rewritten so the client's answers and resumptions find their way back.
+    let rewriter = ctx
+        .session
+        .as_ref()
+        .filter(|_| ctx.era == Era::Legacy)
+        .map(|s| Rewriter::for_post(&s.id));
+    forward(gw, upstream, forwarded, out, rewriter, trace).await
 }
 
 /// Sends an allowed request upstream and relays the answer: JSON as it came, SSE
@@ -665,6 +768,7 @@ async fn forward(
     upstream: &Upstream,
     req: Request,
     out: Outgoing,
+    rewriter: Option<Rewriter>,
     trace: &mut Trace,
 ) -> Handled {
     let mut outcome = UpstreamOutcome {
@@ -749,17 +853,10 @@ async fn forward(
                 trace: Some(finished),
                 outcome,
                 cancel,
+                rewriter,
             };
             let body = relay_stream(events, relay);
-            let mut r = Response::new(Body::from_stream(body));
-            let h = r.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            );
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-            Handled::Streaming(with_revision(r, revision.as_deref()))
+            Handled::Streaming(with_revision(sse_response(body), revision.as_deref()))
         }
     }
 }
@@ -818,6 +915,22 @@ struct Relay {
     trace: Option<Trace>,
     outcome: UpstreamOutcome,
     cancel: Cancel,
+    rewriter: Option<Rewriter>,
+}
+
+/// A streamed `text/event-stream` answer.
+fn sse_response(
+    body: impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+) -> Response {
+    let mut r = Response::new(Body::from_stream(body));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
 }
 
 impl Drop for Relay {
@@ -835,24 +948,52 @@ impl Drop for Relay {
 }
 
 fn relay_stream(
-    events: futures_util::stream::BoxStream<'static, Result<Event, crate::upstream::UpstreamError>>,
-    mut relay: Relay,
+    events: crate::upstream::EventStream,
+    relay: Relay,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    events.map(move |ev| match ev {
-        Ok(ev) => {
-            if let Ok(v) = serde_json::from_str::<Value>(&ev.data)
-                && v.get("id") == Some(&relay.cancel.id.to_value())
-                && (v.get("result").is_some() || v.get("error").is_some())
-            {
-                relay.cancel.armed = false;
-                relay.outcome.error_code = v.pointer("/error/code").and_then(Value::as_i64);
-                relay.outcome.is_error = v.pointer("/result/isError") == Some(&Value::Bool(true));
+    futures_util::stream::unfold(Some((events, relay)), |state| async move {
+        let (mut events, mut relay) = state?;
+        match events.next().await {
+            Some(Ok(ev)) => {
+                let msg = serde_json::from_str::<Value>(&ev.data).ok();
+                if let Some(v) = &msg
+                    && v.get("id") == Some(&relay.cancel.id.to_value())
+                    && (v.get("result").is_some() || v.get("error").is_some())
+                {
+                    relay.cancel.armed = false;
+                    relay.outcome.error_code = v.pointer("/error/code").and_then(Value::as_i64);
+                    relay.outcome.is_error =
+                        v.pointer("/result/isError") == Some(&Value::Bool(true));
+                }
+                let ev = match &mut relay.rewriter {
+                    Some(rw) => rw.rewrite(
+                        &relay.gw.sealer,
+                        &relay.cancel.upstream.name,
+                        ev,
+                        msg.as_ref(),
+                    ),
+                    None => ev,
+                };
+                Some((Ok(ev.to_bytes()), Some((events, relay))))
             }
-            Ok(ev.to_bytes())
-        }
-        Err(e) => {
-            relay.outcome.failure = Some(e.to_string());
-            Err(std::io::Error::other(e.to_string()))
+            Some(Err(e)) => {
+                relay.outcome.failure = Some(e.to_string());
+                // The upstream's stream broke: nobody to cancel for.
+                relay.cancel.armed = false;
+                Some((Err(std::io::Error::other(e.to_string())), None))
+            }
+            None => {
+                // The upstream ended the stream. Without the answer, it closed early
+                // (SSE polling): the client resumes with GET and Last-Event-ID, so this
+                // is no cancellation.
+                if relay.cancel.armed {
+                    relay.cancel.armed = false;
+                    relay.outcome.failure = Some(
+                        "upstream closed the stream before the answer (client may resume)".into(),
+                    );
+                }
+                None
+            }
         }
     })
 }
@@ -1306,13 +1447,308 @@ async fn notification(
     StatusCode::ACCEPTED.into_response()
 }
 
-/// The GET stream of the 2025 era is optional; this gateway has none (405, as the
-/// transport spec allows), and 2026-07-28 has no GET at all.
-async fn get_mcp() -> Response {
-    let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
+/// A client's answer to a request an upstream sent it (2025 era: sampling,
+/// elicitation, roots, ping): to that upstream, in its session, with its own id. The
+/// id the client answers names the upstream, sealed; an id this gateway did not hand
+/// out in this session is refused.
+async fn answer(
+    gw: &Arc<Gateway>,
+    who: &ApiIdentity,
+    headers: &HeaderMap,
+    resp: crate::jsonrpc::Response,
+    trace: &mut Trace,
+) -> Response {
+    trace.method = "(response)".into();
+    let Some(sid) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            INVALID_REQUEST,
+            "Bad Request: Missing session ID (a response answers a request sent in a session)",
+        );
+    };
+    let Ok(state) = gw.sealer.open_for(sid, now_secs(), &who.id) else {
+        return rpc_error(
+            StatusCode::NOT_FOUND,
+            None,
+            SESSION_NOT_FOUND,
+            "Session not found",
+        );
+    };
+    let asked = match resp
+        .id
+        .as_ref()
+        .map(|id| open_answer(&gw.sealer, id, &state.id))
+    {
+        Some(Ok(a)) => a,
+        _ => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                INVALID_REQUEST,
+                "response to an unknown request: its id is not one this gateway sent in this session",
+            );
+        }
+    };
+    trace.method = format!("{} (response)", asked.method);
+    trace.upstream_label = asked.upstream.clone();
+    trace.decision = "relay";
+    let (Some(u), Some(upstream_session)) = (
+        gw.upstream(&asked.upstream),
+        state.upstream_sessions.get(&asked.upstream),
+    ) else {
+        return rpc_error(
+            StatusCode::BAD_GATEWAY,
+            None,
+            UPSTREAM_UNAVAILABLE,
+            &format!("upstream {:?} is not in this session", asked.upstream),
+        );
+    };
+    let forwarded = crate::jsonrpc::Response {
+        id: Some(asked.id),
+        payload: resp.payload,
+    };
+    let out = Outgoing {
+        session: (!upstream_session.is_empty()).then(|| upstream_session.clone()),
+        protocol_version: Some(state.protocol_version),
+        modern: None,
+    };
+    let mut outcome = UpstreamOutcome {
+        upstream: u.name.clone(),
+        ..UpstreamOutcome::default()
+    };
+    let result = u
+        .post(forwarded.encode(), &out, gw.cfg.limits.list_deadline)
+        .await;
+    let accepted = match &result {
+        Ok(Answer::Accepted) => {
+            outcome.status = 202;
+            true
+        }
+        Ok(Answer::Json { status, .. }) => {
+            outcome.status = *status;
+            (200..300).contains(status)
+        }
+        Ok(Answer::Stream { .. }) => {
+            outcome.status = 200;
+            true
+        }
+        Err(e) => {
+            outcome.failure = Some(e.to_string());
+            false
+        }
+    };
+    trace.upstream = Some(outcome);
+    if accepted {
+        StatusCode::ACCEPTED.into_response()
+    } else {
+        rpc_error(
+            StatusCode::BAD_GATEWAY,
+            None,
+            UPSTREAM_UNAVAILABLE,
+            &format!("upstream {:?} did not accept the answer", asked.upstream),
+        )
+    }
+}
+
+/// The 2025 era's GET stream: one client stream that merges the GET streams of the
+/// session's upstreams (messages they send outside any request: notifications,
+/// requests to the client), with event ids that resume every upstream's stream, or,
+/// resuming a POST stream that its upstream closed early (SSE polling), that one
+/// upstream's. 405 when no upstream offers one, and always in the 2026-07-28 era.
+async fn get_mcp(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let mut trace = Trace::new(Instant::now());
+    trace.method = "GET /mcp".into();
+    let r = listen(&gw, &headers, &mut trace).await;
+    trace.finish(&gw);
+    r
+}
+
+fn no_get_stream() -> Response {
+    let mut r = rpc_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        None,
+        INVALID_REQUEST,
+        "Method Not Allowed: no upstream of this session offers a GET stream",
+    );
     r.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
     r
+}
+
+async fn listen(gw: &Arc<Gateway>, headers: &HeaderMap, trace: &mut Trace) -> Response {
+    if let Err(r) = gw.check_origin(headers) {
+        return r;
+    }
+    let who = match gw.authenticate(headers) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    trace.identity = Some(who.id.clone());
+    let modern_header = headers
+        .get(crate::upstream::PROTOCOL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<ProtocolVersion>().ok())
+        .is_some_and(|v| v.era() == Era::Modern);
+    let Some(sid) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+        if modern_header {
+            // 2026-07-28 has no GET stream.
+            return no_get_stream();
+        }
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            INVALID_REQUEST,
+            "Bad Request: Missing session ID",
+        );
+    };
+    let Ok(state) = gw.sealer.open_for(sid, now_secs(), &who.id) else {
+        return rpc_error(
+            StatusCode::NOT_FOUND,
+            None,
+            SESSION_NOT_FOUND,
+            "Session not found",
+        );
+    };
+    if let Err(e) = check_session_version(headers, state.protocol_version) {
+        return error_response(e.http_status(), &e.to_response(None));
+    }
+    let accepts_sse = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream") || v.contains("*/*"));
+    if !accepts_sse {
+        return rpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            None,
+            INVALID_REQUEST,
+            "Not Acceptable: Client must accept text/event-stream",
+        );
+    }
+    let resume = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => match v
+            .to_str()
+            .ok()
+            .map(|v| open_position(&gw.sealer, v, &state.id))
+        {
+            Some(Ok(p)) => Some(p),
+            _ => {
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    None,
+                    INVALID_REQUEST,
+                    "Last-Event-ID is not an event id this gateway sent in this session",
+                );
+            }
+        },
+    };
+    let Ok(permit) = gw.streams.clone().try_acquire_owned() else {
+        return rpc_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            INVALID_REQUEST,
+            &format!(
+                "too many open streams (limits.max_streams = {})",
+                gw.cfg.limits.max_streams
+            ),
+        );
+    };
+    trace.decision = "allow";
+    trace.upstream_label = "*".into();
+    let (merged, last) = match resume {
+        Some(p) => (p.merged, p.last),
+        None => (true, std::collections::BTreeMap::new()),
+    };
+    let wanted: Vec<(&Upstream, &String, Option<&str>)> = gw
+        .upstreams
+        .iter()
+        .filter(|u| merged || last.contains_key(&u.name))
+        .filter_map(|u| {
+            let s = state
+                .upstream_sessions
+                .get(&u.name)
+                .filter(|s| !s.is_empty())?;
+            Some((u, s, last.get(&u.name).map(String::as_str)))
+        })
+        .collect();
+    let opened = futures_util::future::join_all(
+        wanted
+            .iter()
+            .map(|(u, s, last)| u.listen(s, state.protocol_version, *last)),
+    )
+    .await;
+    let mut streams = Vec::new();
+    let mut failed = false;
+    for ((u, _, _), r) in wanted.iter().zip(opened) {
+        match r {
+            Ok(Some(events)) => {
+                let name = u.name.clone();
+                streams.push(events.map(move |e| (name.clone(), e)).boxed());
+            }
+            Ok(None) => {}
+            Err(e) => {
+                failed = true;
+                tracing::warn!(upstream = %u.name, error = %e, "upstream GET stream not opened");
+                gw.metrics
+                    .upstream_failures
+                    .get_or_create(&UpstreamLabels {
+                        upstream: u.name.clone(),
+                    })
+                    .inc();
+            }
+        }
+    }
+    if streams.is_empty() {
+        if failed {
+            return rpc_error(
+                StatusCode::BAD_GATEWAY,
+                None,
+                UPSTREAM_UNAVAILABLE,
+                "no upstream GET stream could be opened",
+            );
+        }
+        return no_get_stream();
+    }
+    let mut rewriter = if merged {
+        Rewriter::for_get(&state.id, last)
+    } else {
+        Rewriter::for_post(&state.id)
+    };
+    gw.metrics.open_streams.inc();
+    let open = OpenStream {
+        gw: gw.clone(),
+        _permit: permit,
+    };
+    let body = futures_util::stream::select_all(streams).filter_map(move |(upstream, ev)| {
+        let out = match ev {
+            Ok(ev) => {
+                let msg = serde_json::from_str::<Value>(&ev.data).ok();
+                let ev = rewriter.rewrite(&open.gw.sealer, &upstream, ev, msg.as_ref());
+                Some(Ok::<_, std::io::Error>(ev.to_bytes()))
+            }
+            Err(e) => {
+                // One upstream's stream broke; the others go on.
+                tracing::warn!(upstream = %upstream, error = %e, "upstream GET stream ended");
+                None
+            }
+        };
+        std::future::ready(out)
+    });
+    sse_response(body)
+}
+
+/// Holds a client GET stream's permit and keeps the open-streams gauge true.
+struct OpenStream {
+    gw: Arc<Gateway>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.gw.metrics.open_streams.dec();
+    }
 }
 
 /// Ends a session: the upstreams' sessions are deleted.

@@ -20,7 +20,9 @@
 //!   versions and checks that headers agree with the body; [`param_headers`] does the
 //!   same for the `Mcp-Param-*` headers that mirror annotated tool arguments.
 //! - [`session`] seals session ids with an AEAD, so that a session carries its upstream
-//!   state to any gateway replica.
+//!   state to any gateway replica; [`relay`] seals, the same way, the ids that route a
+//!   client's answers to upstream requests (sampling, elicitation, roots) and its
+//!   `Last-Event-ID` back to the upstream streams they came from.
 //! - [`input`] builds the policy input document (`input.agent`, `input.request`,
 //!   `input.session`), published as `schema/policy-input.schema.json`.
 //! - [`naming`] puts several upstreams under one endpoint (prefixed tool/prompt names
@@ -51,6 +53,7 @@ mod layers;
 mod metrics;
 pub mod naming;
 pub mod param_headers;
+pub mod relay;
 mod run;
 pub mod session;
 mod sse;

@@ -11,7 +11,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -49,6 +49,8 @@ pub struct GatewayMetrics {
     pub upstream_failures: Family<UpstreamLabels, Counter>,
     /// Upstreams left out of a list because they failed or were too slow.
     pub list_omissions: Family<UpstreamLabels, Counter>,
+    /// Client GET streams open now.
+    pub open_streams: Gauge,
 }
 
 impl GatewayMetrics {
@@ -58,6 +60,7 @@ impl GatewayMetrics {
         let latency: LatencyFamily = Family::new_with_constructor(latency);
         let upstream_failures = Family::<UpstreamLabels, Counter>::default();
         let list_omissions = Family::<UpstreamLabels, Counter>::default();
+        let open_streams = Gauge::default();
         r.register(
             "gateway_requests",
             "MCP requests, by method, decision and upstream",
@@ -78,6 +81,11 @@ impl GatewayMetrics {
             "Upstreams left out of a list because they failed or missed the deadline",
             list_omissions.clone(),
         );
+        r.register(
+            "gateway_open_streams",
+            "Client GET streams (2025-11-25 era) open now",
+            open_streams.clone(),
+        );
         // The same decision metric names as the agent's, so one dashboard reads both.
         decider.metrics().register(&mut r);
         r.register_collector(Box::new(Policy {
@@ -89,6 +97,7 @@ impl GatewayMetrics {
             latency,
             upstream_failures,
             list_omissions,
+            open_streams,
         }
     }
 

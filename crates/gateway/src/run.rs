@@ -202,6 +202,7 @@ pub(crate) async fn build(cfg: GatewayConfig, loopback: bool) -> Result<Built, S
         audit,
         loopback,
         supported: ProtocolVersion::ALL.to_vec(),
+        streams: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_streams)),
         cfg,
     });
     let mut tasks = vec![audit_task];

@@ -30,6 +30,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use chacha20poly1305::XChaCha20Poly1305;
 use chacha20poly1305::aead::array::Array;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -48,7 +49,28 @@ const HEADER_LEN: usize = 2 + NONCE_LEN;
 pub const MAX_SESSION_ID_LEN: usize = (HEADER_LEN + MAX_STATE_BYTES + TAG_LEN).div_ceil(3) * 4;
 /// How far a `created_at` may be in the future: replicas' clocks differ a little.
 pub const CLOCK_SKEW_SECONDS: u64 = 60;
-const AAD_DOMAIN: &[u8] = b"lockstep-gateway/session";
+
+/// What a sealed token is for; each purpose has its own associated data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A gateway `Mcp-Session-Id`.
+    Session,
+    /// The id the gateway gives a request an upstream sent to the client (sampling,
+    /// elicitation, roots, ping), so that the client's answer finds that upstream.
+    ServerRequest,
+    /// An SSE event id: where each upstream's stream was, for `Last-Event-ID`.
+    EventId,
+}
+
+impl Purpose {
+    fn domain(self) -> &'static [u8] {
+        match self {
+            Purpose::Session => b"lockstep-gateway/session",
+            Purpose::ServerRequest => b"lockstep-gateway/server-request",
+            Purpose::EventId => b"lockstep-gateway/event-id",
+        }
+    }
+}
 
 /// What a session carries between requests and replicas.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,7 +229,18 @@ impl SessionSealer {
 
     /// The session id for `state`.
     pub fn seal(&self, state: &SessionState) -> Result<String, SessionError> {
-        let plain = Zeroizing::new(serde_json::to_vec(state).map_err(|_| SessionError::Encode)?);
+        self.seal_as(Purpose::Session, state)
+    }
+
+    /// `value` sealed for `purpose`: a token only this gateway's keys open, and only
+    /// for the same purpose (the purpose is part of the associated data, so a token
+    /// sealed for one use is refused by every other).
+    pub fn seal_as<T: Serialize>(
+        &self,
+        purpose: Purpose,
+        value: &T,
+    ) -> Result<String, SessionError> {
+        let plain = Zeroizing::new(serde_json::to_vec(value).map_err(|_| SessionError::Encode)?);
         if plain.len() > MAX_STATE_BYTES {
             return Err(SessionError::StateTooLarge {
                 size: plain.len(),
@@ -224,7 +257,7 @@ impl SessionSealer {
                 &Array(nonce),
                 Payload {
                     msg: &plain,
-                    aad: &aad(key_id),
+                    aad: &aad(purpose, key_id),
                 },
             )
             .map_err(|_| SessionError::Encode)?;
@@ -239,13 +272,35 @@ impl SessionSealer {
     /// The state in `session_id`, if it is authentic and not expired at `now` (unix
     /// seconds).
     pub fn open(&self, session_id: &str, now: u64) -> Result<SessionState, SessionError> {
-        if session_id.len() > MAX_SESSION_ID_LEN {
+        let state: SessionState = self.open_as(Purpose::Session, session_id)?;
+        if now >= state.expires_at {
+            return Err(SessionError::Expired {
+                expires_at: state.expires_at,
+                now,
+            });
+        }
+        if state.created_at > now.saturating_add(CLOCK_SKEW_SECONDS) {
+            return Err(SessionError::FromTheFuture {
+                created_at: state.created_at,
+                now,
+            });
+        }
+        Ok(state)
+    }
+
+    /// The value in a token [`SessionSealer::seal_as`] made for `purpose`.
+    pub fn open_as<T: DeserializeOwned>(
+        &self,
+        purpose: Purpose,
+        token: &str,
+    ) -> Result<T, SessionError> {
+        if token.len() > MAX_SESSION_ID_LEN {
             return Err(SessionError::TooLong);
         }
         // The engine refuses padding and non-zero trailing bits, so one state has
         // exactly one id.
         let bytes = URL_SAFE_NO_PAD
-            .decode(session_id)
+            .decode(token)
             .map_err(|_| SessionError::NotBase64)?;
         if bytes.len() < HEADER_LEN + TAG_LEN {
             return Err(SessionError::TooShort);
@@ -275,28 +330,14 @@ impl SessionSealer {
                         &Array(nonce),
                         Payload {
                             msg: sealed,
-                            aad: &aad(key_id),
+                            aad: &aad(purpose, key_id),
                         },
                     )
                     .ok()
             })
             .map(Zeroizing::new)
             .ok_or(SessionError::Unauthentic)?;
-        let state: SessionState =
-            serde_json::from_slice(&plain).map_err(|_| SessionError::Malformed)?;
-        if now >= state.expires_at {
-            return Err(SessionError::Expired {
-                expires_at: state.expires_at,
-                now,
-            });
-        }
-        if state.created_at > now.saturating_add(CLOCK_SKEW_SECONDS) {
-            return Err(SessionError::FromTheFuture {
-                created_at: state.created_at,
-                now,
-            });
-        }
-        Ok(state)
+        serde_json::from_slice(&plain).map_err(|_| SessionError::Malformed)
     }
 
     /// [`SessionSealer::open`], and the session must belong to `identity`.
@@ -314,8 +355,8 @@ impl SessionSealer {
     }
 }
 
-fn aad(key_id: u8) -> Vec<u8> {
-    let mut a = AAD_DOMAIN.to_vec();
+fn aad(purpose: Purpose, key_id: u8) -> Vec<u8> {
+    let mut a = purpose.domain().to_vec();
     a.push(FORMAT);
     a.push(key_id);
     a

@@ -25,6 +25,47 @@ impl Event {
         Event { raw, data }
     }
 
+    /// The event's `id` field, if it has one.
+    pub fn id(&self) -> Option<&str> {
+        self.raw
+            .lines()
+            .filter_map(|l| l.strip_prefix("id:"))
+            .map(|v| v.strip_prefix(' ').unwrap_or(v))
+            .next_back()
+    }
+
+    /// The same event with its `id` replaced (`None`: removed) and, when `data` is
+    /// given, its data replaced; every other field (`event`, `retry`, comments) kept.
+    /// `data` must be one line, as JSON text from `serde_json` is.
+    pub fn rewritten(&self, id: Option<&str>, data: Option<&str>) -> Event {
+        let mut lines: Vec<String> = Vec::new();
+        let mut data_written = false;
+        for line in self.raw.lines() {
+            if line.starts_with("id:") {
+                continue;
+            }
+            if line.starts_with("data:")
+                && let Some(d) = data
+            {
+                if !data_written {
+                    lines.push(format!("data: {d}"));
+                    data_written = true;
+                }
+                continue;
+            }
+            lines.push(line.to_string());
+        }
+        if let Some(d) = data
+            && !data_written
+        {
+            lines.push(format!("data: {d}"));
+        }
+        if let Some(id) = id {
+            lines.insert(0, format!("id: {id}"));
+        }
+        Event::parse(lines.join("\n"))
+    }
+
     /// The event as sent on: its raw text and the blank line.
     pub fn to_bytes(&self) -> Bytes {
         Bytes::from(format!("{}\n\n", self.raw))
@@ -111,6 +152,29 @@ mod tests {
         assert_eq!(ev[1].data, "x\ny");
         assert_eq!(s.finish().unwrap().raw, ": c");
         assert_eq!(ev[1].to_bytes(), "event: message\ndata: x\ndata: y\n\n");
+    }
+
+    #[test]
+    fn ids_and_data_are_rewritten_and_other_fields_kept() {
+        let mut s = Splitter::new(1024);
+        let ev = s
+            .push(b"event: message\nid: up-7\nretry: 3000\ndata: {\"a\":\ndata: 1}\n\n")
+            .unwrap()
+            .remove(0);
+        assert_eq!(ev.id(), Some("up-7"));
+        let r = ev.rewritten(Some("gw-1"), Some("{\"a\":2}"));
+        assert_eq!(
+            r.raw,
+            "id: gw-1\nevent: message\nretry: 3000\ndata: {\"a\":2}"
+        );
+        assert_eq!(r.id(), Some("gw-1"));
+        assert_eq!(r.data, "{\"a\":2}");
+        let no_id = ev.rewritten(None, None);
+        assert_eq!(no_id.id(), None);
+        assert_eq!(no_id.data, "{\"a\":\n1}");
+        // A priming event (id, empty data) keeps its empty data line.
+        let prime = s.push(b"id: p\ndata:\n\n").unwrap().remove(0);
+        assert_eq!(prime.rewritten(Some("q"), None).raw, "id: q\ndata:");
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub struct ModernHeaders {
     pub params: Vec<(HeaderName, HeaderValue)>,
 }
 
+/// An upstream's SSE events as they arrive.
+pub type EventStream = futures_util::stream::BoxStream<'static, Result<Event, UpstreamError>>;
+
 /// An upstream's answer.
 pub enum Answer {
     /// 202: the notification or response was accepted.
@@ -67,7 +70,7 @@ pub enum Answer {
     /// `text/event-stream`: events as they arrive.
     Stream {
         session: Option<String>,
-        events: futures_util::stream::BoxStream<'static, Result<Event, UpstreamError>>,
+        events: EventStream,
     },
 }
 
@@ -79,6 +82,7 @@ pub struct Upstream {
     stdio: Option<StdioChild>,
     http: reqwest::Client,
     pub request_timeout: Duration,
+    connect_timeout: Duration,
 }
 
 impl Upstream {
@@ -105,6 +109,7 @@ impl Upstream {
             stdio,
             http,
             request_timeout: cfg.request_timeout,
+            connect_timeout: cfg.connect_timeout,
         })
     }
 
@@ -195,21 +200,10 @@ impl Upstream {
                     status: status.as_u16(),
                 });
             }
-            let name = self.name.clone();
-            let mut splitter = Splitter::new(MAX_UPSTREAM_MESSAGE);
-            let bytes = resp.bytes_stream();
-            let events = async_stream(bytes, move |chunk| match chunk {
-                Some(Ok(b)) => splitter.push(&b).map_err(|e| UpstreamError::Malformed {
-                    upstream: name.clone(),
-                    message: e.to_string(),
-                }),
-                Some(Err(e)) => Err(UpstreamError::Transport {
-                    upstream: name.clone(),
-                    message: lockstep_sync::download::error_chain(&e),
-                }),
-                None => Ok(splitter.finish().into_iter().collect()),
+            return Ok(Answer::Stream {
+                session,
+                events: self.events(resp),
             });
-            return Ok(Answer::Stream { session, events });
         }
         // A JSON-RPC error may come with a 4xx (2026-07-28 maps errors to statuses):
         // it is still the upstream's answer. Anything else that is not 2xx is not.
@@ -264,6 +258,72 @@ impl Upstream {
                 body: Bytes::from(v.to_string()),
             },
         })
+    }
+
+    /// The upstream's `text/event-stream` body as events, as they arrive.
+    fn events(
+        &self,
+        resp: reqwest::Response,
+    ) -> futures_util::stream::BoxStream<'static, Result<Event, UpstreamError>> {
+        let name = self.name.clone();
+        let mut splitter = Splitter::new(MAX_UPSTREAM_MESSAGE);
+        async_stream(resp.bytes_stream(), move |chunk| match chunk {
+            Some(Ok(b)) => splitter.push(&b).map_err(|e| UpstreamError::Malformed {
+                upstream: name.clone(),
+                message: e.to_string(),
+            }),
+            Some(Err(e)) => Err(UpstreamError::Transport {
+                upstream: name.clone(),
+                message: lockstep_sync::download::error_chain(&e),
+            }),
+            None => Ok(splitter.finish().into_iter().collect()),
+        })
+    }
+
+    /// The upstream's GET stream for `session` (2025 era), resumed after
+    /// `last_event_id` when given. `Ok(None)`: this upstream has no GET stream (405, or
+    /// a stdio child, whose messages outside a request have no client to go to).
+    pub async fn listen(
+        &self,
+        session: &str,
+        protocol_version: ProtocolVersion,
+        last_event_id: Option<&str>,
+    ) -> Result<Option<EventStream>, UpstreamError> {
+        let Some(url) = &self.url else {
+            return Ok(None);
+        };
+        let mut req = self
+            .http
+            .get(url)
+            .header(ACCEPT, "text/event-stream")
+            .header(SESSION_HEADER, session)
+            .header(PROTOCOL_HEADER, protocol_version.as_str());
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let resp = tokio::time::timeout(self.connect_timeout, req.send())
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                upstream: self.name.clone(),
+                seconds: self.connect_timeout.as_secs_f64(),
+            })?
+            .map_err(|e| self.transport(&e))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::METHOD_NOT_ALLOWED {
+            return Ok(None);
+        }
+        let is_sse = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.to_ascii_lowercase().starts_with("text/event-stream"));
+        if !status.is_success() || !is_sse {
+            return Err(UpstreamError::Status {
+                upstream: self.name.clone(),
+                status: status.as_u16(),
+            });
+        }
+        Ok(Some(self.events(resp)))
     }
 
     /// `DELETE` of the upstream's session (best effort).
