@@ -142,6 +142,22 @@ impl LayerConfig {
 pub struct IdentityConfig {
     pub api_keys_file: Option<PathBuf>,
     pub claims_mapping: ClaimsMapping,
+    /// The identity of a request that carries no credential at all, for a gateway on a
+    /// loopback address only (a local test harness such as the MCP conformance suite,
+    /// which cannot send headers). Off by default: without it such a request gets 401.
+    /// A request with a wrong credential gets 401 either way.
+    pub anonymous: Option<AnonymousIdentity>,
+}
+
+/// `identity.anonymous`: who a request without a credential is.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnonymousIdentity {
+    pub id: String,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 /// Which token claims become `input.agent.id`, `.role` and `.scope`.
@@ -236,6 +252,12 @@ pub enum ConfigError {
     DuplicateLayer(String),
     #[error("gateway config: identity.claims_mapping.{0} must not be empty")]
     EmptyClaim(&'static str),
+    #[error("gateway config: identity.anonymous.id must not be empty")]
+    EmptyAnonymous,
+    #[error(
+        "gateway config: identity.anonymous needs a loopback listen address (127.0.0.1, [::1] or localhost), not {0:?}: it serves requests that carry no credential"
+    )]
+    AnonymousNotLoopback(String),
     #[error("gateway config: {0} must be greater than zero")]
     Zero(&'static str),
     #[error("gateway config: limits.max_depth must be between 1 and {MAX_DEPTH_LIMIT}, got {0}")]
@@ -366,6 +388,7 @@ struct RawLayer {
 struct RawIdentity {
     api_keys_file: Option<PathBuf>,
     claims_mapping: RawClaims,
+    anonymous: Option<AnonymousIdentity>,
 }
 
 #[derive(Deserialize, Default)]
@@ -512,7 +535,16 @@ impl RawConfig {
             Some(s) => Ok(s),
             None => Ok(default),
         };
+        if let Some(a) = &self.identity.anonymous {
+            if a.id.trim().is_empty() {
+                return Err(ConfigError::EmptyAnonymous);
+            }
+            if !listen_is_loopback(&listen) {
+                return Err(ConfigError::AnonymousNotLoopback(listen.clone()));
+            }
+        }
         let identity = IdentityConfig {
+            anonymous: self.identity.anonymous,
             api_keys_file: self.identity.api_keys_file,
             claims_mapping: ClaimsMapping {
                 id: claim(self.identity.claims_mapping.id, d.id, "id")?,
@@ -601,6 +633,14 @@ fn positive(
         Some(Seconds(d)) if d.is_zero() => Err(ConfigError::Zero(what)),
         Some(Seconds(d)) => Ok(d),
     }
+}
+
+fn listen_is_loopback(s: &str) -> bool {
+    if let Ok(a) = s.parse::<std::net::SocketAddr>() {
+        return a.ip().is_loopback();
+    }
+    s.rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
 }
 
 fn valid_listen(s: &str) -> bool {
@@ -758,6 +798,40 @@ mod tests {
 
     fn err(text: &str) -> ConfigError {
         GatewayConfig::parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn an_anonymous_identity_is_only_for_loopback_listeners() {
+        let anon = "identity: {anonymous: {id: conformance, role: tester}}\n";
+        for listen in ["127.0.0.1:0", "[::1]:8383", "localhost:8383"] {
+            let c = GatewayConfig::parse(&one_upstream(&format!("listen: \"{listen}\"\n{anon}")))
+                .unwrap();
+            assert_eq!(
+                c.identity.anonymous,
+                Some(AnonymousIdentity {
+                    id: "conformance".into(),
+                    role: Some("tester".into()),
+                    scopes: vec![]
+                })
+            );
+        }
+        assert!(
+            GatewayConfig::parse(&one_upstream(""))
+                .unwrap()
+                .identity
+                .anonymous
+                .is_none()
+        );
+        for listen in ["0.0.0.0:8383", "10.1.2.3:80", "gateway.example:8383"] {
+            assert!(matches!(
+                err(&one_upstream(&format!("listen: \"{listen}\"\n{anon}"))),
+                ConfigError::AnonymousNotLoopback(_)
+            ));
+        }
+        assert!(matches!(
+            err(&one_upstream("identity: {anonymous: {id: \" \"}}\n")),
+            ConfigError::EmptyAnonymous
+        ));
     }
 
     #[test]

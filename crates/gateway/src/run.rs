@@ -12,7 +12,7 @@ use lockstep_sync::opa_config::{self, OwnSections};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api_keys::ApiKeys;
+use crate::api_keys::{ApiIdentity, ApiKeys};
 use crate::audit::Audit;
 use crate::config::GatewayConfig;
 use crate::era::ProtocolVersion;
@@ -38,6 +38,10 @@ pub enum StartError {
         "gateway config: identity.api_keys_file is required: every request must carry a credential"
     )]
     NoIdentity,
+    #[error(
+        "gateway config: identity.anonymous is only allowed on a loopback listen address (it serves requests that carry no credential)"
+    )]
+    AnonymousNotLoopback,
     #[error("{what} {path}: {message}")]
     File {
         what: &'static str,
@@ -160,6 +164,21 @@ pub(crate) async fn build(cfg: GatewayConfig, loopback: bool) -> Result<Built, S
             message: e.to_string(),
         }
     })?;
+    let anonymous = match &cfg.identity.anonymous {
+        None => None,
+        Some(_) if !loopback => return Err(StartError::AnonymousNotLoopback),
+        Some(a) => {
+            tracing::warn!(
+                id = %a.id,
+                "identity.anonymous is set: requests without a credential are served as this identity"
+            );
+            Some(ApiIdentity {
+                id: a.id.clone(),
+                role: a.role.clone(),
+                scopes: a.scopes.clone(),
+            })
+        }
+    };
     let current = match &cfg.session.key_file {
         Some(p) => session_key(p)?,
         None => {
@@ -198,6 +217,7 @@ pub(crate) async fn build(cfg: GatewayConfig, loopback: bool) -> Result<Built, S
         naming,
         upstreams,
         api_keys,
+        anonymous,
         sealer: SessionSealer::new(current, previous),
         audit,
         loopback,

@@ -21,6 +21,11 @@ struct Setup {
 }
 
 async fn setup(extra: &str, publish: bool) -> Setup {
+    setup_edited(extra, publish, |y| y).await
+}
+
+/// [`setup`] with the gateway's YAML passed through `edit`.
+async fn setup_edited(extra: &str, publish: bool, edit: fn(String) -> String) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start().await;
     if publish {
@@ -30,7 +35,7 @@ async fn setup(extra: &str, publish: bool) -> Setup {
     }
     let upstream = McpUpstream::default();
     let (url, _task) = upstream.start().await;
-    let gw = start_gateway(&gateway_yaml(&server, dir.path(), &url, extra)).await;
+    let gw = start_gateway(&edit(gateway_yaml(&server, dir.path(), &url, extra))).await;
     if publish {
         wait_gateway_ready(&gw).await;
     }
@@ -245,6 +250,38 @@ async fn requests_without_a_valid_key_get_401_and_reach_nothing() {
         assert_eq!(b["error"]["code"], json!(-31003), "{b}");
     }
     assert!(s.upstream.calls().is_empty());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_identity_serves_requests_without_a_credential_but_not_wrong_ones() {
+    // The example policy lets an analyst read analytics: the anonymous identity is one.
+    let s = setup_edited("", true, |y| with_anonymous(&y, "harness", "analyst")).await;
+    let send = |key: Option<&'static str>| {
+        let mut r = s
+            .http
+            .post(s.url())
+            .header("content-type", "application/json")
+            .body(s.good_call_body());
+        for (k, v) in modern_headers("read_database") {
+            r = r.header(k, v);
+        }
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send()
+    };
+    let r = send(None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["result"]["isError"], json!(false), "{b}");
+    let r = send(Some("lsk_wrong_0123456789abcdef0123456789ab"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "a wrong credential is not anonymous");
+    assert_eq!(s.upstream.calls(), vec!["tools/call read_database"]);
+    let audit = std::fs::read_to_string(s._dir.path().join("audit.jsonl")).unwrap();
+    assert!(audit.contains(r#""identity":"harness""#), "{audit}");
     s.stop().await;
 }
 

@@ -67,6 +67,16 @@ pub fn gateway_yaml(server: &TestServer, dir: &Path, upstream_url: &str, extra: 
     )
 }
 
+/// `yaml` from [`gateway_yaml`] with `identity.anonymous` (id `id`, role `role`): for
+/// harnesses that cannot send a credential, such as the MCP conformance suite.
+pub fn with_anonymous(yaml: &str, id: &str, role: &str) -> String {
+    yaml.replacen(
+        "identity:\n",
+        &format!("identity:\n  anonymous: {{id: {id}, role: {role}}}\n"),
+        1,
+    )
+}
+
 /// Starts a gateway from `yaml`.
 pub async fn start_gateway(yaml: &str) -> RunningGateway {
     let cfg = GatewayConfig::parse(yaml).unwrap();
