@@ -2,8 +2,8 @@
 # contextforge.sh -- start/stop IBM ContextForge (PyPI mcp-contextforge-gateway 1.1.0) in front of
 # one Streamable HTTP MCP upstream, as the peer gateway for lockstep's gateway benchmark.
 #
-# FOR BENCHMARKS ONLY. Never run by CI: it installs a ~1 GB Python venv from PyPI and starts a
-# ~1 GB-RSS server. Loopback only (127.0.0.1); SQLite; no Redis; no UI; rate limiting off.
+# FOR BENCHMARKS ONLY. Never run by CI: it installs a ~240 MB Python venv from PyPI (~25-30 s) and
+# starts a ~1 GB-RSS server (5 processes). Loopback only (127.0.0.1); SQLite; no Redis; no UI; rate limiting off.
 #
 # Interface:
 #   scripts/contextforge.sh start UPSTREAM_URL STATE_DIR
@@ -34,7 +34,7 @@
 #   CF_PYTHON           a python3.12/3.13 to build the venv with (default: python3.12, python3.13,
 #                       then ~/.pyenv/versions/3.12.* and 3.13.*)
 #   CF_TOKEN_MINUTES    lifetime of the bearer token (default 1440 = 24 h)
-#   CF_START_TIMEOUT    seconds to wait for /health (default 240; migrations take ~20-60 s)
+#   CF_START_TIMEOUT    seconds to wait for /health (default 240; start-up with migrations took 7-22 s)
 #   CF_LOG_LEVEL        ContextForge LOG_LEVEL (default ERROR, so logging does not skew timings)
 #   CF_HEALTH_CHECK_INTERVAL  seconds between ContextForge's background health checks of the
 #                       upstream (default 86400: none during a benchmark; ContextForge's own default,
@@ -85,7 +85,7 @@ record_pids() {  # STATE_DIR PID... -> append "pid starttime" lines to STATE_DIR
 }
 
 cmd_stop() {  # STATE_DIR
-  local dir="$1" pid t cur live=() p i alive
+  local dir="$1" pid t cur live=() p alive=0
   [ -f "$dir/pids" ] || return 0
   while read -r pid t; do
     [ -n "$pid" ] || continue
@@ -100,7 +100,7 @@ cmd_stop() {  # STATE_DIR
   if [ ${#live[@]} -gt 0 ]; then
     log "stopping pids ${live[*]}"
     for p in "${live[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for i in $(seq 1 60); do
+    for _ in $(seq 1 60); do
       alive=0
       for p in "${live[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
       [ "$alive" = 0 ] && break
@@ -186,8 +186,8 @@ fail() {  # REASON -> stop what was started, show the log tail, exit 1
 }
 
 wait_health() {  # URL PID SECONDS
-  local i code
-  for i in $(seq 1 $(( $3 * 2 ))); do
+  local code
+  for _ in $(seq 1 $(( $3 * 2 ))); do
     code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$1" 2>/dev/null || true)"
     [ "$code" = 200 ] && return 0
     kill -0 "$2" 2>/dev/null || fail "ContextForge (pid $2) exited before $1 answered"
@@ -197,7 +197,7 @@ wait_health() {  # URL PID SECONDS
 }
 
 cmd_start() {  # UPSTREAM_URL STATE_DIR
-  local upstream="$1" port pid t0=$SECONDS i out line
+  local upstream="$1" port pid t0=$SECONDS out t
   mkdir -p "$2"
   STATE="$(cd "$2" && pwd)"
   trap 'fail "unexpected error (line $LINENO)"' EXIT
@@ -233,7 +233,7 @@ cmd_start() {  # UPSTREAM_URL STATE_DIR
   local JWT_SECRET_KEY AUTH_ENCRYPTION_SECRET BASIC_AUTH_PASSWORD PLATFORM_ADMIN_PASSWORD DEFAULT_USER_PASSWORD
   # shellcheck disable=SC1091
   . "$STATE/secrets.env"
-  [ -n "${JWT_SECRET_KEY:-}" ] && [ -n "${AUTH_ENCRYPTION_SECRET:-}" ] || fail "secrets.env lacks JWT_SECRET_KEY"
+  if [ -z "${JWT_SECRET_KEY:-}" ] || [ -z "${AUTH_ENCRYPTION_SECRET:-}" ]; then fail "secrets.env lacks JWT_SECRET_KEY or AUTH_ENCRYPTION_SECRET"; fi
 
   port="$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   local stateful=false
@@ -326,8 +326,10 @@ print("server:", json.dumps(srv)[:2000], file=sys.stderr)
 print(f"{base}/servers/{srv['id']}/mcp {names['read_database']}")
 PY
 )" || fail "registering $upstream failed"
-  line="READY $out"
-  set -- $line
+  set -f
+  # shellcheck disable=SC2086
+  set -- READY $out
+  set +f
   [ $# = 3 ] || fail "unexpected registration output: '$out'"
   # shellcheck disable=SC2046
   record_pids "$STATE" $(descendants "$pid")

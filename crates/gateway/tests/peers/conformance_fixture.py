@@ -14,7 +14,9 @@ accepts, exactly one stdout line `READY <port> <url>` is printed (flushed). SIGT
 2025-11-25 (`initialize`, `Mcp-Session-Id`, GET stream, DELETE, server->client requests on the POST's
 SSE stream, resumable SSE with `Last-Event-ID`) and 2026-07-28 (`server/discover`, stateless,
 `InputRequiredResult` instead of server->client requests, `subscriptions/listen`).
-Host/Origin are checked (DNS rebinding): only localhost names are accepted.
+DNS rebinding protection (the SDK's, for host 127.0.0.1): `Host` must be 127.0.0.1:<port>,
+localhost:<port> or [::1]:<port> (a port is required), else HTTP 421; an `Origin` header, when
+present, must be http:// on one of those, else HTTP 403.
 
 --record PATH appends one JSON object per line, flushed at once, for every JSON-RPC request and
 notification that reached the MCP layer (before any SDK middleware, validation or the handler; so
@@ -142,7 +144,8 @@ from mcp_types import (
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
 
-warnings.simplefilter("ignore", MCPDeprecationWarning)  # logging/sampling/roots are deprecated in 2026-07-28; still served
+# logging, sampling and roots are deprecated in 2026-07-28; they are still served
+warnings.simplefilter("ignore", MCPDeprecationWarning)
 
 
 def parse_args() -> argparse.Namespace:
@@ -150,7 +153,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--port", type=int, default=0, help="HTTP port on 127.0.0.1 (0 = any free port)")
     p.add_argument("--name", default="lockstep-conformance-fixture", help="serverInfo name, and tag in records")
     p.add_argument("--record", metavar="PATH", help="append every received JSON-RPC message to PATH as a JSON line")
-    p.add_argument("--record-http", action="store_true", help="with --record: also one line per HTTP request (upstream.py's http lines)")
+    p.add_argument("--record-http", action="store_true",
+                   help="with --record: also one line per HTTP request (upstream.py's http lines)")
     p.add_argument("--log-level", default="WARNING", help="server-side log level (stderr)")
     return p.parse_args()
 
@@ -450,7 +454,8 @@ async def test_elicitation_sep1330_enums(ctx: Context) -> str | InputRequiredRes
     def titled(prefix: str, names: list[str]) -> list[dict[str, str]]:
         return [{"const": f"{prefix}{i}", "title": name} for i, name in enumerate(names, 1)]
 
-    answer = await ask_client(ctx, "enum_choices", elicitation("Please select values using different enum schema types", {
+    message = "Please select values using different enum schema types"
+    answer = await ask_client(ctx, "enum_choices", elicitation(message, {
         "untitledSingle": {"type": "string", "description": "Simple enum without titles",
                            "enum": ["option1", "option2", "option3"]},
         "titledSingle": {"type": "string", "description": "Enum with titled options (oneOf)",
@@ -472,8 +477,8 @@ def require_modern(ctx: Context) -> None:
     """InputRequiredResult exists only in 2026-07-28; on older versions the SDK would turn it into
     -32603 "Handler returned an invalid result", so say what is wrong instead."""
     if not modern(ctx):
-        raise MCPError(code=INVALID_REQUEST,
-                       message=f"this fixture needs protocol 2026-07-28 (InputRequiredResult), not {ctx.protocol_version}")
+        raise MCPError(code=INVALID_REQUEST, message="this fixture needs protocol 2026-07-28 "
+                       f"(InputRequiredResult), not {ctx.protocol_version}")
 
 
 def ask_name(message: str = "What is your name?") -> ElicitRequest:
