@@ -604,17 +604,9 @@ async fn completion(gw: &Arc<Gateway>, ctx: &Ctx<'_>, req: Request, trace: &mut 
         )
         .into();
     };
-    let route = match gw.naming.resolve_target(target) {
+    let route = match route_of(gw, &req.id, target) {
         Ok(r) => r,
-        Err(e) => {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                Some(&req.id),
-                e.code(),
-                &e.to_string(),
-            )
-            .into();
-        }
+        Err(r) => return r.into(),
     };
     trace.upstream_label = route.upstream.clone();
     if let Err(r) = decide_plain(gw, ctx, &req, Some(&route), trace) {
@@ -640,12 +632,29 @@ async fn completion(gw: &Arc<Gateway>, ctx: &Ctx<'_>, req: Request, trace: &mut 
             .map(|p| p.with_member("ref", &Value::Object(new_ref))),
     };
     let out = ctx.outgoing(&route.upstream, &req.method, None);
-    let rewriter = ctx
-        .session
+    let rewriter = post_rewriter(ctx);
+    forward(gw, upstream, forwarded, out, rewriter, trace).await
+}
+
+/// The upstream and its own name for a client-visible tool, prompt or resource.
+fn route_of(
+    gw: &Gateway,
+    id: &RequestId,
+    target: crate::jsonrpc::Target<'_>,
+) -> Result<Route, Response> {
+    gw.naming
+        .resolve_target(target)
+        .map_err(|e| rpc_error(StatusCode::BAD_REQUEST, Some(id), e.code(), &e.to_string()))
+}
+
+/// 2025 era: a forwarded request's stream has its event ids and the upstream's
+/// requests to the client rewritten, so the client's answers and resumptions find
+/// their way back.
+fn post_rewriter(ctx: &Ctx<'_>) -> Option<Rewriter> {
+    ctx.session
         .as_ref()
         .filter(|_| ctx.era == Era::Legacy)
-        .map(|s| Rewriter::for_post(&s.id));
-    forward(gw, upstream, forwarded, out, rewriter, trace).await
+        .map(|s| Rewriter::for_post(&s.id))
 }
 
 /// tools/call, prompts/get, resources/read …: route by name, decide, forward.
@@ -659,17 +668,9 @@ async fn targeted(gw: &Arc<Gateway>, ctx: &Ctx<'_>, req: Request, trace: &mut Tr
         )
         .into();
     };
-    let route = match gw.naming.resolve_target(target) {
+    let route = match route_of(gw, &req.id, target) {
         Ok(r) => r,
-        Err(e) => {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                Some(&req.id),
-                e.code(),
-                &e.to_string(),
-            )
-            .into();
-        }
+        Err(r) => return r.into(),
     };
     match req.method.as_str() {
         methods::TOOLS_CALL => {
@@ -759,11 +760,7 @@ async fn targeted(gw: &Arc<Gateway>, ctx: &Ctx<'_>, req: Request, trace: &mut Tr
     let out = ctx.outgoing(&route.upstream, &req.method, Some(&route.name));
     // 2025 era: the stream's event ids and the upstream's requests to the client are
     // rewritten so the client's answers and resumptions find their way back.
-    let rewriter = ctx
-        .session
-        .as_ref()
-        .filter(|_| ctx.era == Era::Legacy)
-        .map(|s| Rewriter::for_post(&s.id));
+    let rewriter = post_rewriter(ctx);
     forward(gw, upstream, forwarded, out, rewriter, trace).await
 }
 
