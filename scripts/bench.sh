@@ -6,7 +6,10 @@
 #      server's RSS with 10,000 idle long polls held (crates/server/examples/longpoll_bench.rs)
 #   4. agent: /v1/data decisions per second and latency over loopback, and time from publish
 #      to activation for 1 MB and 100 MB bundles (crates/agent/examples/agent_bench.rs)
-# Usage: scripts/bench.sh [bundle|decision|server|agent|all]
+#   5. gateway: added latency over calling the upstream directly, throughput with 16 sessions,
+#      RSS with 1,000 sessions, and the same for IBM ContextForge in the same run
+#      (crates/gateway/examples/gateway_bench.rs; GATEWAY_BENCH_CONTEXTFORGE=0 leaves it out)
+# Usage: scripts/bench.sh [bundle|decision|server|agent|gateway|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -68,4 +71,12 @@ fi
 if [ "$what" = agent ] || [ "$what" = all ]; then
   cargo build --release -q -p lockstep-agent --example agent_bench
   BENCH_SECONDS="${BENCH_SECONDS:-8}" target/release/examples/agent_bench all
+fi
+
+if [ "$what" = gateway ] || [ "$what" = all ]; then
+  cargo build --release -q -p lockstep-gateway --example gateway_bench
+  cf=(--contextforge)
+  [ "${GATEWAY_BENCH_CONTEXTFORGE:-1}" = 0 ] && cf=()
+  target/release/examples/gateway_bench --lockstep-bin "$bin" "${cf[@]}" \
+    --n "${GATEWAY_BENCH_N:-2000}" --seconds "${BENCH_SECONDS:-8}" --sessions 1000
 fi
