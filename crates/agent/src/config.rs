@@ -11,7 +11,7 @@
 //! # decision_logs: {service: logs, partition_name: eu, reporting: {min_delay_seconds: 5, max_delay_seconds: 10, upload_size_limit_bytes: 32768}}
 //! plugins:
 //!   envoy_ext_authz_grpc: {addr: ":9191", path: envoy/authz/allow}   # Envoy ext_authz (gRPC)
-//!   envoy_ext_authz_http: {addr: ":9292", path: envoy/authz/allow, path_prefix: /authz}  # HTTP mode (lockstep)
+//!   envoy_ext_authz_http: {addr: "127.0.0.1:9292", path: envoy/authz/allow, path_prefix: /authz}  # HTTP mode (lockstep; default addr loopback)
 //! lockstep:
 //!   listen: 127.0.0.1:8181
 //!   authentication:                # bearer tokens for the REST API (/health stays open)
@@ -104,7 +104,9 @@ impl EnvoyConfig {
 /// The Envoy ext_authz listeners: `(gRPC, HTTP)`.
 type EnvoyPlugins = (Option<EnvoyConfig>, Option<EnvoyConfig>);
 
-pub const DEFAULT_ENVOY_HTTP_ADDR: &str = ":9292";
+/// Loopback by default (finding 12): the HTTP mode is lockstep's own, so it follows
+/// lockstep's listeners rather than the gRPC plugin's OPA-compatible `:9191`.
+pub const DEFAULT_ENVOY_HTTP_ADDR: &str = "127.0.0.1:9292";
 
 fn parse_plugins(v: Option<&Json>, w: &mut Walker) -> Result<EnvoyPlugins, ConfigError> {
     let Some(plugins) = obj(v, "plugins")? else {
@@ -353,6 +355,19 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn finding12_envoy_http_mode_defaults_to_loopback() {
+        let text = r#"
+services: {s: {url: "http://127.0.0.1:1/"}}
+bundles: {b: {service: s}}
+lockstep: {skip_verification: true}
+plugins:
+  envoy_ext_authz_http: {path: mcp/authz/decision}
+"#;
+        let c = parse(text, &|_| None, &Overrides::default()).unwrap();
+        assert_eq!(c.envoy_http.unwrap().bind_addr().unwrap(), "127.0.0.1:9292");
+    }
 
     #[test]
     fn envoy_plugin() {

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockstep_bundle::VerificationConfig;
 use tokio::sync::watch;
 
 use crate::auth::Auth;
 use crate::body::BodyGate;
+use crate::config::Verifications;
 use crate::fleet::Fleet;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -18,7 +18,7 @@ pub struct AppState {
     pub fleet: Arc<Fleet>,
     pub metrics: Arc<Metrics>,
     pub auth: Auth,
-    pub verification: Option<VerificationConfig>,
+    pub verification: Verifications,
     pub allow_unsigned: bool,
     pub keep_revisions: usize,
     pub max_wait: Duration,

@@ -69,6 +69,23 @@ pub struct DownloadToken {
     pub bundles: Vec<String>,
 }
 
+/// What a credential may read of the fleet's views.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ViewScope {
+    All,
+    /// A download token scoped to these bundles.
+    Bundles(Vec<String>),
+}
+
+impl ViewScope {
+    pub fn covers(&self, bundle: &str) -> bool {
+        match self {
+            ViewScope::All => true,
+            ViewScope::Bundles(b) => b.iter().any(|n| n == bundle),
+        }
+    }
+}
+
 /// Every credential the server checks.
 #[derive(Debug, Clone)]
 pub struct Auth {
@@ -114,15 +131,40 @@ impl Auth {
         self.any_token_matches(token, false)
     }
 
-    /// May this request read the fleet view, history, metrics? (any configured token)
-    pub fn may_view(&self, headers: &HeaderMap) -> bool {
+    /// What this request may read of the fleet view, history and metrics: everything
+    /// with the publisher token, a status token or a fleet-wide download token; only
+    /// its bundles with a scoped download token (finding 10); `None` without a token.
+    pub fn view_scope(&self, headers: &HeaderMap) -> Option<ViewScope> {
         if self.allow_anonymous_views {
-            return true;
+            return Some(ViewScope::All);
         }
-        let Some(token) = bearer(headers) else {
-            return false;
-        };
-        self.any_token_matches(token, true)
+        let token = bearer(headers)?;
+        // Every secret is compared (no early exit), as in `may_download`.
+        let mut all = self.publisher.matches(token);
+        for s in &self.status {
+            all |= s.matches(token);
+        }
+        let mut bundles: Vec<String> = Vec::new();
+        let mut scoped = false;
+        for t in &self.download {
+            if t.secret.matches(token) {
+                if t.bundles.is_empty() {
+                    all = true;
+                } else {
+                    scoped = true;
+                    bundles.extend(t.bundles.iter().cloned());
+                }
+            }
+        }
+        if all {
+            Some(ViewScope::All)
+        } else if scoped {
+            bundles.sort();
+            bundles.dedup();
+            Some(ViewScope::Bundles(bundles))
+        } else {
+            None
+        }
     }
 
     /// Who is reporting status, for binding instance ids to credentials: a hash of the

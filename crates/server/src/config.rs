@@ -15,7 +15,8 @@
 //! publish: {allow_unsigned: false, max_bundle_bytes: 67108864, max_concurrent_uploads: 4}
 //! keys:                                # OPA's `keys:` map
 //!   ci: {key: /etc/lockstep/ci-pub.pem, algorithm: ES256}
-//! verification: {key_id: ci, scope: "", exclude_files: []}   # optional
+//! verification: {key_id: ci, scope: "", exclude_files: [],    # optional
+//!                bundle_scopes: {main: bundle/main}}  # a bundle's signatures must carry this scope
 //! auth:
 //!   publisher_token: {file: /run/secrets/publisher}
 //!   download_tokens:
@@ -144,6 +145,29 @@ pub struct VerificationExtra {
     pub key_id: Option<String>,
     pub scope: Option<String>,
     pub exclude_files: Vec<String>,
+    /// Bundle name -> the `scope` its signatures must carry (in place of `scope`), so a
+    /// bundle signed for one name is refused under another (security review finding 12).
+    pub bundle_scopes: BTreeMap<String, String>,
+}
+
+/// How every bundle is verified: the server's settings, with a bundle's own entry of
+/// `verification.bundle_scopes` as its required scope.
+#[derive(Debug, Clone, Default)]
+pub struct Verifications {
+    /// `None`: no keys, nothing can be verified.
+    pub base: Option<VerificationConfig>,
+    pub bundle_scopes: BTreeMap<String, String>,
+}
+
+impl Verifications {
+    /// The verification settings for bundle `name`.
+    pub fn for_bundle(&self, name: &str) -> Option<VerificationConfig> {
+        let mut v = self.base.clone()?;
+        if let Some(scope) = self.bundle_scopes.get(name) {
+            v.scope = Some(scope.clone());
+        }
+        Some(v)
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -300,9 +324,20 @@ impl Config {
     }
 
     /// The verification config built from `keys` (key values that name a file are read).
-    pub fn verification(&self) -> Result<Option<VerificationConfig>, ConfigError> {
+    pub fn verification(&self) -> Result<Verifications, ConfigError> {
+        let extra = self.verification.clone().unwrap_or_default();
+        if let Some((name, _)) = extra.bundle_scopes.iter().find(|(_, s)| s.is_empty()) {
+            return Err(ConfigError::Invalid(format!(
+                "verification.bundle_scopes.{name}: the scope must not be empty"
+            )));
+        }
         if self.keys.is_empty() {
-            return Ok(None);
+            if !extra.bundle_scopes.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "verification.bundle_scopes needs verification keys (keys:)".into(),
+                ));
+            }
+            return Ok(Verifications::default());
         }
         let mut keys = BTreeMap::new();
         for (id, k) in &self.keys {
@@ -323,13 +358,15 @@ impl Config {
                 },
             );
         }
-        let extra = self.verification.clone().unwrap_or_default();
-        Ok(Some(VerificationConfig {
-            keys,
-            key_id: extra.key_id,
-            scope: extra.scope,
-            exclude_files: extra.exclude_files,
-        }))
+        Ok(Verifications {
+            base: Some(VerificationConfig {
+                keys,
+                key_id: extra.key_id,
+                scope: extra.scope,
+                exclude_files: extra.exclude_files,
+            }),
+            bundle_scopes: extra.bundle_scopes,
+        })
     }
 
     /// Loads every token and applies the secure-by-default rules: a publisher token is

@@ -84,8 +84,23 @@ impl IntoResponse for ApiError {
 }
 
 impl From<object_store::Error> for ApiError {
+    /// Finding 12: the store's own text (paths, bucket names, endpoints, credentials in
+    /// URLs) goes to the log only; the client gets an id to find it there.
     fn from(e: object_store::Error) -> Self {
-        tracing::error!(error = %e, "object store");
-        ApiError::internal(format!("object store: {e}"))
+        let id = error_id();
+        tracing::error!(error = %e, error_id = %id, "object store");
+        ApiError::internal(format!(
+            "the bundle store failed; the server log has the cause under error_id {id}"
+        ))
     }
+}
+
+/// A short id tying a client's error answer to the server's log line.
+fn error_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{:08x}-{}", nanos, SEQ.fetch_add(1, Ordering::Relaxed))
 }

@@ -340,6 +340,28 @@ pub struct FleetView {
     pub drift: bool,
 }
 
+fn any_drift(bundles: &[BundleView]) -> bool {
+    bundles
+        .iter()
+        .any(|b| b.instances_drifting > 0 || b.instances_unreachable > 0)
+}
+
+impl FleetView {
+    /// The view as a token scoped to `allowed` bundles may see it (security review
+    /// finding 10): those bundles, and only the instances that report one of them.
+    pub fn only_bundles(mut self, allowed: &[String]) -> FleetView {
+        self.bundles.retain(|b| allowed.contains(&b.name));
+        let seen: std::collections::BTreeSet<&str> = self
+            .bundles
+            .iter()
+            .flat_map(|b| b.instances.iter().map(|i| i.id.as_str()))
+            .collect();
+        self.instances.retain(|i| seen.contains(i.id.as_str()));
+        self.drift = any_drift(&self.bundles);
+        self
+    }
+}
+
 fn secs(d: chrono::TimeDelta) -> f64 {
     d.num_milliseconds().max(0) as f64 / 1000.0
 }
@@ -678,9 +700,7 @@ impl Fleet {
                 })
                 .collect();
         }
-        let drift = bundles
-            .iter()
-            .any(|b| b.instances_drifting > 0 || b.instances_unreachable > 0);
+        let drift = any_drift(&bundles);
         FleetView {
             generated_at: now,
             unreachable_after_seconds: self.unreachable_after.as_secs(),

@@ -102,7 +102,7 @@ impl Slot {
 /// write it, so its bytes are checked as a publication is.
 #[derive(Debug, Clone)]
 pub struct ReadBackCheck {
-    pub verification: Option<lockstep_bundle::VerificationConfig>,
+    pub verification: crate::config::Verifications,
     pub allow_unsigned: bool,
     pub max_bundle_bytes: usize,
 }
@@ -151,13 +151,14 @@ impl Hub {
             });
         }
         let bytes = bytes.clone();
+        let name = state.name.clone();
         tokio::task::spawn_blocking(move || {
             let opts = lockstep_bundle::ReadOptions {
                 limits: lockstep_bundle::Limits {
                     max_compressed_bytes: check.max_bundle_bytes as u64,
                     ..lockstep_bundle::Limits::default()
                 },
-                verification: check.verification.clone(),
+                verification: check.verification.for_bundle(&name),
                 lazy_data: true,
                 ..lockstep_bundle::ReadOptions::default()
             };

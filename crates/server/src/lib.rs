@@ -83,10 +83,15 @@ pub async fn start(config: &Config) -> Result<RunningServer, ConfigError> {
     let limits = config.listen_limits()?;
     let auth = config.auth()?;
     let verification = config.verification()?;
-    if verification.is_none() && !config.publish.allow_unsigned {
+    if verification.base.is_none() && !config.publish.allow_unsigned {
         return Err(ConfigError::Invalid(
             "no verification keys configured (keys:) and publish.allow_unsigned is false: nothing could be published".into(),
         ));
+    }
+    if verification.base.is_some() && config.publish.allow_unsigned {
+        tracing::warn!(
+            "publish.allow_unsigned is on while verification keys are configured: unsigned bundles are accepted, though never over a signed active revision except as an explicit rollback"
+        );
     }
     let store = Store::open(&config.store)?;
     let metrics = Arc::new(Metrics::new());

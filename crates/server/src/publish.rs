@@ -155,7 +155,7 @@ pub async fn publish(
             max_compressed_bytes: app.max_bundle_bytes as u64,
             ..Limits::default()
         },
-        verification: app.verification.clone(),
+        verification: app.verification.for_bundle(&name),
         lazy_data: true,
         ..ReadOptions::default()
     };
@@ -163,7 +163,10 @@ pub async fn publish(
     let t0 = std::time::Instant::now();
     let read = tokio::task::spawn_blocking(move || lockstep_bundle::read_tar_gz(&bytes[..], &opts))
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+        .map_err(|e| {
+            tracing::error!(error = %e, "bundle verification task failed");
+            ApiError::internal("bundle verification failed unexpectedly; see the server log")
+        })?;
     let bundle = match read {
         Ok(b) => b,
         Err(e) if is_signature_error(&e) => {
@@ -236,6 +239,24 @@ pub async fn publish(
                 StatusCode::CONFLICT,
                 format!(
                     "bundle revision {revision:?} was signed at {new_iat}, before the active revision {:?} (signed at {active_iat}); publish it as an explicit rollback to activate it",
+                    active.revision
+                ),
+            ));
+        }
+        // Finding 9: an unsigned bundle has no iat to order it by, so it could replace any
+        // signed one; only an explicit rollback may do that.
+        if !req.rollback
+            && issued_at.is_none()
+            && let Some(active) = active_record.as_ref()
+            && active.key_id.is_some()
+        {
+            return Err(refuse(
+                app,
+                &name,
+                "unsigned_over_signed",
+                StatusCode::CONFLICT,
+                format!(
+                    "bundle revision {revision:?} is not signed and the active revision {:?} is: publish it as an explicit rollback to replace a signed revision with an unsigned one",
                     active.revision
                 ),
             ));

@@ -5,10 +5,10 @@
 //! | GET/HEAD | `{prefix}/{name}` (also `{name}.tar.gz`) | download token | bundle; ETag, `If-None-Match` → 304, `Prefer: wait=N` long poll |
 //! | PUT | `{prefix}/{name}` | publisher token | publish (body: bundle tar.gz); `?rollback=true&reason=..` to accept an older one |
 //! | POST | `{prefix}/{name}/rollback` | publisher token | `{"revision","reason","actor"}` re-activates a kept revision |
-//! | GET | `{prefix}/{name}/history` | any token | kept revisions and events |
+//! | GET | `{prefix}/{name}/history` | any token (a scoped download token: its bundles) | kept revisions and events |
 //! | POST | `/status`, `/status/{partition}` | status or download token | OPA status report (413 over `fleet.max_*`) |
-//! | GET | `/v1/fleet` | any token | fleet view JSON |
-//! | GET | `/metrics` | any token | Prometheus text |
+//! | GET | `/v1/fleet` | any token (a scoped download token sees its bundles and their instances) | fleet view JSON |
+//! | GET | `/metrics` | any fleet-wide token | Prometheus text |
 //! | GET | `/` | none (data via `/v1/fleet`) | dashboard page |
 //! | GET | `/health` | none | `{}` |
 
@@ -26,6 +26,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::AppState;
+use crate::auth::ViewScope;
 use crate::error::ApiError;
 use crate::fleet::IngestError;
 use crate::hub::Active;
@@ -281,8 +282,15 @@ async fn get_history(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let name = bundle_name(&raw)?;
-    if !app.auth.may_view(&headers) {
+    let Some(scope) = app.auth.view_scope(&headers) else {
         return Err(ApiError::unauthorized());
+    };
+    if !scope.covers(&name) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this token is scoped to other bundles than {name}"),
+        ));
     }
     let Some(state) = app.hub.store.latest_state(&name).await? else {
         return Err(ApiError::not_found(format!("bundle {name} not found")));
@@ -375,9 +383,9 @@ async fn get_fleet(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if !app.auth.may_view(&headers) {
+    let Some(scope) = app.auth.view_scope(&headers) else {
         return Err(ApiError::unauthorized());
-    }
+    };
     let view = app.fleet.view(Utc::now());
     // Bundles that instances report but this replica has not loaded yet (published
     // through another replica since the last listing): look them up once.
@@ -392,6 +400,10 @@ async fn get_fleet(
     } else {
         view
     };
+    let view = match scope {
+        ViewScope::All => view,
+        ViewScope::Bundles(allowed) => view.only_bundles(&allowed),
+    };
     Ok(Json(view).into_response())
 }
 
@@ -399,8 +411,17 @@ async fn get_metrics(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if !app.auth.may_view(&headers) {
-        return Err(ApiError::unauthorized());
+    match app.auth.view_scope(&headers) {
+        None => return Err(ApiError::unauthorized()),
+        // Series of every bundle and instance: fleet-wide credentials only.
+        Some(ViewScope::Bundles(_)) => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "/metrics covers every bundle: use a fleet-wide token",
+            ));
+        }
+        Some(ViewScope::All) => {}
     }
     app.fleet.update_gauges();
     let mut r = Response::new(Body::from(app.metrics.encode()));

@@ -196,6 +196,48 @@ async fn per_bundle_download_tokens() {
 }
 
 #[tokio::test]
+async fn finding10_scoped_download_tokens_see_only_their_bundles() {
+    let h = TestServer::with(|c| {
+        let dir = c.store.folder.clone().unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut t = write_token(&dir, "team-a-token", "team-a-secret");
+        t.bundles = vec!["team-a".into()];
+        c.auth.download_tokens.push(t);
+    })
+    .await;
+    h.publish_ok("main", bundle("r1", 1000, Some(&h.keys)))
+        .await;
+    h.publish_ok("team-a", bundle("a1", 1000, Some(&h.keys)))
+        .await;
+    let r = h.report(&opa_status("m-1", "main", "r1")).await;
+    assert_eq!(r.status(), 200);
+    let r = h
+        .report_with("team-a-secret", &opa_status("a-1", "team-a", "a1"))
+        .await;
+    assert_eq!(r.status(), 200);
+    let get = |path: &str| h.http.get(h.url(path)).bearer_auth("team-a-secret").send();
+    assert_eq!(get("/bundles/team-a/history").await.unwrap().status(), 200);
+    assert_eq!(get("/bundles/main/history").await.unwrap().status(), 403);
+    let view: serde_json::Value = get("/v1/fleet").await.unwrap().json().await.unwrap();
+    let names = |v: &serde_json::Value, key: &str, field: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b[field].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&view, "bundles", "name"), vec!["team-a"], "{view}");
+    assert_eq!(names(&view, "instances", "id"), vec!["a-1"], "{view}");
+    assert_eq!(get("/metrics").await.unwrap().status(), 403);
+    // A fleet-wide token still sees everything.
+    let all = h.fleet().await;
+    assert_eq!(names(&all, "bundles", "name").len(), 2, "{all}");
+    assert_eq!(names(&all, "instances", "id").len(), 2, "{all}");
+    h.shutdown().await;
+}
+
+#[tokio::test]
 async fn anonymous_download_only_when_allowed() {
     let h = TestServer::with(|c| {
         c.auth.download_tokens.clear();

@@ -83,6 +83,131 @@ async fn unsigned_bundles_when_configured() {
 }
 
 #[tokio::test]
+async fn finding9_unsigned_never_replaces_signed_unless_rollback() {
+    // Keys and allow_unsigned both set.
+    let h = TestServer::with(|c| c.publish.allow_unsigned = true).await;
+    assert_eq!(h.publish("main", bundle("u0", 0, None)).await.status(), 201);
+    assert_eq!(
+        h.publish("main", bundle("s1", 2000, Some(&h.keys)))
+            .await
+            .status(),
+        201,
+        "signed over unsigned is a normal publish"
+    );
+    let tag = etag(&h.get("/bundles/main").await);
+    let (s, v) = code(h.publish("main", bundle("u1", 0, None)).await).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (409, Some("unsigned_over_signed")),
+        "{v}"
+    );
+    assert!(v["message"].as_str().unwrap().contains("\"s1\""), "{v}");
+    assert_eq!(etag(&h.get("/bundles/main").await), tag, "s1 stays active");
+    let r = h
+        .http
+        .put(h.url("/bundles/main?rollback=true&reason=back%20to%20unsigned"))
+        .bearer_auth(PUBLISHER)
+        .body(bundle("u1", 0, None))
+        .send()
+        .await
+        .unwrap();
+    let (s, v) = code(r).await;
+    assert_eq!((s, v["revision"].as_str()), (201, Some("u1")), "{v}");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn finding12_store_errors_do_not_reach_clients() {
+    let h = TestServer::start().await;
+    h.publish_ok("main", bundle("r1", 1000, Some(&h.keys)))
+        .await;
+    // Break the store under the server: the blob folder becomes a file.
+    let blobs = h.store().join("bundles/main/blobs");
+    std::fs::remove_dir_all(&blobs).unwrap();
+    std::fs::write(&blobs, b"not a folder").unwrap();
+    let (s, v) = code(h.publish("main", bundle("r2", 2000, Some(&h.keys))).await).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (500, Some("internal_error")),
+        "{v}"
+    );
+    let msg = v["message"].as_str().unwrap();
+    assert!(msg.contains("error_id"), "{v}");
+    let store = h.store().display().to_string();
+    assert!(
+        !msg.contains(&store) && !msg.contains("blobs") && !msg.contains("directory"),
+        "the store's error text leaked: {msg}"
+    );
+    h.shutdown().await;
+}
+
+/// `bundle(rev, iat)` signed with the server's key and the payload `scope`.
+fn signed_with_scope(rev: &str, iat: i64, keys: &Keys, scope: Option<&str>) -> Vec<u8> {
+    let unsigned = bundle(rev, iat, None);
+    let mut b = lockstep_bundle::read_tar_gz(
+        &unsigned[..],
+        &lockstep_bundle::ReadOptions {
+            skip_verify: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    lockstep_bundle::sign_bundle(
+        &mut b,
+        &lockstep_bundle::SigningConfig {
+            key: keys.private.clone(),
+            alg: "ES256".into(),
+            key_id: Some(KID.into()),
+            issued_at: Some(iat),
+            scope: scope.map(str::to_string),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    lockstep_bundle::write_tar_gz(&b, Vec::new()).unwrap()
+}
+
+#[tokio::test]
+async fn finding12_a_bundle_scope_binds_signatures_to_one_bundle() {
+    let h = TestServer::with(|c| {
+        c.verification
+            .get_or_insert_with(Default::default)
+            .bundle_scopes
+            .insert("main".into(), "bundle/main".into());
+    })
+    .await;
+    for (scope, what) in [
+        (None, "no scope"),
+        (Some("bundle/other"), "another bundle's scope"),
+    ] {
+        let (s, v) = code(
+            h.publish("main", signed_with_scope("r1", 1000, &h.keys, scope))
+                .await,
+        )
+        .await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (400, Some("bad_signature")),
+            "{what}: {v}"
+        );
+        assert!(v["message"].as_str().unwrap().contains("scope"), "{v}");
+    }
+    let for_main = signed_with_scope("r1", 1000, &h.keys, Some("bundle/main"));
+    assert_eq!(h.publish("main", for_main.clone()).await.status(), 201);
+    // The same signed bytes are refused under a name they were not signed for.
+    let (s, v) = code(h.publish("other", for_main).await).await;
+    assert_eq!((s, v["code"].as_str()), (400, Some("bad_signature")), "{v}");
+    // Bundles without an entry keep the server-wide scope (none).
+    assert_eq!(
+        h.publish("other", signed_with_scope("o1", 1000, &h.keys, None))
+            .await
+            .status(),
+        201
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
 async fn older_revision_refused_unless_rollback() {
     let h = TestServer::start().await;
     assert_eq!(
