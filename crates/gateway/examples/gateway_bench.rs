@@ -17,7 +17,12 @@
 //! 2. throughput with 16 concurrent sessions, each calling in a loop, per path;
 //! 3. RSS of the gateway (and of ContextForge's process tree) with 1,000 sessions
 //!    open, each with its keep-alive connection and one call made.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -146,7 +151,12 @@ impl Session {
             "protocolVersion": "2025-11-25", "capabilities": {},
             "clientInfo": {"name": "gateway_bench", "version": "1"}}});
         let r = s.post(&init.to_string()).send().await.unwrap();
-        assert!(r.status().is_success(), "{}: initialize {}", path.label, r.status());
+        assert!(
+            r.status().is_success(),
+            "{}: initialize {}",
+            path.label,
+            r.status()
+        );
         s.id = r
             .headers()
             .get("mcp-session-id")

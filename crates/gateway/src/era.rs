@@ -165,6 +165,12 @@ pub enum EraError {
     InitializeWithoutVersion,
     #[error("params._meta[\"{PROTOCOL_VERSION_META_KEY}\"] must be a string")]
     MetaVersionNotString,
+    #[error(
+        "params._meta[\"{PROTOCOL_VERSION_META_KEY}\"] is required: the MCP-Protocol-Version header names {0}, which has no initialize handshake"
+    )]
+    MetaMissing(String),
+    #[error("params._meta[\"{CLIENT_CAPABILITIES_META_KEY}\"] is required and must be an object")]
+    CapabilitiesMissing,
     #[error("Header mismatch: {0}")]
     HeaderMismatch(HeaderFault),
     #[error(
@@ -199,7 +205,10 @@ impl EraError {
     pub fn code(&self) -> i64 {
         match self {
             EraError::UnsupportedVersion { .. } => UNSUPPORTED_PROTOCOL_VERSION,
-            EraError::InitializeWithoutVersion | EraError::MetaVersionNotString => INVALID_PARAMS,
+            EraError::InitializeWithoutVersion
+            | EraError::MetaVersionNotString
+            | EraError::MetaMissing(_)
+            | EraError::CapabilitiesMissing => INVALID_PARAMS,
             EraError::HeaderMismatch(_) => HEADER_MISMATCH,
             EraError::SessionVersionMismatch { .. } => INVALID_REQUEST,
         }
@@ -233,12 +242,50 @@ impl EraError {
     }
 }
 
-/// Classifies a request (or notification) by its method and params.
+/// Classifies a request (or notification) by its method, params and the
+/// `MCP-Protocol-Version` header (`header_version`, when given once and readable).
+///
+/// A `_meta` version makes a request modern whatever its method (a modern `initialize`
+/// is a removed method, not a handshake). Its header, when given, must name the same
+/// text before the version itself is looked at (HeaderMismatch before
+/// UnsupportedProtocolVersion, as the conformance suite checks). A header naming a
+/// modern version over a body without `_meta` is a modern request missing its `_meta`:
+/// invalid params, not a legacy request missing its session.
 pub fn classify(
     method: &str,
     params: Option<&RawObject>,
+    header_version: Option<&str>,
     supported: &[ProtocolVersion],
 ) -> Result<RequestEra, EraError> {
+    match params
+        .and_then(RawObject::meta)
+        .and_then(|m| m.get(PROTOCOL_VERSION_META_KEY))
+    {
+        Some(Value::String(v)) => {
+            if let Some(h) = header_version
+                && h != v
+            {
+                return Err(EraError::HeaderMismatch(HeaderFault::Mismatch {
+                    header: "MCP-Protocol-Version",
+                    header_value: h.to_string(),
+                    body_value: v.clone(),
+                }));
+            }
+            return match ProtocolVersion::parse(v) {
+                Some(version) if version.era() == Era::Modern && supported.contains(&version) => {
+                    Ok(RequestEra::Modern(version))
+                }
+                // A legacy version in `_meta` is not a way to skip the handshake; the
+                // versions offered are those a request of this form may name.
+                _ => Err(EraError::UnsupportedVersion {
+                    requested: v.clone(),
+                    supported: modern_only(supported),
+                }),
+            };
+        }
+        Some(_) => return Err(EraError::MetaVersionNotString),
+        None => {}
+    }
     if method == methods::INITIALIZE {
         let requested = params
             .and_then(|p| p.get("protocolVersion"))
@@ -251,24 +298,47 @@ pub fn classify(
             }
         });
     }
+    if let Some(h) = header_version
+        && ProtocolVersion::parse(h).is_some_and(|v| v.era() == Era::Modern)
+    {
+        return Err(EraError::MetaMissing(h.to_string()));
+    }
+    Ok(RequestEra::InSession)
+}
+
+/// The modern versions of `supported`: what `server/discover` lists.
+pub fn modern_only(supported: &[ProtocolVersion]) -> Vec<ProtocolVersion> {
+    supported
+        .iter()
+        .copied()
+        .filter(|v| v.era() == Era::Modern)
+        .collect()
+}
+
+/// `_meta` key of the client's capabilities, required on every modern request.
+pub const CLIENT_CAPABILITIES_META_KEY: &str = "io.modelcontextprotocol/clientCapabilities";
+
+/// A modern request's `_meta` must also carry the client's capabilities (an object):
+/// the server may not assume any it was not told.
+pub fn check_modern_meta(params: Option<&RawObject>) -> Result<(), EraError> {
     match params
         .and_then(RawObject::meta)
-        .and_then(|m| m.get(PROTOCOL_VERSION_META_KEY))
+        .and_then(|m| m.get(CLIENT_CAPABILITIES_META_KEY))
     {
-        None => Ok(RequestEra::InSession),
-        Some(Value::String(v)) => match ProtocolVersion::parse(v) {
-            Some(version) if version.era() == Era::Modern && supported.contains(&version) => {
-                Ok(RequestEra::Modern(version))
-            }
-            // A legacy version in `_meta` is not a way to skip the handshake.
-            _ => Err(EraError::UnsupportedVersion {
-                requested: v.clone(),
-                supported: supported.to_vec(),
-            }),
-        },
-        Some(_) => Err(EraError::MetaVersionNotString),
+        Some(Value::Object(_)) => Ok(()),
+        _ => Err(EraError::CapabilitiesMissing),
     }
 }
+
+/// Methods of the legacy era that 2026-07-28 removed: a modern request for one is
+/// answered 404 with Method not found, never forwarded.
+pub const REMOVED_IN_MODERN: &[&str] = &[
+    methods::INITIALIZE,
+    "ping",
+    "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
+];
 
 /// The version to answer an `initialize` with.
 pub fn negotiate_initialize(
@@ -508,7 +578,7 @@ mod tests {
             let r = request(&format!(
                 r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"{v}","capabilities":{{}}}}}}"#
             ));
-            classify(&r.method, r.params.as_ref(), ALL)
+            classify(&r.method, r.params.as_ref(), None, ALL)
         };
         assert_eq!(
             init("2025-06-18"),
@@ -535,7 +605,7 @@ mod tests {
         let r = request(
             r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":5}}"#,
         );
-        let e = classify(&r.method, r.params.as_ref(), ALL).unwrap_err();
+        let e = classify(&r.method, r.params.as_ref(), None, ALL).unwrap_err();
         assert_eq!(e, EraError::InitializeWithoutVersion);
         assert_eq!(e.code(), INVALID_PARAMS);
     }
@@ -544,27 +614,27 @@ mod tests {
     fn modern_requests_take_the_version_from_meta() {
         let r = modern_call("read");
         assert_eq!(
-            classify(&r.method, r.params.as_ref(), ALL),
+            classify(&r.method, r.params.as_ref(), None, ALL),
             Ok(RequestEra::Modern(ProtocolVersion::V2026_07_28))
         );
         let r = request(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
         assert_eq!(
-            classify(&r.method, r.params.as_ref(), ALL),
+            classify(&r.method, r.params.as_ref(), None, ALL),
             Ok(RequestEra::InSession)
         );
         for v in [r#""2099-01-01""#, r#""2025-11-25""#] {
             let r = request(&format!(
                 r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"_meta":{{"io.modelcontextprotocol/protocolVersion":{v}}}}}}}"#
             ));
-            let e = classify(&r.method, r.params.as_ref(), ALL).unwrap_err();
+            let e = classify(&r.method, r.params.as_ref(), None, ALL).unwrap_err();
             assert_eq!(e.code(), UNSUPPORTED_PROTOCOL_VERSION);
             assert_eq!(e.http_status(), StatusCode::BAD_REQUEST);
             let obj = e.to_error_object();
             assert_eq!(obj.message, "Unsupported protocol version");
             let data = obj.data.unwrap();
             assert_eq!(data["requested"], serde_json::from_str::<Value>(v).unwrap());
-            assert_eq!(data["supported"][0], json!("2026-07-28"));
-            assert_eq!(data["supported"][4], json!("2024-11-05"));
+            // What server/discover lists: the versions a `_meta` may name.
+            assert_eq!(data["supported"], json!(["2026-07-28"]));
         }
         // A modern version the gateway was configured not to serve.
         let r = modern_call("read");
@@ -572,6 +642,7 @@ mod tests {
             classify(
                 &r.method,
                 r.params.as_ref(),
+                None,
                 &[ProtocolVersion::V2025_11_25]
             ),
             Err(EraError::UnsupportedVersion { .. })
@@ -580,9 +651,50 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":20260728}}}"#,
         );
         assert_eq!(
-            classify(&r.method, r.params.as_ref(), ALL),
+            classify(&r.method, r.params.as_ref(), None, ALL),
             Err(EraError::MetaVersionNotString)
         );
+    }
+
+    #[test]
+    fn the_header_and_meta_decide_the_era_in_the_suites_order() {
+        let meta = |v: &str| {
+            request(&format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{{"_meta":{{"io.modelcontextprotocol/protocolVersion":"{v}","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+            ))
+        };
+        // Header and _meta disagree: HeaderMismatch, even for an unknown version.
+        let r = meta("v999.0.0");
+        let e = classify(&r.method, r.params.as_ref(), Some("2026-07-28"), ALL).unwrap_err();
+        assert_eq!(e.code(), HEADER_MISMATCH);
+        // Both name the unknown version: UnsupportedProtocolVersion.
+        let e = classify(&r.method, r.params.as_ref(), Some("v999.0.0"), ALL).unwrap_err();
+        assert_eq!(e.code(), UNSUPPORTED_PROTOCOL_VERSION);
+        // A modern header over a body without _meta: invalid params, not "no session".
+        let r = request(r#"{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{}}"#);
+        let e = classify(&r.method, r.params.as_ref(), Some("2026-07-28"), ALL).unwrap_err();
+        assert_eq!(
+            (e.code(), e.http_status()),
+            (INVALID_PARAMS, StatusCode::BAD_REQUEST)
+        );
+        // A legacy header still means a session request.
+        assert_eq!(
+            classify(&r.method, r.params.as_ref(), Some("2025-11-25"), ALL),
+            Ok(RequestEra::InSession)
+        );
+        // initialize with a modern _meta is a modern request (for a removed method).
+        let r = request(
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+        );
+        assert_eq!(
+            classify(&r.method, r.params.as_ref(), Some("2026-07-28"), ALL),
+            Ok(RequestEra::Modern(ProtocolVersion::V2026_07_28))
+        );
+        assert!(REMOVED_IN_MODERN.contains(&r.method.as_str()));
+        // Client capabilities are required in a modern _meta.
+        check_modern_meta(meta("2026-07-28").params.as_ref()).unwrap();
+        let e = check_modern_meta(r.params.as_ref()).unwrap_err();
+        assert_eq!(e.code(), INVALID_PARAMS);
     }
 
     #[test]

@@ -31,7 +31,8 @@ use crate::audit::{Audit, AuditRecord, UpstreamOutcome, digest};
 use crate::config::GatewayConfig;
 use crate::denial::{Denial, DenialKind, UNAUTHENTICATED};
 use crate::era::{
-    Era, ProtocolVersion, RequestEra, check_modern_headers, check_session_version, classify,
+    Era, HEADER_PROTOCOL_VERSION, ProtocolVersion, REMOVED_IN_MODERN, RequestEra,
+    check_modern_headers, check_modern_meta, check_session_version, classify, modern_only,
 };
 use crate::input::{Agent, PolicyInput, SessionInfo};
 use crate::jsonrpc::{
@@ -43,6 +44,7 @@ use crate::metrics::{GatewayMetrics, RequestLabels, UpstreamLabels};
 use crate::naming::{ListKind, Naming, Route};
 use crate::relay::{Rewriter, open_answer, open_position};
 use crate::session::{SessionSealer, SessionState};
+use crate::subscriptions;
 use crate::upstream::{Answer, ModernHeaders, Outgoing, SESSION_HEADER, Upstream, UpstreamError};
 
 /// JSON-RPC error code for a session the gateway does not know (the Python SDK's).
@@ -255,7 +257,9 @@ impl Gateway {
     /// Origin and DNS-rebinding checks.
     fn check_origin(&self, headers: &HeaderMap) -> Result<(), Response> {
         if let Some(origin) = headers.get(header::ORIGIN) {
-            let ok = origin.to_str().is_ok_and(|o| self.cfg.origin_allowed(o));
+            let ok = origin
+                .to_str()
+                .is_ok_and(|o| self.cfg.origin_allowed(o) || self.same_loopback_origin(o, headers));
             if !ok {
                 return Err(rpc_error(
                     StatusCode::FORBIDDEN,
@@ -277,6 +281,21 @@ impl Gateway {
             ));
         }
         Ok(())
+    }
+
+    /// A page served by this very loopback listener (`Origin` = `http://` + its loopback
+    /// `Host`): not a DNS-rebinding attempt, whose `Host` or `Origin` names another host.
+    fn same_loopback_origin(&self, origin: &str, headers: &HeaderMap) -> bool {
+        self.loopback
+            && headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .is_some_and(|host| {
+                    host_is_loopback(host)
+                        && origin
+                            .strip_prefix("http://")
+                            .is_some_and(|o| o.eq_ignore_ascii_case(host))
+                })
     }
 
     fn authenticate(&self, headers: &HeaderMap) -> Result<&ApiIdentity, Response> {
@@ -401,8 +420,16 @@ fn context<'a>(
     req: &Request,
 ) -> Result<Ctx<'a>, Response> {
     let id = Some(&req.id);
-    let era = classify(&req.method, req.params.as_ref(), &gw.supported)
-        .map_err(|e| error_response(e.http_status(), &e.to_response(id)))?;
+    let header_version = headers
+        .get(HEADER_PROTOCOL_VERSION)
+        .and_then(|v| v.to_str().ok());
+    let era = classify(
+        &req.method,
+        req.params.as_ref(),
+        header_version,
+        &gw.supported,
+    )
+    .map_err(|e| error_response(e.http_status(), &e.to_response(id)))?;
     let agent = agent_of(who);
     match era {
         RequestEra::Initialize { negotiated, .. } => Ok(Ctx {
@@ -415,6 +442,7 @@ fn context<'a>(
         }),
         RequestEra::Modern(v) => {
             check_modern_headers(headers, v, &req.method, req.params.as_ref(), true)
+                .and_then(|()| check_modern_meta(req.params.as_ref()))
                 .map_err(|e| error_response(e.http_status(), &e.to_response(id)))?;
             Ok(Ctx {
                 who,
@@ -474,6 +502,18 @@ async fn request(
         methods::RESOURCES_TEMPLATES_LIST => Some(ListKind::ResourceTemplates),
         _ => None,
     };
+    if ctx.era == Era::Modern && REMOVED_IN_MODERN.contains(&req.method.as_str()) {
+        return rpc_error(
+            StatusCode::NOT_FOUND,
+            Some(&req.id),
+            METHOD_NOT_FOUND,
+            &format!(
+                "Method not found: {} was removed in protocol version {}",
+                req.method, ctx.version
+            ),
+        )
+        .into();
+    }
     if let Some(kind) = list {
         return list_request(gw, &ctx, &req, kind, trace).await.into();
     }
@@ -488,6 +528,9 @@ async fn request(
             set_level(gw, &ctx, &req, trace).await.into()
         }
         COMPLETION_COMPLETE => completion(gw, &ctx, req, trace).await,
+        subscriptions::LISTEN if ctx.era == Era::Modern => {
+            subscriptions_listen(gw, &ctx, req, trace).await
+        }
         _ if req.target().is_some() => targeted(gw, &ctx, req, trace).await,
         _ => rpc_error(
             not_found_status(ctx.era),
@@ -687,41 +730,9 @@ async fn targeted(gw: &Arc<Gateway>, ctx: &Ctx<'_>, req: Request, trace: &mut Tr
         _ => trace.tool = Some(route.name.clone()),
     }
     trace.upstream_label = route.upstream.clone();
-    let input = match PolicyInput::for_request(&ctx.agent, &ctx.session_info(), &req, Some(&route))
-    {
-        Ok(i) => i.to_value(),
-        Err(e) => {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                Some(&req.id),
-                INVALID_PARAMS,
-                &e.to_string(),
-            )
-            .into();
-        }
-    };
-    let decided = layers::decide(
-        &gw.decider,
-        &gw.cfg.layers,
-        &req.method,
-        &input,
-        &format!("mcp/{}", req.method),
-    );
-    trace.decision_id = Some(decided.decision_id.clone());
-    trace.revision = decided.revision.clone();
-    if let Some(d) = decided.denial() {
-        trace.denied(&d);
-        let as_tool_error = req.method == methods::TOOLS_CALL
-            && matches!(
-                &decided.verdict,
-                Ok(Verdict::Deny {
-                    as_tool_error: true,
-                    ..
-                })
-            );
-        return denial_response(&d, &req.id, ctx.era, as_tool_error).into();
+    if let Err(r) = decide_routed(gw, ctx, &req, &route, trace) {
+        return r.into();
     }
-    trace.decision = "allow";
     let Some(upstream) = gw.upstream(&route.upstream) else {
         return rpc_error(
             StatusCode::BAD_GATEWAY,
@@ -762,6 +773,321 @@ async fn targeted(gw: &Arc<Gateway>, ctx: &Ctx<'_>, req: Request, trace: &mut Tr
     // rewritten so the client's answers and resumptions find their way back.
     let rewriter = post_rewriter(ctx);
     forward(gw, upstream, forwarded, out, rewriter, trace).await
+}
+
+/// The layers' decision on a request routed to one upstream (`route`); `Err` is the
+/// answer to a denial or to a request the policy input cannot be made from.
+fn decide_routed(
+    gw: &Gateway,
+    ctx: &Ctx<'_>,
+    req: &Request,
+    route: &Route,
+    trace: &mut Trace,
+) -> Result<(), Response> {
+    let input = match PolicyInput::for_request(&ctx.agent, &ctx.session_info(), req, Some(route)) {
+        Ok(i) => i.to_value(),
+        Err(e) => {
+            return Err(rpc_error(
+                StatusCode::BAD_REQUEST,
+                Some(&req.id),
+                INVALID_PARAMS,
+                &e.to_string(),
+            ));
+        }
+    };
+    let decided = layers::decide(
+        &gw.decider,
+        &gw.cfg.layers,
+        &req.method,
+        &input,
+        &format!("mcp/{}", req.method),
+    );
+    trace.decision_id = Some(decided.decision_id.clone());
+    trace.revision = decided.revision.clone();
+    if let Some(d) = decided.denial() {
+        trace.denied(&d);
+        let as_tool_error = req.method == methods::TOOLS_CALL
+            && matches!(
+                &decided.verdict,
+                Ok(Verdict::Deny {
+                    as_tool_error: true,
+                    ..
+                })
+            );
+        return Err(denial_response(&d, &req.id, ctx.era, as_tool_error));
+    }
+    trace.decision = "allow";
+    Ok(())
+}
+
+/// At most this many URIs in one `subscriptions/listen` filter (each is decided).
+const MAX_LISTEN_URIS: usize = 256;
+
+/// 2026-07-28 `subscriptions/listen`: decided as itself and, for each resource URI it
+/// names, as a `resources/read` of that URI (a caller hears of changes only to what it
+/// may read); then sent to the upstreams its filter concerns, and their streams merged
+/// into one (`subscriptions.rs`), counted against `limits.max_streams`.
+async fn subscriptions_listen(
+    gw: &Arc<Gateway>,
+    ctx: &Ctx<'_>,
+    req: Request,
+    trace: &mut Trace,
+) -> Handled {
+    let bad = |msg: &str| -> Handled {
+        rpc_error(StatusCode::BAD_REQUEST, Some(&req.id), INVALID_PARAMS, msg).into()
+    };
+    let Some(filter) = req
+        .param("notifications")
+        .and_then(Value::as_object)
+        .cloned()
+    else {
+        return bad("subscriptions/listen needs params.notifications (an object)");
+    };
+    let uris: Vec<String> = match filter.get(subscriptions::RESOURCE_SUBSCRIPTIONS) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) if a.len() <= MAX_LISTEN_URIS => {
+            match a.iter().map(|v| v.as_str().map(str::to_string)).collect() {
+                Some(v) => v,
+                None => return bad("params.notifications.resourceSubscriptions must list URIs"),
+            }
+        }
+        Some(Value::Array(_)) => {
+            return bad(&format!(
+                "params.notifications.resourceSubscriptions: at most {MAX_LISTEN_URIS} URIs"
+            ));
+        }
+        Some(_) => return bad("params.notifications.resourceSubscriptions must list URIs"),
+    };
+    if let Err(r) = decide_plain(gw, ctx, &req, None, trace) {
+        return r.into();
+    }
+    let mut routes = Vec::new();
+    for uri in &uris {
+        let route = match route_of(gw, &req.id, crate::jsonrpc::Target::Resource(uri)) {
+            Ok(r) => r,
+            Err(r) => return r.into(),
+        };
+        let read = Request {
+            id: req.id.clone(),
+            method: methods::RESOURCES_READ.into(),
+            params: req
+                .params
+                .as_ref()
+                .map(|p| p.with_member("uri", &Value::String(uri.clone()))),
+        };
+        trace.resource = Some(route.name.clone());
+        if let Err(r) = decide_routed(gw, ctx, &read, &route, trace) {
+            return r.into();
+        }
+        routes.push(route);
+    }
+    let names: Vec<&str> = gw.upstreams.iter().map(|u| u.name.as_str()).collect();
+    let plan = subscriptions::split(&filter, &routes, &names);
+    if plan.is_empty() {
+        return bad("subscriptions/listen asks for no notifications");
+    }
+    let Ok(permit) = gw.streams.clone().try_acquire_owned() else {
+        return rpc_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(&req.id),
+            INVALID_REQUEST,
+            &format!(
+                "too many open streams (limits.max_streams = {})",
+                gw.cfg.limits.max_streams
+            ),
+        )
+        .into();
+    };
+    let opens = plan.iter().filter_map(|(name, f)| {
+        let u = gw.upstream(name)?;
+        let body = Request {
+            id: req.id.clone(),
+            method: req.method.clone(),
+            params: req
+                .params
+                .as_ref()
+                .map(|p| p.with_member("notifications", &Value::Object(f.clone()))),
+        }
+        .encode();
+        let out = ctx.outgoing(name, subscriptions::LISTEN, None);
+        Some(async move { (u, u.post(body, &out, u.request_timeout).await) })
+    });
+    let mut streams = Vec::new();
+    let mut refusal = None;
+    for (u, answer) in futures_util::future::join_all(opens).await {
+        match answer {
+            Ok(Answer::Stream { events, .. }) => streams.push((u.name.clone(), events)),
+            Ok(Answer::Json { status, body, .. }) => {
+                let why = serde_json::from_slice::<Value>(&body)
+                    .map_or_else(LeftOut::NotJson, LeftOut::Rpc);
+                omitted(gw, u, subscriptions::LISTEN, &why);
+                refusal.get_or_insert((status, body));
+            }
+            Ok(Answer::Accepted) => omitted(gw, u, subscriptions::LISTEN, &LeftOut::NoAnswer),
+            Err(e) => omitted(gw, u, subscriptions::LISTEN, &LeftOut::Upstream(e)),
+        }
+    }
+    trace.upstream_label = match plan.as_slice() {
+        [(only, _)] => only.clone(),
+        _ => "*".into(),
+    };
+    if streams.is_empty() {
+        // No upstream listens: its own answer when there was one (e.g. -32601).
+        return match refusal {
+            Some((status, body)) => {
+                let mut r =
+                    (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body).into_response();
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                r.into()
+            }
+            None => rpc_error(
+                StatusCode::BAD_GATEWAY,
+                Some(&req.id),
+                UPSTREAM_UNAVAILABLE,
+                "no upstream could open the subscription",
+            )
+            .into(),
+        };
+    }
+    gw.metrics.open_streams.inc();
+    let open = OpenStream {
+        gw: gw.clone(),
+        _permit: permit,
+    };
+    let tagged: Vec<_> = streams
+        .into_iter()
+        .map(|(name, events)| {
+            let end = name.clone();
+            events
+                .map(move |ev| (name.clone(), Some(ev)))
+                .chain(futures_util::stream::once(async move { (end, None) }))
+                .boxed()
+        })
+        .collect();
+    let acks = subscriptions::AckMerger::new(tagged_names(&plan));
+    let state = ListenState {
+        merged: futures_util::stream::select_all(tagged),
+        acks,
+        held: Vec::new(),
+        graceful: false,
+        done: false,
+        id: req.id.to_value(),
+        open,
+    };
+    trace.decision = "allow";
+    Handled::Done(sse_response(futures_util::stream::unfold(
+        state,
+        listen_step,
+    )))
+}
+
+fn tagged_names(plan: &[(String, Map<String, Value>)]) -> impl Iterator<Item = &str> {
+    plan.iter().map(|(n, _)| n.as_str())
+}
+
+type Tagged = futures_util::stream::BoxStream<
+    'static,
+    (String, Option<Result<crate::sse::Event, UpstreamError>>),
+>;
+
+/// The merged `subscriptions/listen` stream between two frames.
+struct ListenState {
+    merged: futures_util::stream::SelectAll<Tagged>,
+    acks: subscriptions::AckMerger,
+    /// Frames that arrived before the merged acknowledgement went out.
+    held: Vec<Bytes>,
+    /// Some upstream ended its listen with a result: the client gets one at the end.
+    graceful: bool,
+    done: bool,
+    id: Value,
+    open: OpenStream,
+}
+
+impl ListenState {
+    /// The acknowledgement (when due, or `force`d) and the frames held for it.
+    fn flush(&mut self, force: bool) -> Option<Bytes> {
+        let ack = self.acks.ready(&self.id, force)?;
+        let mut out = crate::sse::Event::message(&ack.to_string())
+            .to_bytes()
+            .to_vec();
+        for f in self.held.drain(..) {
+            out.extend_from_slice(&f);
+        }
+        Some(Bytes::from(out))
+    }
+}
+
+async fn listen_step(mut st: ListenState) -> Option<(Result<Bytes, std::io::Error>, ListenState)> {
+    loop {
+        if st.done {
+            return None;
+        }
+        let Some((upstream, item)) = st.merged.next().await else {
+            st.done = true;
+            let mut out = st.flush(true).map(|b| b.to_vec()).unwrap_or_default();
+            if st.graceful {
+                let end = subscriptions::listen_result(&st.id).to_string();
+                out.extend_from_slice(&crate::sse::Event::message(&end).to_bytes());
+            }
+            return (!out.is_empty()).then(|| (Ok(Bytes::from(out)), st));
+        };
+        let ev = match item {
+            None => {
+                st.acks.gone(&upstream);
+                match st.flush(false) {
+                    Some(b) => return Some((Ok(b), st)),
+                    None => continue,
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(upstream = %upstream, error = %e, "subscriptions/listen stream broke");
+                continue;
+            }
+            Some(Ok(ev)) => ev,
+        };
+        // Primers and comments carry nothing for the client; listen streams are not
+        // resumable, so their ids are dropped too.
+        let Ok(msg) = serde_json::from_str::<Value>(&ev.data) else {
+            continue;
+        };
+        let method = msg.get("method").and_then(Value::as_str);
+        if method == Some(subscriptions::ACKNOWLEDGED) {
+            let acked = msg
+                .pointer("/params/notifications")
+                .and_then(Value::as_object);
+            st.acks.add(&st.open.gw.naming, &upstream, acked);
+            match st.flush(false) {
+                Some(b) => return Some((Ok(b), st)),
+                None => continue,
+            }
+        }
+        if msg.get("id").is_some() {
+            // The upstream's graceful end (its result), or a request the modern era
+            // does not send on this stream: neither is relayed as is.
+            if msg.get("id") == Some(&st.id) && method.is_none() {
+                st.graceful = true;
+            }
+            continue;
+        }
+        let Some(msg) = subscriptions::expose_notification(&st.open.gw.naming, &upstream, msg)
+        else {
+            continue;
+        };
+        let frame = crate::sse::Event::message(&msg.to_string()).to_bytes();
+        if !st.acks.sent() {
+            st.held.push(frame);
+            if st.held.len() >= subscriptions::MAX_HELD_FRAMES
+                && let Some(b) = st.flush(true)
+            {
+                return Some((Ok(b), st));
+            }
+            continue;
+        }
+        return Some((Ok(frame), st));
+    }
 }
 
 /// Sends an allowed request upstream and relays the answer: JSON as it came, SSE
@@ -1009,6 +1335,9 @@ enum LeftOut {
     /// The upstream is not part of this session: nothing worth logging.
     #[error("not part of this session")]
     NotInSession,
+    /// 404 to a request in its session: the upstream forgot it.
+    #[error("the upstream no longer knows this session (404)")]
+    SessionGone,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error("no answer (202)")]
@@ -1114,12 +1443,37 @@ async fn exchange(
     }
     let deadline = gw.cfg.limits.list_deadline;
     let out = ctx.outgoing(&u.name, method, None);
+    let in_session = out.session.is_some();
     tokio::time::timeout(deadline, async {
         let a = u.post(body, &out, deadline).await?;
+        if in_session && matches!(a, Answer::Json { status: 404, .. }) {
+            return Err(LeftOut::SessionGone);
+        }
         collect(a, id).await
     })
     .await
     .unwrap_or(Err(LeftOut::Late(deadline.as_secs_f64())))
+}
+
+/// A 2025-era session that every one of its upstreams has forgotten (each answered
+/// 404: it was deleted, or the upstreams restarted): the client must initialize again
+/// rather than be shown an empty list.
+fn session_gone<T>(ctx: &Ctx<'_>, answers: &[Result<T, LeftOut>]) -> bool {
+    let mut asked = 0;
+    let mut gone = 0;
+    for a in answers {
+        match a {
+            Err(LeftOut::NotInSession) => {}
+            Err(
+                LeftOut::SessionGone | LeftOut::Upstream(UpstreamError::Status { status: 404, .. }),
+            ) => {
+                asked += 1;
+                gone += 1;
+            }
+            _ => asked += 1,
+        }
+    }
+    ctx.session.is_some() && asked > 0 && gone == asked
 }
 
 /// Capabilities of several upstreams as one: a capability is offered when any
@@ -1256,7 +1610,7 @@ async fn discover(gw: &Arc<Gateway>, ctx: &Ctx<'_>, req: &Request, trace: &mut T
         .filter_map(|(_, _, v)| result_of(v).ok().cloned())
         .collect();
     let result = json!({
-        "supportedVersions": gw.supported.iter().filter(|v| v.era() == Era::Modern).map(|v| v.as_str()).collect::<Vec<_>>(),
+        "supportedVersions": modern_only(&gw.supported),
         "capabilities": merge_capabilities(results.iter()),
         "_meta": {"io.modelcontextprotocol/serverInfo": server_info()},
         "resultType": "complete",
@@ -1319,6 +1673,14 @@ async fn list_request(
         Ok(items)
     }))
     .await;
+    if session_gone(ctx, &per_upstream) {
+        return rpc_error(
+            StatusCode::NOT_FOUND,
+            Some(&req.id),
+            SESSION_NOT_FOUND,
+            "Session not found",
+        );
+    }
     for (u, r) in gw.upstreams.iter().zip(per_upstream) {
         match r {
             Ok(items) => {

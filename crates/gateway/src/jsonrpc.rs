@@ -819,7 +819,12 @@ fn check_params(method: &str, params: Option<&RawObject>) -> Result<(), ParamsFa
     {
         return Err(ParamsFault::NotAnObject(META));
     }
+    let modern = params
+        .and_then(RawObject::meta)
+        .is_some_and(|m| m.contains_key(crate::era::PROTOCOL_VERSION_META_KEY));
     let (name_key, arguments) = match method {
+        // Removed in 2026-07-28: answered 404 by the front door, whatever the params.
+        methods::RESOURCES_SUBSCRIBE | methods::RESOURCES_UNSUBSCRIBE if modern => return Ok(()),
         methods::TOOLS_CALL | methods::PROMPTS_GET => ("name", true),
         methods::RESOURCES_READ | methods::RESOURCES_SUBSCRIBE | methods::RESOURCES_UNSUBSCRIBE => {
             ("uri", false)

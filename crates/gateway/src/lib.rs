@@ -60,6 +60,7 @@ mod sse;
 mod stdio_front;
 mod stdio_upstream;
 pub mod strict_json;
+mod subscriptions;
 mod upstream;
 
 pub use front::UPSTREAM_UNAVAILABLE;

@@ -25,6 +25,11 @@ impl Event {
         Event { raw, data }
     }
 
+    /// A new `message` event carrying `data` (one line of JSON), without an id.
+    pub fn message(data: &str) -> Event {
+        Event::parse(format!("event: message\ndata: {data}"))
+    }
+
     /// The event's `id` field, if it has one.
     pub fn id(&self) -> Option<&str> {
         self.raw

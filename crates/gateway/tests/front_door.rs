@@ -95,11 +95,11 @@ fn modern_headers(name: &str) -> Vec<(&'static str, String)> {
 async fn bad_input_never_reaches_the_upstream_and_the_next_request_works() {
     let s = setup("limits:\n  max_body_bytes: 4096\n  max_depth: 32\n", true).await;
     let deep = format!(
-        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"read_database","arguments":{{"a":{}1{}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}}}}"#,
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"read_database","arguments":{{"a":{}1{}}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#,
         "[".repeat(40),
         "]".repeat(40)
     );
-    let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#;
+    let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#;
     let cases: Vec<Case<'_>> = vec![
         ("truncated JSON", r#"{"jsonrpc":"2.0","id":1,"method":"#.into(), modern_headers("x"), 400, -32700),
         (
@@ -115,6 +115,27 @@ async fn bad_input_never_reaches_the_upstream_and_the_next_request_works() {
             modern_headers("read_database"),
             400,
             -32600,
+        ),
+        (
+            "modern _meta without client capabilities",
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_database","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#.into(),
+            modern_headers("read_database"),
+            400,
+            -32602,
+        ),
+        (
+            "modern header over a body without _meta",
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_database","arguments":{}}}"#.into(),
+            modern_headers("read_database"),
+            400,
+            -32602,
+        ),
+        (
+            "removed method in the modern era",
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"resources/subscribe","params":{{{meta}}}}}"#),
+            [modern_headers("x")[..1].to_vec(), vec![("mcp-method", "resources/subscribe".into())]].concat(),
+            404,
+            -32601,
         ),
         (
             "name not a string",
@@ -437,7 +458,8 @@ async fn an_upstream_that_is_down_is_left_out_of_lists() {
     wait_gateway_ready(&gw).await;
     let http = reqwest::Client::new();
     let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {
-        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}});
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {}}}});
     let r = http
         .post(format!("http://{}/mcp", gw.addr))
         .bearer_auth(ANALYST_KEY)

@@ -15,39 +15,12 @@
     clippy::panic
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lockstep_testkit::prelude::*;
 use serde_json::{Value, json};
-
-fn peers() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
-}
-
-/// The venv, or `None` when it cannot be made and the skip switch is set.
-fn venv() -> Option<PathBuf> {
-    let pinned = peers().join("requirements.txt");
-    let spec = VenvSpec {
-        name: "mcp",
-        pinned: Some(&pinned),
-        packages: &["mcp==2.3.0", "fastmcp==4.2.3"],
-        bins: &[],
-        check: "import mcp, fastmcp",
-    };
-    match spec.ensure() {
-        Ok(v) => Some(v),
-        Err(e) if std::env::var("LOCKSTEP_SKIP_MCP_PEERS").as_deref() == Ok("1") => {
-            eprintln!("LOCKSTEP_SKIP_MCP_PEERS=1: skipping, no MCP venv: {e}");
-            None
-        }
-        Err(e) => panic!(
-            "could not install the MCP peers into {} (no network?); set LOCKSTEP_SKIP_MCP_PEERS=1 to skip.\n{e}",
-            spec.dir().display()
-        ),
-    }
-}
 
 /// Starts `upstream.py` over HTTP; waits for its READY line.
 fn upstream(venv: &Path, dir: &Path, name: &'static str) -> (Proc, u16) {
@@ -56,7 +29,7 @@ fn upstream(venv: &Path, dir: &Path, name: &'static str) -> (Proc, u16) {
     let p = spawn(
         name,
         Command::new(venv.join("bin/python"))
-            .arg(peers().join("upstream.py"))
+            .arg(mcp_peers().join("upstream.py"))
             .args([
                 "--transport",
                 "http",
@@ -103,7 +76,7 @@ fn recorded(dir: &Path, name: &str) -> Vec<(String, Option<String>)> {
 /// Runs `client.py` with `steps`; one JSON value per output line.
 fn client(venv: &Path, url: &str, key: Option<&str>, protocol: &str, steps: &Value) -> Vec<Value> {
     let mut cmd = Command::new(venv.join("bin/python"));
-    cmd.arg(peers().join("client.py"))
+    cmd.arg(mcp_peers().join("client.py"))
         .args(["--url", url, "--protocol", protocol, "--brief"])
         .args(["--steps", &steps.to_string()]);
     if let Some(k) = key {
@@ -130,7 +103,7 @@ fn step(lines: &[Value], n: u64) -> &Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_clients_through_the_gateway_get_the_policy_decisions() {
-    let Some(venv) = tokio::task::block_in_place(venv) else {
+    let Some(venv) = tokio::task::block_in_place(mcp_venv) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -262,7 +235,7 @@ async fn python_clients_through_the_gateway_get_the_policy_decisions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_and_stdio_upstreams_under_one_endpoint() {
-    let Some(venv) = tokio::task::block_in_place(venv) else {
+    let Some(venv) = tokio::task::block_in_place(mcp_venv) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -275,7 +248,7 @@ async fn http_and_stdio_upstreams_under_one_endpoint() {
     let files = format!(
         "  - name: files\n    command: {}\n    args: [{}, --transport, stdio, --name, files, --record, {}]\n",
         venv.join("bin/python").display(),
-        peers().join("upstream.py").display(),
+        mcp_peers().join("upstream.py").display(),
         dir.path().join("record-files.jsonl").display(),
     );
     let mut yaml = gateway_yaml(
@@ -340,7 +313,7 @@ async fn http_and_stdio_upstreams_under_one_endpoint() {
 /// `notifications/cancelled` for that request to the upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_disconnects_cancels_the_upstream_request() {
-    let Some(venv) = tokio::task::block_in_place(venv) else {
+    let Some(venv) = tokio::task::block_in_place(mcp_venv) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

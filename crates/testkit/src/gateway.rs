@@ -110,7 +110,8 @@ pub fn modern_call(id: i64, tool: &str, args: Value) -> (Value, Vec<(&'static st
     let body = json!({
         "jsonrpc": "2.0", "id": id, "method": "tools/call",
         "params": {"name": tool, "arguments": args,
-                   "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}},
+                   "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                             "io.modelcontextprotocol/clientCapabilities": {}}},
     });
     let headers = vec![
         ("mcp-protocol-version", "2026-07-28".to_string()),

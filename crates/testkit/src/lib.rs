@@ -39,7 +39,7 @@ pub mod prelude {
     pub use crate::gateway::*;
     pub use crate::metrics::{sample, scrape};
     pub use crate::procs::{Proc, run, spawn};
-    pub use crate::python::VenvSpec;
+    pub use crate::python::{VenvSpec, mcp_peers, mcp_venv};
     pub use crate::raw::*;
     pub use crate::server::*;
     pub use crate::sync::*;

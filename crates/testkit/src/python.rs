@@ -130,3 +130,34 @@ impl Drop for VenvLock {
         let _ = std::fs::remove_dir(&self.0);
     }
 }
+
+/// `crates/gateway/tests/peers`: the MCP peer scripts and their pinned requirements.
+pub fn mcp_peers() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway/tests/peers")
+}
+
+/// The venv with the Python MCP SDK and FastMCP (`<target>/py-mcp`, pinned in
+/// `mcp_peers()/requirements.txt`), made on first use. `None` when it cannot be made
+/// and `LOCKSTEP_SKIP_MCP_PEERS=1` (said on stderr); without that switch a test that
+/// needs it fails with the reason.
+pub fn mcp_venv() -> Option<PathBuf> {
+    let pinned = mcp_peers().join("requirements.txt");
+    let spec = VenvSpec {
+        name: "mcp",
+        pinned: Some(&pinned),
+        packages: &["mcp==2.3.0", "fastmcp==4.2.3"],
+        bins: &[],
+        check: "import mcp, fastmcp",
+    };
+    match spec.ensure() {
+        Ok(v) => Some(v),
+        Err(e) if std::env::var("LOCKSTEP_SKIP_MCP_PEERS").as_deref() == Ok("1") => {
+            eprintln!("LOCKSTEP_SKIP_MCP_PEERS=1: skipping, no MCP venv: {e}");
+            None
+        }
+        Err(e) => panic!(
+            "could not install the MCP peers into {} (no network?); set LOCKSTEP_SKIP_MCP_PEERS=1 to skip.\n{e}",
+            spec.dir().display()
+        ),
+    }
+}
