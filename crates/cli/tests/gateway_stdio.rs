@@ -1,7 +1,7 @@
 //! `lockstep gateway --stdio` launched by a real MCP client (PyPI `mcp` 2.3, both
 //! protocol eras), in front of a recording upstream, with the guide's policies from a
 //! real `lockstep server`: the same decisions as over HTTP, and the upstream never sees
-//! a denied call. Uses the venv of `crates/gateway/tests/real_mcp.rs`
+//! a denied call. Uses the shared MCP venv (`lockstep_testkit::python::mcp_venv`)
 //! (`LOCKSTEP_SKIP_MCP_PEERS=1` skips when it cannot be made).
 // Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
 #![allow(
@@ -17,32 +17,9 @@ use std::process::Command;
 use lockstep_testkit::prelude::*;
 use serde_json::{Value, json};
 
-fn peers() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway/tests/peers")
-}
-
-fn venv() -> Option<PathBuf> {
-    let pinned = peers().join("requirements.txt");
-    let spec = VenvSpec {
-        name: "mcp",
-        pinned: Some(&pinned),
-        packages: &["mcp==2.3.0", "fastmcp==4.2.3"],
-        bins: &[],
-        check: "import mcp, fastmcp",
-    };
-    match spec.ensure() {
-        Ok(v) => Some(v),
-        Err(e) if std::env::var("LOCKSTEP_SKIP_MCP_PEERS").as_deref() == Ok("1") => {
-            eprintln!("LOCKSTEP_SKIP_MCP_PEERS=1: skipping, no MCP venv: {e}");
-            None
-        }
-        Err(e) => panic!("could not install the MCP peers (no network?): {e}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_mcp_client_launches_the_stdio_gateway() {
-    let Some(venv) = tokio::task::block_in_place(venv) else {
+    let Some(venv) = tokio::task::block_in_place(mcp_venv) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -67,7 +44,7 @@ async fn a_real_mcp_client_launches_the_stdio_gateway() {
     for protocol in ["2025-11-25", "2026-07-28"] {
         let out = tokio::task::block_in_place(|| {
             Command::new(venv.join("bin/python"))
-                .arg(peers().join("client.py"))
+                .arg(mcp_peers().join("client.py"))
                 .args(["--stdio-cmd", &cmd])
                 .args([
                     "--stdio-env",
