@@ -205,6 +205,11 @@ impl McpUpstream {
             && let Some(o) = result.as_object_mut()
         {
             o.insert("resultType".into(), json!("complete"));
+            // ... and list results how they may be cached (required by the schema).
+            if msg["method"] == "tools/list" {
+                o.insert("ttlMs".into(), json!(0));
+                o.insert("cacheScope".into(), json!("private"));
+            }
         }
         let mut r = (
             StatusCode::OK,
