@@ -68,7 +68,7 @@ pub struct RunningAgent {
 /// then the decision-log writer (which ends when the last sender is gone).
 #[derive(Debug)]
 struct Rest {
-    envoy: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    envoy: Option<JoinHandle<std::io::Result<()>>>,
     envoy_http: Option<JoinHandle<std::io::Result<()>>>,
     syncer: Syncer,
     logger: Option<JoinHandle<()>>,
@@ -77,7 +77,7 @@ struct Rest {
 
 impl Rest {
     async fn stop(self) -> std::io::Result<()> {
-        join_envoy(self.envoy).await?;
+        join_http(self.envoy).await?;
         join_http(self.envoy_http).await?;
         self.syncer.shutdown().await;
         drop(self.state);
@@ -108,18 +108,6 @@ impl RunningAgent {
     /// A handle that stops the agent when sent `true`.
     pub fn trigger(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
-    }
-}
-
-async fn join_envoy(
-    h: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
-) -> std::io::Result<()> {
-    match h {
-        Some(h) => h
-            .await
-            .map_err(std::io::Error::other)?
-            .map_err(std::io::Error::other),
-        None => Ok(()),
     }
 }
 
@@ -199,16 +187,19 @@ pub async fn start(cfg: AgentConfig) -> Result<RunningAgent, StartError> {
             );
             let mut erx = tx.subscribe();
             tracing::info!(addr = ?envoy_addr, path = %e.path, "envoy ext_authz gRPC listening");
-            Some(tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(svc)
-                    .serve_with_incoming_shutdown(
-                        tonic::transport::server::TcpIncoming::from(l),
-                        async move {
-                            let _ = erx.wait_for(|v| *v).await;
-                        },
-                    ),
-            ))
+            // Served by lockstep-listen (HTTP/2 with prior knowledge, as Envoy's gRPC
+            // client speaks it), so it has the same header, idle and connection limits
+            // as every other listener (security review finding 4).
+            let app = tonic::service::Routes::new(svc).into_axum_router();
+            Some(tokio::spawn(lockstep_listen::serve(
+                l,
+                None,
+                app,
+                cfg.listener,
+                async move {
+                    let _ = erx.wait_for(|v| *v).await;
+                },
+            )))
         }
         _ => None,
     };

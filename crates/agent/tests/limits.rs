@@ -1,6 +1,7 @@
 //! The agent's listeners against slow and idle clients (security review finding 4):
-//! the REST API and the Envoy HTTP-mode listener close unfinished request heads after
-//! `lockstep.listener.header_read_timeout` and stop at `max_connections`.
+//! the REST API, the Envoy HTTP-mode listener and the Envoy gRPC listener close
+//! unfinished request heads after `lockstep.listener.header_read_timeout` and stop at
+//! `max_connections`.
 
 use std::time::{Duration, Instant};
 
@@ -20,9 +21,22 @@ async fn finding4_agent_listeners_close_unfinished_headers() {
             addr: "127.0.0.1:0".into(),
             ..EnvoyConfig::default()
         });
+        c.envoy = Some(EnvoyConfig {
+            addr: "127.0.0.1:0".into(),
+            ..EnvoyConfig::default()
+        });
     })
     .await;
     let http_addr = agent.envoy_http_addr.unwrap();
+    // gRPC: an HTTP/2 preface cut short is the unfinished head there.
+    let grpc_addr = agent.envoy_addr.unwrap();
+    let mut s = send_raw(grpc_addr, b"PRI * HTTP/2.0\r\n").await;
+    let t0 = Instant::now();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(3)).await,
+        "gRPC {grpc_addr}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     for addr in [agent.addr, http_addr] {
         let mut s = send_raw(addr, b"POST /v1/da").await;
         let t0 = Instant::now();

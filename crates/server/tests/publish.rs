@@ -1,4 +1,6 @@
 //! Publication: credentials, signatures, rollback protection, rollback, history.
+// Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
+#![allow(clippy::unwrap_used)]
 
 use lockstep_testkit::prelude::*;
 use serde_json::{Value, json};
