@@ -11,7 +11,6 @@
     clippy::panic
 )]
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use lockstep_testkit::prelude::*;
