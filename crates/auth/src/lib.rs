@@ -2,11 +2,14 @@
 //! server's publisher/download/status tokens, the agent's read/write tokens, the
 //! gateway's API keys): [`Secret`] values compared in constant time over SHA-256
 //! digests, loaded from a file or an environment variable ([`SecretSource`]), and the
-//! `Authorization: Bearer` header ([`bearer`]).
+//! `Authorization: Bearer` header ([`bearer`]); and JWT access tokens checked against an
+//! issuer's published keys ([`jwt`]).
 //!
 //! Must not: know which request may do what (each listener decides that), print a
 //! secret (`Debug` and `Display` are `***`).
 #![forbid(unsafe_code)]
+
+pub mod jwt;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -31,9 +31,12 @@ pub struct ApiIdentity {
     pub id: String,
     pub role: Option<String>,
     pub scopes: Vec<String>,
+    /// A token's claims (`input.agent.claims`); empty for API keys.
+    pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
-/// The loaded key file.
+/// The loaded key file (empty: no key authenticates).
+#[derive(Default)]
 pub struct ApiKeys {
     entries: Vec<([u8; 32], ApiIdentity)>,
 }
@@ -150,6 +153,7 @@ impl ApiKeys {
                     id: e.id,
                     role: e.role,
                     scopes,
+                    claims: serde_json::Map::new(),
                 },
             ));
         }
@@ -216,7 +220,8 @@ keys:
             Some(&ApiIdentity {
                 id: "ci-bot".into(),
                 role: Some("analyst".into()),
-                scopes: vec!["read-only".into()]
+                scopes: vec!["read-only".into()],
+                claims: serde_json::Map::new(),
             })
         );
         assert_eq!(

@@ -23,6 +23,14 @@
 //!   - path: mcp/resource_access
 //! identity:
 //!   api_keys_file: /etc/lockstep/api-keys.yaml
+//!   oauth:                          # OAuth 2.1 resource server (JWT access tokens)
+//!     issuer: https://auth.example.com
+//!     jwks_uri: https://auth.example.com/jwks
+//!     resource: https://mcp.example.com/mcp   # this gateway's canonical URI = the tokens' aud
+//!     algorithms: [ES256, RS256]    # asymmetric only
+//!     leeway: 30s
+//!     jwks_min_refresh: 10s         # least time between two fetches of the keys
+//!     scopes_supported: [mcp:tools]
 //!   claims_mapping: {id: sub, role: role, scope: scope}
 //! session: {key_file: /etc/lockstep/session.key, previous_key_files: [], ttl: 24h}
 //! limits: {max_body_bytes: 4MiB, max_depth: 64, list_deadline: 5s, max_streams: 1024}
@@ -147,6 +155,27 @@ pub struct IdentityConfig {
     /// which cannot send headers). Off by default: without it such a request gets 401.
     /// A request with a wrong credential gets 401 either way.
     pub anonymous: Option<AnonymousIdentity>,
+    /// Bearer JWTs from an OAuth 2.1 authorization server, beside the API keys.
+    pub oauth: Option<OAuthConfig>,
+}
+
+/// `identity.oauth`: the gateway as an OAuth 2.1 resource server (MCP authorization).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthConfig {
+    pub issuer: String,
+    pub jwks_uri: String,
+    /// The gateway's canonical resource URI: the audience every token must carry, and
+    /// `resource` in its protected-resource metadata.
+    pub resource: String,
+    /// `alg` names (`ES256`, `RS256`, …); asymmetric only.
+    pub algorithms: Vec<String>,
+    pub leeway: Duration,
+    /// Least time between two fetches of the issuer's keys (a token with an unknown
+    /// `kid` makes the gateway fetch them again, at most this often).
+    pub jwks_min_refresh: Duration,
+    /// In the metadata; default: the issuer.
+    pub authorization_servers: Vec<String>,
+    pub scopes_supported: Vec<String>,
 }
 
 /// `identity.anonymous`: who a request without a credential is.
@@ -220,6 +249,8 @@ pub enum AuditConfig {
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
+    #[error("gateway config: identity.oauth: {0}")]
+    OAuth(String),
     #[error("layers: layer {0:?} has an empty methods list or an empty method name")]
     LayerMethods(String),
     #[error("gateway config: {0}")]
@@ -389,6 +420,24 @@ struct RawIdentity {
     api_keys_file: Option<PathBuf>,
     claims_mapping: RawClaims,
     anonymous: Option<AnonymousIdentity>,
+    oauth: Option<RawOAuth>,
+}
+
+#[derive(Deserialize)]
+struct RawOAuth {
+    issuer: String,
+    jwks_uri: String,
+    resource: String,
+    #[serde(default)]
+    algorithms: Option<Vec<String>>,
+    #[serde(default)]
+    leeway: Option<Seconds>,
+    #[serde(default)]
+    jwks_min_refresh: Option<Seconds>,
+    #[serde(default)]
+    authorization_servers: Vec<String>,
+    #[serde(default)]
+    scopes_supported: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -543,7 +592,12 @@ impl RawConfig {
                 return Err(ConfigError::AnonymousNotLoopback(listen.clone()));
             }
         }
+        let oauth = match self.identity.oauth {
+            None => None,
+            Some(o) => Some(oauth_config(o)?),
+        };
         let identity = IdentityConfig {
+            oauth,
             anonymous: self.identity.anonymous,
             api_keys_file: self.identity.api_keys_file,
             claims_mapping: ClaimsMapping {
@@ -633,6 +687,68 @@ fn positive(
         Some(Seconds(d)) if d.is_zero() => Err(ConfigError::Zero(what)),
         Some(Seconds(d)) => Ok(d),
     }
+}
+
+/// `identity.oauth`, checked: URLs that are absolute http(s), a canonical resource URI
+/// (no fragment, no query), known asymmetric algorithms.
+fn oauth_config(o: RawOAuth) -> Result<OAuthConfig, ConfigError> {
+    let url = |v: &str, what: &'static str| -> Result<(), ConfigError> {
+        let ok = (v.starts_with("https://") || v.starts_with("http://"))
+            && !v.contains('#')
+            && v.len() > "https://".len();
+        if ok {
+            Ok(())
+        } else {
+            Err(ConfigError::OAuth(format!(
+                "{what} must be an absolute http(s) URL without a fragment, got {v:?}"
+            )))
+        }
+    };
+    url(&o.issuer, "issuer")?;
+    url(&o.jwks_uri, "jwks_uri")?;
+    url(&o.resource, "resource")?;
+    if o.resource.contains('?') {
+        return Err(ConfigError::OAuth(
+            "resource must be the canonical URI of the MCP endpoint, without a query".into(),
+        ));
+    }
+    let algorithms = o
+        .algorithms
+        .unwrap_or_else(|| vec!["ES256".into(), "RS256".into()]);
+    const ASYMMETRIC: &[&str] = &[
+        "ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA",
+    ];
+    if algorithms.is_empty() {
+        return Err(ConfigError::OAuth("algorithms must not be empty".into()));
+    }
+    if let Some(a) = algorithms
+        .iter()
+        .find(|a| !ASYMMETRIC.contains(&a.as_str()))
+    {
+        return Err(ConfigError::OAuth(format!(
+            "algorithm {a:?} is not accepted (asymmetric only: {})",
+            ASYMMETRIC.join(", ")
+        )));
+    }
+    let authorization_servers = if o.authorization_servers.is_empty() {
+        vec![o.issuer.clone()]
+    } else {
+        o.authorization_servers
+    };
+    Ok(OAuthConfig {
+        issuer: o.issuer,
+        jwks_uri: o.jwks_uri,
+        resource: o.resource.trim_end_matches('/').to_string(),
+        algorithms,
+        leeway: o.leeway.map_or(Duration::from_secs(30), |Seconds(d)| d),
+        jwks_min_refresh: positive(
+            o.jwks_min_refresh,
+            Duration::from_secs(10),
+            "identity.oauth.jwks_min_refresh",
+        )?,
+        authorization_servers,
+        scopes_supported: o.scopes_supported,
+    })
 }
 
 fn listen_is_loopback(s: &str) -> bool {

@@ -13,6 +13,7 @@
 // the error path, where boxing would buy nothing.
 #![allow(clippy::result_large_err)]
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +24,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
+use lockstep_auth::jwt::{JwtError, JwtValidator};
 use lockstep_decision::Decider;
 use serde_json::{Map, Value, json};
 
@@ -66,6 +68,8 @@ pub struct Gateway {
     pub naming: Naming,
     pub upstreams: Vec<Upstream>,
     pub api_keys: ApiKeys,
+    /// `identity.oauth`: access tokens checked against the issuer's keys.
+    pub oauth: Option<Arc<JwtValidator>>,
     /// `identity.anonymous`: who a request without any credential is (loopback only).
     pub anonymous: Option<ApiIdentity>,
     pub sealer: SessionSealer,
@@ -82,6 +86,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/mcp", post(post_mcp).get(get_mcp).delete(delete_mcp))
         .route("/health", get(health))
+        .route(crate::oauth::METADATA_PATH, get(resource_metadata))
+        .route(
+            &format!("{}/{{*path}}", crate::oauth::METADATA_PATH),
+            get(resource_metadata),
+        )
         .route("/metrics", get(metrics))
         .with_state(gw)
 }
@@ -298,26 +307,58 @@ impl Gateway {
                 })
     }
 
-    fn authenticate(&self, headers: &HeaderMap) -> Result<&ApiIdentity, Response> {
+    /// Who the request is: an OAuth access token (a JWT, when `identity.oauth` is
+    /// set), an API key, or with no credential at all the anonymous identity (loopback
+    /// only). Anything else is 401, whose challenge points OAuth clients to the
+    /// protected resource metadata.
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Cow<'_, ApiIdentity>, Response> {
         if !headers.contains_key(header::AUTHORIZATION)
             && let Some(anon) = &self.anonymous
         {
-            return Ok(anon);
+            return Ok(Cow::Borrowed(anon));
         }
-        let found = lockstep_auth::bearer(headers).and_then(|t| self.api_keys.authenticate(t));
-        found.ok_or_else(|| {
-            let mut r = rpc_error(
-                StatusCode::UNAUTHORIZED,
-                None,
-                UNAUTHENTICATED,
-                "Unauthorized: a valid API key is required (Authorization: Bearer <key>)",
-            );
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"lockstep-gateway\""),
-            );
-            r
-        })
+        let token = lockstep_auth::bearer(headers);
+        if let (Some(t), Some(v)) = (token, &self.oauth)
+            && JwtValidator::looks_like_jwt(t)
+        {
+            let refused = match v.validate(t).await {
+                Ok(claims) => {
+                    match crate::oauth::identity(claims, &self.cfg.identity.claims_mapping) {
+                        Ok(who) => return Ok(Cow::Owned(who)),
+                        Err(e) => JwtError::MissingClaim(e.0),
+                    }
+                }
+                Err(e) => e,
+            };
+            self.metrics.token_refusals.inc();
+            tracing::info!(reason = %refused, "access token refused");
+            return Err(self.unauthorized(Some(&refused)));
+        }
+        if let Some(who) = token.and_then(|t| self.api_keys.authenticate(t)) {
+            return Ok(Cow::Borrowed(who));
+        }
+        Err(self.unauthorized(None))
+    }
+
+    fn unauthorized(&self, refused: Option<&JwtError>) -> Response {
+        let message = match (refused, &self.oauth) {
+            (Some(e), _) => format!("Unauthorized: {e}"),
+            (None, Some(_)) => {
+                "Unauthorized: an access token for this resource or a valid API key is required (Authorization: Bearer <token>)".to_string()
+            }
+            (None, None) => {
+                "Unauthorized: a valid API key is required (Authorization: Bearer <key>)".to_string()
+            }
+        };
+        let mut r = rpc_error(StatusCode::UNAUTHORIZED, None, UNAUTHENTICATED, &message);
+        let challenge = match &self.cfg.identity.oauth {
+            Some(o) => crate::oauth::challenge(o, refused),
+            None => "Bearer realm=\"lockstep-gateway\"".to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        r
     }
 }
 
@@ -326,7 +367,7 @@ fn agent_of(who: &ApiIdentity) -> Agent {
         id: who.id.clone(),
         role: who.role.clone(),
         scopes: who.scopes.clone(),
-        claims: Map::new(),
+        claims: who.claims.clone(),
     }
 }
 
@@ -386,10 +427,11 @@ async fn post_inner(
     if let Err(r) = gw.check_origin(headers) {
         return r.into();
     }
-    let who = match gw.authenticate(headers) {
+    let who = match gw.authenticate(headers).await {
         Ok(w) => w,
         Err(r) => return r.into(),
     };
+    let who = &*who;
     trace.identity = Some(who.id.clone());
     let bytes = match read_body(body, gw.cfg.limits.max_body_bytes).await {
         Ok(b) => b,
@@ -1946,10 +1988,11 @@ async fn listen(gw: &Arc<Gateway>, headers: &HeaderMap, trace: &mut Trace) -> Re
     if let Err(r) = gw.check_origin(headers) {
         return r;
     }
-    let who = match gw.authenticate(headers) {
+    let who = match gw.authenticate(headers).await {
         Ok(w) => w,
         Err(r) => return r,
     };
+    let who = &*who;
     trace.identity = Some(who.id.clone());
     let modern_header = headers
         .get(crate::upstream::PROTOCOL_HEADER)
@@ -2122,10 +2165,11 @@ async fn delete_mcp(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
     if let Err(r) = gw.check_origin(&headers) {
         return r;
     }
-    let who = match gw.authenticate(&headers) {
+    let who = match gw.authenticate(&headers).await {
         Ok(w) => w,
         Err(r) => return r,
     };
+    let who = &*who;
     let Some(sid) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
         return rpc_error(
             StatusCode::BAD_REQUEST,
@@ -2151,6 +2195,14 @@ async fn delete_mcp(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
     });
     futures_util::future::join_all(ends).await;
     StatusCode::OK.into_response()
+}
+
+/// RFC 9728 protected resource metadata (root and path forms); 404 without OAuth.
+async fn resource_metadata(State(gw): State<Arc<Gateway>>) -> Response {
+    match &gw.cfg.identity.oauth {
+        Some(o) => json_response(StatusCode::OK, &crate::oauth::metadata(o)),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn health(State(gw): State<Arc<Gateway>>) -> Response {

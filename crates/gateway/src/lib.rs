@@ -52,6 +52,7 @@ pub mod jsonrpc;
 mod layers;
 mod metrics;
 pub mod naming;
+pub mod oauth;
 pub mod param_headers;
 pub mod relay;
 mod run;

@@ -51,6 +51,8 @@ pub struct GatewayMetrics {
     pub list_omissions: Family<UpstreamLabels, Counter>,
     /// Client GET streams open now.
     pub open_streams: Gauge,
+    /// Access tokens refused (identity.oauth).
+    pub token_refusals: Counter,
 }
 
 impl GatewayMetrics {
@@ -61,6 +63,12 @@ impl GatewayMetrics {
         let upstream_failures = Family::<UpstreamLabels, Counter>::default();
         let list_omissions = Family::<UpstreamLabels, Counter>::default();
         let open_streams = Gauge::default();
+        let token_refusals = Counter::default();
+        r.register(
+            "gateway_token_refusals",
+            "OAuth access tokens refused (bad signature, expired, wrong issuer or audience, ...)",
+            token_refusals.clone(),
+        );
         r.register(
             "gateway_requests",
             "MCP requests, by method, decision and upstream",
@@ -83,7 +91,7 @@ impl GatewayMetrics {
         );
         r.register(
             "gateway_open_streams",
-            "Client GET streams (2025-11-25 era) open now",
+            "Client streams open now (2025-11-25 GET streams, 2026-07-28 subscriptions/listen)",
             open_streams.clone(),
         );
         // The same decision metric names as the agent's, so one dashboard reads both.
@@ -98,6 +106,7 @@ impl GatewayMetrics {
             upstream_failures,
             list_omissions,
             open_streams,
+            token_refusals,
         }
     }
 

@@ -35,9 +35,11 @@ pub enum StartError {
     #[error(transparent)]
     DecisionLog(#[from] lockstep_decision::LogFileError),
     #[error(
-        "gateway config: identity.api_keys_file is required: every request must carry a credential"
+        "gateway config: identity.api_keys_file or identity.oauth is required: every request must carry a credential"
     )]
     NoIdentity,
+    #[error(transparent)]
+    OAuth(#[from] lockstep_auth::jwt::JwtError),
     #[error(
         "gateway config: identity.anonymous is only allowed on a loopback listen address (it serves requests that carry no credential)"
     )]
@@ -152,18 +154,20 @@ pub(crate) async fn build(cfg: GatewayConfig, loopback: bool) -> Result<Built, S
     sync.labels
         .insert("agent".into(), "lockstep-gateway".into());
 
-    let keys_file = cfg
-        .identity
-        .api_keys_file
-        .as_ref()
-        .ok_or(StartError::NoIdentity)?;
-    let api_keys = ApiKeys::parse(&read("identity.api_keys_file", keys_file)?).map_err(|e| {
-        StartError::File {
-            what: "identity.api_keys_file",
-            path: keys_file.display().to_string(),
-            message: e.to_string(),
-        }
-    })?;
+    let api_keys = match (&cfg.identity.api_keys_file, &cfg.identity.oauth) {
+        (None, None) => return Err(StartError::NoIdentity),
+        (None, Some(_)) => ApiKeys::default(),
+        (Some(keys_file), _) => ApiKeys::parse(&read("identity.api_keys_file", keys_file)?)
+            .map_err(|e| StartError::File {
+                what: "identity.api_keys_file",
+                path: keys_file.display().to_string(),
+                message: e.to_string(),
+            })?,
+    };
+    let oauth = match &cfg.identity.oauth {
+        None => None,
+        Some(o) => Some(Arc::new(crate::oauth::validator(o)?)),
+    };
     let anonymous = match &cfg.identity.anonymous {
         None => None,
         Some(_) if !loopback => return Err(StartError::AnonymousNotLoopback),
@@ -176,6 +180,7 @@ pub(crate) async fn build(cfg: GatewayConfig, loopback: bool) -> Result<Built, S
                 id: a.id.clone(),
                 role: a.role.clone(),
                 scopes: a.scopes.clone(),
+                claims: serde_json::Map::new(),
             })
         }
     };
@@ -217,6 +222,7 @@ pub(crate) async fn build(cfg: GatewayConfig, loopback: bool) -> Result<Built, S
         naming,
         upstreams,
         api_keys,
+        oauth,
         anonymous,
         sealer: SessionSealer::new(current, previous),
         audit,

@@ -301,8 +301,17 @@ async fn an_anonymous_identity_serves_requests_without_a_credential_but_not_wron
         .unwrap();
     assert_eq!(r.status(), 401, "a wrong credential is not anonymous");
     assert_eq!(s.upstream.calls(), vec!["tools/call read_database"]);
-    let audit = std::fs::read_to_string(s._dir.path().join("audit.jsonl")).unwrap();
-    assert!(audit.contains(r#""identity":"harness""#), "{audit}");
+    // The audit is written by a background task: wait for the line.
+    let path = s._dir.path().join("audit.jsonl");
+    let written = eventually(std::time::Duration::from_secs(5), || {
+        std::fs::read_to_string(&path).is_ok_and(|a| a.contains(r#""identity":"harness""#))
+    })
+    .await;
+    assert!(
+        written,
+        "{}",
+        std::fs::read_to_string(&path).unwrap_or_default()
+    );
     s.stop().await;
 }
 

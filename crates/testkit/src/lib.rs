@@ -5,7 +5,7 @@
 //! ([`agent`]), gateways in front of a recording MCP upstream ([`gateway`]), child
 //! processes stopped on drop and Python venvs for the real peers ([`procs`],
 //! [`python`]), `/metrics` scraping ([`metrics`]), raw TCP for listener limits
-//! ([`raw`]), waiting helpers ([`wait`]) and the guide's files ([`fixtures`]).
+//! ([`raw`]), an OAuth issuer with a JWKS ([`oauth`]), waiting helpers ([`wait`]) and the guide's files ([`fixtures`]).
 //!
 //! Must not: be a dependency of anything but tests, examples and benchmarks.
 //!
@@ -24,6 +24,7 @@ pub mod bundles;
 pub mod fixtures;
 pub mod gateway;
 pub mod metrics;
+pub mod oauth;
 pub mod procs;
 pub mod python;
 pub mod raw;
@@ -38,6 +39,7 @@ pub mod prelude {
     pub use crate::fixtures::*;
     pub use crate::gateway::*;
     pub use crate::metrics::{sample, scrape};
+    pub use crate::oauth::{IssuerKey, TestIssuer};
     pub use crate::procs::{Proc, run, spawn};
     pub use crate::python::{VenvSpec, mcp_peers, mcp_venv};
     pub use crate::raw::*;
