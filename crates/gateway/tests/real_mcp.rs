@@ -6,7 +6,9 @@
 //! error naming the reason, layer and revision, and the upstream's own record proves it
 //! never saw them; `tools/list` differs per role. The Python venv (`<target>/py-mcp`,
 //! pinned in `tests/peers/requirements.txt`) is created on first run; without network
-//! the test fails unless `LOCKSTEP_SKIP_MCP_PEERS=1`.
+//! the test fails unless `LOCKSTEP_SKIP_MCP_PEERS=1`. One test gets its access tokens from a real
+//! authorization server, npm `oidc-provider` (installed by `tests/peers/oidc.sh`;
+//! `LOCKSTEP_SKIP_OIDC=1` skips it when that cannot be had).
 // Helpers outside #[test] functions (clippy.toml covers those) fail loudly too.
 #![allow(
     clippy::unwrap_used,
@@ -387,4 +389,182 @@ async fn a_client_that_disconnects_cancels_the_upstream_request() {
     }
     gw.shutdown().await.unwrap();
     server.stop().await;
+}
+
+/// `oidc.sh`: Node and the `oidc-provider` prefix, or `None` when they cannot be had
+/// and `LOCKSTEP_SKIP_OIDC=1`.
+fn oidc_install() -> Option<(String, String)> {
+    let out = Command::new("bash")
+        .arg(mcp_peers().join("oidc.sh"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_string())
+    };
+    match (out.status.success(), field("node:"), field("modules:")) {
+        (true, Some(node), Some(modules)) => Some((node, modules)),
+        _ if std::env::var("LOCKSTEP_SKIP_OIDC").as_deref() == Ok("1") => {
+            eprintln!("LOCKSTEP_SKIP_OIDC=1: skipping, oidc-provider could not be installed");
+            None
+        }
+        _ => panic!(
+            "could not install oidc-provider (npm missing or no registry?); set LOCKSTEP_SKIP_OIDC=1 to skip.\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// A client-credentials access token for `resource` from the issuer at `issuer`.
+async fn client_token(issuer: &str, client: &str, secret: &str, resource: &str) -> String {
+    let body = format!(
+        "grant_type=client_credentials&scope=mcp%3Atools&resource={}",
+        resource.replace(':', "%3A").replace('/', "%2F")
+    );
+    let r: Value = reqwest::Client::new()
+        .post(format!("{issuer}/token"))
+        .basic_auth(client, Some(secret))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no access token: {r}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_a_real_authorization_server_decide_through_the_gateway() {
+    let Some(venv) = tokio::task::block_in_place(mcp_venv) else {
+        return;
+    };
+    let Some((node, modules)) = tokio::task::block_in_place(oidc_install) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start().await;
+    server
+        .publish_ok("main", example_bundle("r1", 1000, Some(&server.keys)))
+        .await;
+    let (_upstream, upstream_port) = upstream(&venv, dir.path(), "db");
+    let gw_port = free_port();
+    let resource = format!("http://127.0.0.1:{gw_port}/mcp");
+
+    // npm oidc-provider: resource indicators on, ES256 JWT access tokens.
+    let as_port = free_port();
+    let log = dir.path().join("oidc.log");
+    let _issuer = spawn(
+        "oidc-provider",
+        Command::new(&node)
+            .arg(mcp_peers().join("oidc_issuer.mjs"))
+            .args(["--modules", &modules, "--port", &as_port.to_string()])
+            .args(["--resource", &resource]),
+        &log,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("READY")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "oidc-provider never ready:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let issuer = format!("http://127.0.0.1:{as_port}");
+
+    let yaml = gateway_yaml(
+        &server,
+        dir.path(),
+        &format!("http://127.0.0.1:{upstream_port}/mcp"),
+        "",
+    )
+    .replacen("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{gw_port}"), 1)
+    .replacen(
+        "identity:\n",
+        &format!(
+            "identity:\n  oauth:\n    issuer: {issuer}\n    jwks_uri: {issuer}/jwks\n    resource: {resource}\n",
+        ),
+        1,
+    );
+    let gw = start_gateway(&yaml).await;
+    wait_gateway_ready(&gw).await;
+
+    let analyst = client_token(
+        &issuer,
+        "agent-analyst",
+        "secret-analyst-0123456789",
+        &resource,
+    )
+    .await;
+    let intern = client_token(
+        &issuer,
+        "agent-intern",
+        "secret-intern-0123456789",
+        &resource,
+    )
+    .await;
+    // A token the same server issued for another resource.
+    let elsewhere = client_token(
+        &issuer,
+        "agent-analyst",
+        "secret-analyst-0123456789",
+        "http://127.0.0.1:1/mcp",
+    )
+    .await;
+
+    let read = json!({"op": "call_tool", "name": "read_database",
+                      "args": {"target": "users", "operation": "read", "database": "analytics"}});
+    let steps = json!(["list_tools", read]);
+    let out =
+        tokio::task::block_in_place(|| client(&venv, &resource, Some(&analyst), "auto", &steps));
+    assert_eq!(step(&out, 0)["ok"], json!(true), "connect {out:?}");
+    assert_eq!(
+        step(&out, 2)["ok"],
+        json!(true),
+        "the analyst's call: {out:?}"
+    );
+    let out =
+        tokio::task::block_in_place(|| client(&venv, &resource, Some(&intern), "auto", &steps));
+    let denied = step(&out, 2);
+    assert_eq!(denied["ok"], json!(false), "the intern's call: {out:?}");
+    assert_eq!(
+        denied["error"]["data"]["layer"],
+        json!("mcp/tool_access"),
+        "{denied}"
+    );
+    let out = tokio::task::block_in_place(|| {
+        client(
+            &venv,
+            &resource,
+            Some(&elsewhere),
+            "2025-11-25",
+            &json!(["list_tools"]),
+        )
+    });
+    assert_ne!(
+        step(&out, 0)["ok"],
+        json!(true),
+        "a token for another resource: {out:?}"
+    );
+    let calls: Vec<String> = recorded(dir.path(), "db")
+        .into_iter()
+        .filter(|(m, _)| m == "tools/call")
+        .filter_map(|(_, t)| t)
+        .collect();
+    assert_eq!(
+        calls,
+        ["read_database"],
+        "only the analyst's call reached the upstream"
+    );
+    gw.shutdown().await.unwrap();
 }
