@@ -11,6 +11,7 @@
 //!     url: http://127.0.0.1:9001/mcp    # Streamable HTTP ...
 //!     prefix: db                    # tools as db__<name>; default: the name (none with one upstream)
 //!     timeouts: {connect: 5s, request: 60s}
+//!     token_audience: https://db.internal/mcp   # send it an ephemeral token for this aud
 //!   - name: files
 //!     command: /usr/local/bin/files-mcp # ... or stdio
 //!     args: [--root, /srv]
@@ -32,6 +33,11 @@
 //!     jwks_min_refresh: 10s         # least time between two fetches of the keys
 //!     scopes_supported: [mcp:tools]
 //!   claims_mapping: {id: sub, role: role, scope: scope}
+//! upstream_tokens:                  # ephemeral scoped tokens (ES256 JWTs) to upstreams
+//!   issuer: https://gateway.example.com   # their iss
+//!   keys_dir: /etc/lockstep/upstream-keys # *.pem (P-256); kid = file name; all published
+//!   lifetime: 60s
+//!   activation_delay: 30s           # a new key signs only after being published this long
 //! session: {key_file: /etc/lockstep/session.key, previous_key_files: [], ttl: 24h}
 //! limits: {max_body_bytes: 4MiB, max_depth: 64, list_deadline: 5s, max_streams: 1024}
 //! audit: {output: /var/log/lockstep/audit.jsonl, rotate_bytes: 100MiB}
@@ -78,6 +84,7 @@ pub struct GatewayConfig {
     pub name_separator: String,
     pub layers: Vec<LayerConfig>,
     pub identity: IdentityConfig,
+    pub upstream_tokens: Option<UpstreamTokensConfig>,
     pub session: SessionConfig,
     pub limits: LimitsConfig,
     pub audit: AuditConfig,
@@ -100,6 +107,18 @@ pub struct UpstreamConfig {
     pub prefix: Option<String>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// Send this upstream an ephemeral token with this `aud` on every request
+    /// (needs `upstream_tokens`).
+    pub token_audience: Option<String>,
+}
+
+/// `upstream_tokens`: how the gateway signs the ephemeral tokens it gives upstreams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTokensConfig {
+    pub issuer: String,
+    pub keys_dir: PathBuf,
+    pub lifetime: Duration,
+    pub activation_delay: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,6 +270,8 @@ pub enum AuditConfig {
 pub enum ConfigError {
     #[error("gateway config: identity.oauth: {0}")]
     OAuth(String),
+    #[error("gateway config: {0}")]
+    UpstreamTokens(String),
     #[error("layers: layer {0:?} has an empty methods list or an empty method name")]
     LayerMethods(String),
     #[error("gateway config: {0}")]
@@ -371,6 +392,7 @@ struct RawConfig {
     naming: RawNaming,
     layers: Option<Vec<RawLayer>>,
     identity: RawIdentity,
+    upstream_tokens: Option<RawUpstreamTokens>,
     session: RawSession,
     limits: RawLimits,
     audit: RawAudit,
@@ -388,6 +410,17 @@ struct RawUpstream {
     env: BTreeMap<String, String>,
     prefix: Option<String>,
     timeouts: RawTimeouts,
+    token_audience: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawUpstreamTokens {
+    issuer: String,
+    keys_dir: PathBuf,
+    #[serde(default)]
+    lifetime: Option<Seconds>,
+    #[serde(default)]
+    activation_delay: Option<Seconds>,
 }
 
 #[derive(Deserialize, Default)]
@@ -517,7 +550,13 @@ impl RawConfig {
                 Some(p) if p.is_empty() => None,
                 Some(p) => Some(p),
             };
+            if u.token_audience.as_deref().is_some_and(str::is_empty) {
+                return Err(ConfigError::UpstreamTokens(format!(
+                    "upstreams[{name}].token_audience must not be empty"
+                )));
+            }
             upstreams.push(UpstreamConfig {
+                token_audience: u.token_audience,
                 name,
                 transport,
                 prefix,
@@ -659,12 +698,43 @@ impl RawConfig {
             }
         }
 
+        let upstream_tokens = match self.upstream_tokens {
+            None => {
+                if let Some(u) = upstreams.iter().find(|u| u.token_audience.is_some()) {
+                    return Err(ConfigError::UpstreamTokens(format!(
+                        "upstreams[{}].token_audience needs the upstream_tokens section (issuer, keys_dir)",
+                        u.name
+                    )));
+                }
+                None
+            }
+            Some(t) => {
+                if t.issuer.trim().is_empty() {
+                    return Err(ConfigError::UpstreamTokens(
+                        "upstream_tokens.issuer must not be empty".into(),
+                    ));
+                }
+                Some(UpstreamTokensConfig {
+                    issuer: t.issuer,
+                    keys_dir: t.keys_dir,
+                    lifetime: positive(
+                        t.lifetime,
+                        Duration::from_secs(60),
+                        "upstream_tokens.lifetime",
+                    )?,
+                    activation_delay: t
+                        .activation_delay
+                        .map_or(Duration::from_secs(30), |Seconds(d)| d),
+                })
+            }
+        };
         let config = GatewayConfig {
             listen,
             upstreams,
             name_separator,
             layers,
             identity,
+            upstream_tokens,
             session,
             limits,
             audit,

@@ -47,7 +47,9 @@ use crate::naming::{ListKind, Naming, Route};
 use crate::relay::{Rewriter, open_answer, open_position};
 use crate::session::{SessionSealer, SessionState};
 use crate::subscriptions;
-use crate::upstream::{Answer, ModernHeaders, Outgoing, SESSION_HEADER, Upstream, UpstreamError};
+use crate::upstream::{
+    Answer, ModernHeaders, Outgoing, OutgoingGrant, SESSION_HEADER, Upstream, UpstreamError,
+};
 
 /// JSON-RPC error code for a session the gateway does not know (the Python SDK's).
 const SESSION_NOT_FOUND: i64 = INVALID_REQUEST;
@@ -70,6 +72,8 @@ pub struct Gateway {
     pub api_keys: ApiKeys,
     /// `identity.oauth`: access tokens checked against the issuer's keys.
     pub oauth: Option<Arc<JwtValidator>>,
+    /// `upstream_tokens`: the signer of ephemeral upstream tokens (its JWKS is served).
+    pub upstream_tokens: Option<Arc<crate::upstream_token::UpstreamTokens>>,
     /// `identity.anonymous`: who a request without any credential is (loopback only).
     pub anonymous: Option<ApiIdentity>,
     pub sealer: SessionSealer,
@@ -87,6 +91,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/mcp", post(post_mcp).get(get_mcp).delete(delete_mcp))
         .route("/health", get(health))
         .route(crate::oauth::METADATA_PATH, get(resource_metadata))
+        .route("/.well-known/jwks.json", get(upstream_jwks))
         .route(
             &format!("{}/{{*path}}", crate::oauth::METADATA_PATH),
             get(resource_metadata),
@@ -218,6 +223,20 @@ impl Trace {
     }
 }
 
+/// An upstream token's grant for `method` (and the upstream's own `name` of its
+/// target) on behalf of `subject`; a decided `tools/call` adds its argument digest and
+/// decision (`targeted`).
+fn grant_for(subject: &str, method: &str, name: Option<&str>) -> OutgoingGrant {
+    OutgoingGrant {
+        subject: subject.to_string(),
+        scope: match name {
+            Some(n) => format!("{method}:{n}"),
+            None => method.to_string(),
+        },
+        ..OutgoingGrant::default()
+    }
+}
+
 /// The request context once the era and session are known.
 struct Ctx<'a> {
     who: &'a ApiIdentity,
@@ -254,6 +273,7 @@ impl Ctx<'_> {
                 .and_then(|s| s.upstream_sessions.get(upstream).cloned()),
             protocol_version: Some(self.version),
             modern,
+            grant: Some(grant_for(&self.who.id, method, name)),
         }
     }
 }
@@ -810,7 +830,16 @@ async fn targeted(gw: &Arc<Gateway>, ctx: &Ctx<'_>, req: Request, trace: &mut Tr
         },
         _ => req.clone(),
     };
-    let out = ctx.outgoing(&route.upstream, &req.method, Some(&route.name));
+    let mut out = ctx.outgoing(&route.upstream, &req.method, Some(&route.name));
+    if let Some(g) = &mut out.grant {
+        if req.method == methods::TOOLS_CALL {
+            let empty = Value::Object(Map::new());
+            let args = req.param("arguments").unwrap_or(&empty);
+            g.arguments_sha256 = Some(crate::upstream_token::arguments_sha256(args));
+        }
+        g.decision_id = trace.decision_id.clone();
+        g.revision = trace.revision.clone();
+    }
     // 2025 era: the stream's event ids and the upstream's requests to the client are
     // rewritten so the client's answers and resumptions find their way back.
     let rewriter = post_rewriter(ctx);
@@ -1608,6 +1637,7 @@ async fn initialize(
                 session: (!s.is_empty()).then(|| s.clone()),
                 protocol_version: Some(ctx.version),
                 modern: None,
+                grant: Some(grant_for(&ctx.who.id, "notifications/initialized", None)),
             };
             if let Err(e) = u
                 .post(initialized.clone(), &out, gw.cfg.limits.list_deadline)
@@ -1844,6 +1874,7 @@ async fn notification(
                 name: None,
                 params: Vec::new(),
             }),
+            grant: Some(grant_for(&who.id, &n.method, None)),
         };
         if let Err(e) = u
             .post(body.clone(), &out, gw.cfg.limits.list_deadline)
@@ -1920,6 +1951,7 @@ async fn answer(
         session: (!upstream_session.is_empty()).then(|| upstream_session.clone()),
         protocol_version: Some(state.protocol_version),
         modern: None,
+        grant: Some(grant_for(&who.id, "response", None)),
     };
     let mut outcome = UpstreamOutcome {
         upstream: u.name.clone(),
@@ -2195,6 +2227,14 @@ async fn delete_mcp(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
     });
     futures_util::future::join_all(ends).await;
     StatusCode::OK.into_response()
+}
+
+/// The public keys of the ephemeral upstream tokens; 404 without `upstream_tokens`.
+async fn upstream_jwks(State(gw): State<Arc<Gateway>>) -> Response {
+    match &gw.upstream_tokens {
+        Some(t) => json_response(StatusCode::OK, &t.jwks()),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// RFC 9728 protected resource metadata (root and path forms); 404 without OAuth.

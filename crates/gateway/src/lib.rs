@@ -63,6 +63,7 @@ mod stdio_upstream;
 pub mod strict_json;
 mod subscriptions;
 mod upstream;
+pub mod upstream_token;
 
 pub use front::UPSTREAM_UNAVAILABLE;
 pub use run::{RunningGateway, StartError, start};

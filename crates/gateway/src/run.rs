@@ -20,6 +20,7 @@ use crate::front::{Gateway, router};
 use crate::metrics::GatewayMetrics;
 use crate::session::{SessionKey, SessionSealer};
 use crate::upstream::Upstream;
+use crate::upstream_token::UpstreamTokens;
 
 /// Why a gateway did not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,8 @@ pub enum StartError {
     NoIdentity,
     #[error(transparent)]
     OAuth(#[from] lockstep_auth::jwt::JwtError),
+    #[error(transparent)]
+    UpstreamTokens(#[from] crate::upstream_token::TokenError),
     #[error(
         "gateway config: identity.anonymous is only allowed on a loopback listen address (it serves requests that carry no credential)"
     )]
@@ -202,10 +205,24 @@ pub(crate) async fn build(cfg: GatewayConfig, loopback: bool) -> Result<Built, S
         .map(|p| session_key(p))
         .collect::<Result<Vec<_>, _>>()?;
     let naming = cfg.naming()?;
+    let upstream_tokens = match &cfg.upstream_tokens {
+        None => None,
+        Some(t) => {
+            let tokens = Arc::new(UpstreamTokens::load(t.clone())?);
+            keep_reloading(&tokens);
+            Some(tokens)
+        }
+    };
     let upstreams = cfg
         .upstreams
         .iter()
-        .map(Upstream::new)
+        .map(|u| {
+            let up = Upstream::new(u)?;
+            Ok::<_, StartError>(match (&upstream_tokens, &u.token_audience) {
+                (Some(t), Some(aud)) => up.with_tokens(t.clone(), aud.clone()),
+                _ => up,
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     let (audit, audit_task) = Audit::start(&cfg.audit).await.map_err(StartError::Audit)?;
@@ -223,6 +240,7 @@ pub(crate) async fn build(cfg: GatewayConfig, loopback: bool) -> Result<Built, S
         upstreams,
         api_keys,
         oauth,
+        upstream_tokens,
         anonymous,
         sealer: SessionSealer::new(current, previous),
         audit,
@@ -272,4 +290,21 @@ pub async fn start(cfg: GatewayConfig) -> Result<RunningGateway, StartError> {
         serve,
         tasks,
     })
+}
+
+/// Reads `upstream_tokens.keys_dir` again every second while the gateway lives (a key
+/// added there is published at once; see `upstream_token`).
+fn keep_reloading(tokens: &Arc<UpstreamTokens>) {
+    let weak = Arc::downgrade(tokens);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let Some(t) = weak.upgrade() else {
+                return;
+            };
+            if let Err(e) = t.reload() {
+                tracing::warn!(error = %e, "upstream token keys not reloaded; the previous ones stay");
+            }
+        }
+    });
 }

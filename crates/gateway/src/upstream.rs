@@ -2,6 +2,7 @@
 //! headers each era needs, and the answer read as JSON or as an SSE stream. The
 //! client's own credential never goes upstream: only the headers built here do.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use crate::config::{Transport, UpstreamConfig};
 use crate::era::{ProtocolVersion, encode_header_value};
 use crate::sse::{Event, Splitter};
 use crate::stdio_upstream::{StdioChild, StdioError};
+use crate::upstream_token::{Grant, UpstreamTokens};
 
 pub const SESSION_HEADER: &str = "mcp-session-id";
 pub const PROTOCOL_HEADER: &str = "mcp-protocol-version";
@@ -45,6 +47,19 @@ pub struct Outgoing {
     /// 2026-07-28: `Mcp-Method`, `Mcp-Name` (the upstream's own name) and the client's
     /// `Mcp-Param-*` headers, already checked against the body.
     pub modern: Option<ModernHeaders>,
+    /// What the ephemeral token for this request grants (upstreams with a
+    /// `token_audience`); without it a token for the method alone, in the gateway's name.
+    pub grant: Option<OutgoingGrant>,
+}
+
+/// The decided request an upstream token is for.
+#[derive(Debug, Clone, Default)]
+pub struct OutgoingGrant {
+    pub subject: String,
+    pub scope: String,
+    pub arguments_sha256: Option<String>,
+    pub decision_id: Option<String>,
+    pub revision: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,9 +98,44 @@ pub struct Upstream {
     http: reqwest::Client,
     pub request_timeout: Duration,
     connect_timeout: Duration,
+    /// The token signer and this upstream's audience (`token_audience`).
+    tokens: Option<(Arc<UpstreamTokens>, String)>,
 }
 
 impl Upstream {
+    /// Sends this upstream an ephemeral token with `audience` on every request.
+    pub fn with_tokens(mut self, tokens: Arc<UpstreamTokens>, audience: String) -> Upstream {
+        self.tokens = Some((tokens, audience));
+        self
+    }
+
+    /// `Authorization` for one request: a fresh token, or nothing for an upstream
+    /// without a `token_audience`. `scope` is used when `out` carries no grant.
+    fn token(&self, out: Option<&Outgoing>, scope: &str) -> Option<HeaderValue> {
+        let (tokens, audience) = self.tokens.as_ref()?;
+        let default = OutgoingGrant {
+            subject: "lockstep-gateway".into(),
+            scope: scope.to_string(),
+            ..OutgoingGrant::default()
+        };
+        let g = out.and_then(|o| o.grant.as_ref()).unwrap_or(&default);
+        let grant = Grant {
+            audience,
+            subject: &g.subject,
+            scope: g.scope.clone(),
+            arguments_sha256: g.arguments_sha256.clone(),
+            decision_id: g.decision_id.as_deref(),
+            revision: g.revision.as_deref(),
+        };
+        match tokens.mint(&grant) {
+            Ok(t) => HeaderValue::from_str(&format!("Bearer {t}")).ok(),
+            Err(e) => {
+                tracing::error!(upstream = %self.name, error = %e, "minting an upstream token");
+                None
+            }
+        }
+    }
+
     pub fn new(cfg: &UpstreamConfig) -> Result<Upstream, UpstreamError> {
         let http = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
@@ -110,6 +160,7 @@ impl Upstream {
             http,
             request_timeout: cfg.request_timeout,
             connect_timeout: cfg.connect_timeout,
+            tokens: None,
         })
     }
 
@@ -169,6 +220,10 @@ impl Upstream {
             for (k, v) in &m.params {
                 headers.insert(k.clone(), v.clone());
             }
+        }
+        let fallback = out.modern.as_ref().map_or("mcp", |m| m.method.as_str());
+        if let Some(t) = self.token(Some(out), fallback) {
+            headers.insert(reqwest::header::AUTHORIZATION, t);
         }
         let send = self.http.post(url).headers(headers).body(body).send();
         let resp = tokio::time::timeout(timeout, send)
@@ -301,6 +356,9 @@ impl Upstream {
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id);
         }
+        if let Some(t) = self.token(None, "stream") {
+            req = req.header(reqwest::header::AUTHORIZATION, t);
+        }
         let resp = tokio::time::timeout(self.connect_timeout, req.send())
             .await
             .map_err(|_| UpstreamError::Timeout {
@@ -329,13 +387,15 @@ impl Upstream {
     /// `DELETE` of the upstream's session (best effort).
     pub async fn end_session(&self, session: &str) {
         if let Some(url) = &self.url {
-            let _ = self
+            let mut req = self
                 .http
                 .delete(url)
                 .header(SESSION_HEADER, session)
-                .timeout(Duration::from_secs(5))
-                .send()
-                .await;
+                .timeout(Duration::from_secs(5));
+            if let Some(t) = self.token(None, "session/end") {
+                req = req.header(reqwest::header::AUTHORIZATION, t);
+            }
+            let _ = req.send().await;
         }
     }
 }

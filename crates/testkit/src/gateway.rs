@@ -161,7 +161,8 @@ impl McpUpstream {
         (format!("http://{addr}/mcp"), h)
     }
 
-    fn answer(&self, _headers: &HeaderMap, body: &[u8]) -> Response {
+    /// The answer to one POST (for tests that put a check in front of it).
+    pub fn answer(&self, _headers: &HeaderMap, body: &[u8]) -> Response {
         let Ok(msg) = serde_json::from_slice::<Value>(body) else {
             return StatusCode::BAD_REQUEST.into_response();
         };
