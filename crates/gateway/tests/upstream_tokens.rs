@@ -168,7 +168,7 @@ async fn upstreams_accept_the_gateways_tokens_and_refuse_everything_else() {
     let up = Verifying::new(&jwks, audience);
     let url = up.start().await;
     let yaml = gateway_yaml(&server, dir.path(), &url, &format!(
-        "upstream_tokens:\n  issuer: {ISSUER}\n  keys_dir: {}\n  lifetime: 2s\n  activation_delay: 300ms\n",
+        "upstream_tokens:\n  issuer: {ISSUER}\n  keys_dir: {}\n  lifetime: 4s\n  activation_delay: 300ms\n",
         keys_dir.display()
     ))
     .replacen("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"), 1)
@@ -206,6 +206,35 @@ async fn upstreams_accept_the_gateways_tokens_and_refuse_everything_else() {
     assert!(claims["jti"].as_str().is_some_and(|d| !d.is_empty()));
     assert_eq!(kid_of(&token), "2026-01");
 
+    // The Python recipe for upstream authors (PyJWT) agrees: this call, yes; the
+    // same token for another tool or other arguments, no.
+    if let Some(venv) = tokio::task::block_in_place(mcp_venv) {
+        let recipe = |tool: &str, args: &str| {
+            let (req, _) = modern_call(1, tool, serde_json::from_str(args).unwrap());
+            let out = std::process::Command::new(venv.join("bin/python"))
+                .arg(mcp_peers().join("verify_upstream_token.py"))
+                .args(["--jwks", &jwks, "--issuer", ISSUER, "--audience", audience])
+                .args(["--token", &token, "--request", &req.to_string()])
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).to_string(),
+            )
+        };
+        let (ok, out) = tokio::task::block_in_place(|| recipe("read_database", ARGS_OK));
+        assert!(ok, "the recipe refused the gateway's token: {out}");
+        let (ok, out) = tokio::task::block_in_place(|| recipe("run_query", ARGS_OK));
+        assert!(!ok && out.contains("scope"), "{out}");
+        let (ok, out) = tokio::task::block_in_place(|| {
+            recipe(
+                "read_database",
+                r#"{"target": "users", "operation": "read", "database": "payroll"}"#,
+            )
+        });
+        assert!(!ok && out.contains("args_sha256"), "{out}");
+    }
+
     // Around the gateway: refused, each for its reason.
     let other_audience = Verifying::new(&jwks, "https://other.internal/mcp");
     let other_url = other_audience.start().await;
@@ -240,7 +269,7 @@ async fn upstreams_accept_the_gateways_tokens_and_refuse_everything_else() {
         assert!(text.contains(says), "{says}: {text}");
     }
     // The very same call replayed after the token's lifetime.
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    tokio::time::sleep(Duration::from_millis(5100)).await;
     let (status, text) = up
         .direct(&url, Some(&token), "read_database", ARGS_OK)
         .await;
