@@ -987,6 +987,41 @@ mod tests {
     }
 
     #[test]
+    fn oauth_and_upstream_tokens_are_checked() {
+        let oauth = |extra: &str| {
+            one_upstream(&format!(
+                "identity:\n  oauth:\n    issuer: https://as.example\n    jwks_uri: https://as.example/jwks\n    resource: https://gw.example/mcp\n{extra}"
+            ))
+        };
+        let c = GatewayConfig::parse(&oauth("")).unwrap();
+        let o = c.identity.oauth.unwrap();
+        assert_eq!(o.algorithms, vec!["ES256", "RS256"]);
+        assert_eq!(o.authorization_servers, vec!["https://as.example"]);
+        let e = err(&oauth("    algorithms: [HS256]\n")).to_string();
+        assert!(e.contains("asymmetric only"), "{e}");
+        let e = err(&one_upstream(
+            "identity:\n  oauth:\n    issuer: as.example\n    jwks_uri: https://as.example/jwks\n    resource: https://gw.example/mcp\n",
+        ))
+        .to_string();
+        assert!(e.contains("issuer must be an absolute"), "{e}");
+        let e = err(&one_upstream("    token_audience: https://db.internal\n")).to_string();
+        assert!(e.contains("needs the upstream_tokens section"), "{e}");
+        let c = GatewayConfig::parse(&one_upstream(
+            "    token_audience: https://db.internal\nupstream_tokens: {issuer: https://gw, keys_dir: /k}\n",
+        ))
+        .unwrap();
+        let t = c.upstream_tokens.unwrap();
+        assert_eq!(
+            (t.lifetime, t.activation_delay),
+            (Duration::from_secs(60), Duration::from_secs(30))
+        );
+        assert_eq!(
+            c.upstreams[0].token_audience.as_deref(),
+            Some("https://db.internal")
+        );
+    }
+
+    #[test]
     fn an_anonymous_identity_is_only_for_loopback_listeners() {
         let anon = "identity: {anonymous: {id: conformance, role: tester}}\n";
         for listen in ["127.0.0.1:0", "[::1]:8383", "localhost:8383"] {
