@@ -9,7 +9,9 @@
 #   5. gateway: added latency over calling the upstream directly, throughput with 16 sessions,
 #      RSS with 1,000 sessions, and the same for IBM ContextForge in the same run
 #      (crates/gateway/examples/gateway_bench.rs; GATEWAY_BENCH_CONTEXTFORGE=0 leaves it out)
-# Usage: scripts/bench.sh [bundle|decision|server|agent|gateway|all]
+#   6. identity: OAuth access token checks and upstream token minting, per call, in process
+#      (crates/gateway/examples/identity_bench.rs)
+# Usage: scripts/bench.sh [bundle|decision|server|agent|gateway|identity|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -79,4 +81,9 @@ if [ "$what" = gateway ] || [ "$what" = all ]; then
   [ "${GATEWAY_BENCH_CONTEXTFORGE:-1}" = 0 ] && cf=()
   target/release/examples/gateway_bench --lockstep-bin "$bin" "${cf[@]}" \
     --n "${GATEWAY_BENCH_N:-2000}" --seconds "${BENCH_SECONDS:-8}" --sessions 1000
+fi
+
+if [ "$what" = identity ] || [ "$what" = all ]; then
+  cargo build --release -q -p lockstep-gateway --example identity_bench
+  target/release/examples/identity_bench --n 20000
 fi

@@ -10,6 +10,12 @@
 //! not become a flood of requests to the issuer. Symmetric (`oct`) and encryption keys
 //! in the set are ignored.
 //!
+//! A token that passed is remembered (by its SHA-256, with its claims and `exp`) so a
+//! client that sends the same token with every call pays for the signature check once:
+//! an ES256 verification costs about as much as the rest of the gateway's work on a
+//! call (BENCHMARKS.md H). A remembered token is still refused once `exp` (plus the
+//! leeway) has passed. The cache is bounded ([`JwtConfig::max_cached_tokens`]).
+//!
 //! Must not: decide what a valid token may do (the caller maps claims to an identity
 //! and its policy decides), log a token.
 
@@ -42,6 +48,8 @@ pub struct JwtConfig {
     pub max_jwks_bytes: usize,
     /// Bound on one fetch of the key set.
     pub fetch_timeout: Duration,
+    /// Tokens remembered after a successful check (0: none).
+    pub max_cached_tokens: usize,
 }
 
 impl JwtConfig {
@@ -56,6 +64,7 @@ impl JwtConfig {
             min_refresh_interval: Duration::from_secs(10),
             max_jwks_bytes: 256 * 1024,
             fetch_timeout: Duration::from_secs(5),
+            max_cached_tokens: 10_000,
         }
     }
 
@@ -174,6 +183,8 @@ pub struct JwtValidator {
     last_fetch: Mutex<Option<Instant>>,
     /// One fetch at a time; the others wait for its result.
     fetching: tokio::sync::Mutex<()>,
+    /// SHA-256 of a checked token -> its claims and `exp`.
+    checked: Mutex<HashMap<[u8; 32], (Arc<Map<String, Value>>, i64)>>,
 }
 
 impl std::fmt::Debug for JwtValidator {
@@ -199,6 +210,7 @@ impl JwtValidator {
             keys: RwLock::new(Arc::new(KeySet::default())),
             last_fetch: Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
+            checked: Mutex::new(HashMap::new()),
         })
     }
 
@@ -214,6 +226,35 @@ impl JwtValidator {
 
     /// The token's claims, once every check passed.
     pub async fn validate(&self, token: &str) -> Result<Map<String, Value>, JwtError> {
+        use sha2::{Digest, Sha256};
+        let id: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = unix_now();
+        let leeway = i64::try_from(self.cfg.leeway.as_secs()).unwrap_or(i64::MAX);
+        let hit = self.checked.lock().ok().and_then(|c| c.get(&id).cloned());
+        if let Some((claims, exp)) = hit {
+            if exp.saturating_add(leeway) < now {
+                return Err(JwtError::Expired);
+            }
+            return Ok((*claims).clone());
+        }
+        let claims = self.check(token).await?;
+        if self.cfg.max_cached_tokens > 0
+            && let Some(exp) = claims.get("exp").and_then(Value::as_i64)
+            && let Ok(mut c) = self.checked.lock()
+        {
+            if c.len() >= self.cfg.max_cached_tokens {
+                c.retain(|_, (_, e)| e.saturating_add(leeway) >= now);
+                if c.len() >= self.cfg.max_cached_tokens {
+                    c.clear();
+                }
+            }
+            c.insert(id, (Arc::new(claims.clone()), exp));
+        }
+        Ok(claims)
+    }
+
+    /// Every check, without the cache.
+    async fn check(&self, token: &str) -> Result<Map<String, Value>, JwtError> {
         // A header whose `alg` the library does not know (`none`) fails to parse: say
         // it is the algorithm, not the shape, that is refused.
         let header = decode_header(token).map_err(|_| match header_alg_text(token) {
@@ -315,6 +356,12 @@ impl JwtValidator {
         let set: JwkSet = serde_json::from_slice(&body).map_err(|e| err(e.to_string()))?;
         Ok(KeySet::from_jwks(&set))
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn has_key(keys: &KeySet, kid: Option<&str>) -> bool {

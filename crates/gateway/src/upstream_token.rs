@@ -1,5 +1,5 @@
 //! Ephemeral scoped tokens to upstreams: after the layers allow a request, the gateway
-//! gives the upstream a short-lived ES256 JWT valid only for that operation, so a
+//! gives the upstream a short-lived signed JWT valid only for that operation, so a
 //! server reached around the gateway, or a replayed request, gets nothing.
 //!
 //! Claims: `iss` (`upstream_tokens.issuer`), `aud` (the upstream's `token_audience`,
@@ -9,7 +9,8 @@
 //! `json.dumps(args, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`),
 //! `decision_id`, `revision`, `jti`, `iat`, `exp` (`iat` + `lifetime`).
 //!
-//! Keys: every `*.pem` (a P-256 private key) in `upstream_tokens.keys_dir`, the file
+//! Keys: every `*.pem` (a P-256 private key: ES256; or an Ed25519 one: EdDSA, much
+//! cheaper to sign) in `upstream_tokens.keys_dir`, the file
 //! name without `.pem` its `kid`, all published at `/.well-known/jwks.json`. The
 //! directory is read again every second: a new file is published at once and signs
 //! once it has been published for `activation_delay` (so verifiers that cache the key
@@ -44,6 +45,7 @@ pub enum TokenError {
 
 struct RingKey {
     kid: String,
+    alg: Algorithm,
     key: EncodingKey,
     jwk: Jwk,
     first_seen: Instant,
@@ -117,6 +119,7 @@ impl UpstreamTokens {
             if let Some(k) = old.iter().find(|k| k.kid == kid) {
                 keys.push(RingKey {
                     kid,
+                    alg: k.alg,
                     key: k.key.clone(),
                     jwk: k.jwk.clone(),
                     first_seen: k.first_seen,
@@ -128,13 +131,25 @@ impl UpstreamTokens {
                 message: m,
             };
             let pem = std::fs::read(&path).map_err(|e| err(e.to_string()))?;
-            let key = EncodingKey::from_ec_pem(&pem).map_err(|e| err(e.to_string()))?;
-            let mut jwk =
-                Jwk::from_encoding_key(&key, Algorithm::ES256).map_err(|e| err(e.to_string()))?;
+            // P-256 signs ES256; an Ed25519 key signs EdDSA, about five times faster
+            // (BENCHMARKS.md H).
+            let (key, alg) = match EncodingKey::from_ec_pem(&pem) {
+                Ok(k) => (k, Algorithm::ES256),
+                Err(_) => match EncodingKey::from_ed_pem(&pem) {
+                    Ok(k) => (k, Algorithm::EdDSA),
+                    Err(e) => {
+                        return Err(err(format!(
+                            "neither a P-256 nor an Ed25519 private key in PEM: {e}"
+                        )));
+                    }
+                },
+            };
+            let mut jwk = Jwk::from_encoding_key(&key, alg).map_err(|e| err(e.to_string()))?;
             jwk.common.key_id = Some(kid.clone());
             jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
             keys.push(RingKey {
                 kid,
+                alg,
                 key,
                 jwk,
                 first_seen: seen,
@@ -201,7 +216,7 @@ impl UpstreamTokens {
                 }
             }
         }
-        let mut h = Header::new(Algorithm::ES256);
+        let mut h = Header::new(k.alg);
         h.kid = Some(k.kid.clone());
         jsonwebtoken::encode(&h, &claims, &k.key).map_err(|e| TokenError::Sign(e.to_string()))
     }
@@ -263,6 +278,31 @@ mod tests {
         std::fs::remove_file(d.path().join("2026-01.pem")).unwrap();
         t.reload().unwrap();
         assert_eq!(t.jwks()["keys"].as_array().unwrap().len(), 1);
+    }
+
+    /// A throwaway Ed25519 key for this test only (`openssl genpkey -algorithm ed25519`).
+    pub const TEST_ED25519: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINlHH94nznz2OI9b7hNeFgEyIA6hWT6le/eI8g4PrLzo\n-----END PRIVATE KEY-----\n";
+
+    #[test]
+    fn an_ed25519_key_signs_eddsa() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("ed.pem"), TEST_ED25519).unwrap();
+        let t = UpstreamTokens::load(cfg(d.path(), Duration::ZERO)).unwrap();
+        let tok = t
+            .mint(&Grant {
+                audience: "https://db",
+                subject: "a",
+                scope: "tools/call:x".into(),
+                ..Grant::default()
+            })
+            .unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&tok).unwrap().alg,
+            Algorithm::EdDSA
+        );
+        assert_eq!(t.jwks()["keys"][0]["kty"], "OKP");
+        std::fs::write(d.path().join("bad.pem"), "not a key").unwrap();
+        assert!(t.reload().is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@ Exit 0 and prints the claims when the token is good for this very request; exit 
 the reason otherwise. In a server, call `check()` for every request before handling it.
 
 The checks, in order:
-  1. signature (ES256) with the key named by `kid` in the gateway's JWKS
+  1. signature (ES256, or EdDSA for Ed25519 gateway keys) with the key named by `kid` in the gateway's JWKS
      (`https://<gateway>/.well-known/jwks.json`; PyJWKClient caches it and fetches it
      again for an unknown kid, which is how a key rotation at the gateway reaches you);
   2. `iss` = the gateway's `upstream_tokens.issuer`, `aud` = this server's
@@ -28,7 +28,7 @@ import jwt
 
 def check(token: str, request: dict, jwks: jwt.PyJWKClient, issuer: str, audience: str) -> dict:
     key = jwks.get_signing_key_from_jwt(token)
-    claims = jwt.decode(token, key.key, algorithms=["ES256"], issuer=issuer, audience=audience,
+    claims = jwt.decode(token, key.key, algorithms=["ES256", "EdDSA"], issuer=issuer, audience=audience,
                         options={"require": ["exp", "iss", "aud", "sub", "scope"]})
     method = request.get("method", "")
     params = request.get("params") or {}
