@@ -175,6 +175,9 @@ fn key_allows(key_alg: Option<KeyAlgorithm>, header_alg: Algorithm) -> bool {
     }
 }
 
+/// A token that passed: its claims and `exp`.
+type Checked = (Arc<Map<String, Value>>, i64);
+
 /// Checks tokens of one issuer for one audience.
 pub struct JwtValidator {
     cfg: JwtConfig,
@@ -184,7 +187,7 @@ pub struct JwtValidator {
     /// One fetch at a time; the others wait for its result.
     fetching: tokio::sync::Mutex<()>,
     /// SHA-256 of a checked token -> its claims and `exp`.
-    checked: Mutex<HashMap<[u8; 32], (Arc<Map<String, Value>>, i64)>>,
+    checked: Mutex<HashMap<[u8; 32], Checked>>,
 }
 
 impl std::fmt::Debug for JwtValidator {
