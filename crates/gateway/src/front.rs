@@ -621,7 +621,10 @@ fn denial_response(d: &Denial, id: &RequestId, era: Era, as_tool_error: bool) ->
     error_response(status, &d.error_response(Some(id)))
 }
 
-/// Decides a request that goes to no single upstream (ping, initialize, discover).
+/// The layers' decision on a request, routed to one upstream (`route`) or to none
+/// (ping, initialize, discover); `Err` is the answer to a denial (a `tools/call` denied
+/// by a layer configured so: an `isError` result) or to a request the policy input
+/// cannot be made from.
 fn decide_plain(
     gw: &Gateway,
     ctx: &Ctx<'_>,
@@ -656,7 +659,15 @@ fn decide_plain(
         }
         Some(d) => {
             trace.denied(&d);
-            Err(denial_response(&d, &req.id, ctx.era, false))
+            let as_tool_error = req.method == methods::TOOLS_CALL
+                && matches!(
+                    &decided.verdict,
+                    Ok(Verdict::Deny {
+                        as_tool_error: true,
+                        ..
+                    })
+                );
+            Err(denial_response(&d, &req.id, ctx.era, as_tool_error))
         }
     }
 }
@@ -792,7 +803,7 @@ async fn targeted(gw: &Arc<Gateway>, ctx: &Ctx<'_>, req: Request, trace: &mut Tr
         _ => trace.tool = Some(route.name.clone()),
     }
     trace.upstream_label = route.upstream.clone();
-    if let Err(r) = decide_routed(gw, ctx, &req, &route, trace) {
+    if let Err(r) = decide_plain(gw, ctx, &req, Some(&route), trace) {
         return r.into();
     }
     let Some(upstream) = gw.upstream(&route.upstream) else {
@@ -844,51 +855,6 @@ async fn targeted(gw: &Arc<Gateway>, ctx: &Ctx<'_>, req: Request, trace: &mut Tr
     // rewritten so the client's answers and resumptions find their way back.
     let rewriter = post_rewriter(ctx);
     forward(gw, upstream, forwarded, out, rewriter, trace).await
-}
-
-/// The layers' decision on a request routed to one upstream (`route`); `Err` is the
-/// answer to a denial or to a request the policy input cannot be made from.
-fn decide_routed(
-    gw: &Gateway,
-    ctx: &Ctx<'_>,
-    req: &Request,
-    route: &Route,
-    trace: &mut Trace,
-) -> Result<(), Response> {
-    let input = match PolicyInput::for_request(&ctx.agent, &ctx.session_info(), req, Some(route)) {
-        Ok(i) => i.to_value(),
-        Err(e) => {
-            return Err(rpc_error(
-                StatusCode::BAD_REQUEST,
-                Some(&req.id),
-                INVALID_PARAMS,
-                &e.to_string(),
-            ));
-        }
-    };
-    let decided = layers::decide(
-        &gw.decider,
-        &gw.cfg.layers,
-        &req.method,
-        &input,
-        &format!("mcp/{}", req.method),
-    );
-    trace.decision_id = Some(decided.decision_id.clone());
-    trace.revision = decided.revision.clone();
-    if let Some(d) = decided.denial() {
-        trace.denied(&d);
-        let as_tool_error = req.method == methods::TOOLS_CALL
-            && matches!(
-                &decided.verdict,
-                Ok(Verdict::Deny {
-                    as_tool_error: true,
-                    ..
-                })
-            );
-        return Err(denial_response(&d, &req.id, ctx.era, as_tool_error));
-    }
-    trace.decision = "allow";
-    Ok(())
 }
 
 /// At most this many URIs in one `subscriptions/listen` filter (each is decided).
@@ -947,7 +913,7 @@ async fn subscriptions_listen(
                 .map(|p| p.with_member("uri", &Value::String(uri.clone()))),
         };
         trace.resource = Some(route.name.clone());
-        if let Err(r) = decide_routed(gw, ctx, &read, &route, trace) {
+        if let Err(r) = decide_plain(gw, ctx, &read, Some(&route), trace) {
             return r.into();
         }
         routes.push(route);

@@ -114,19 +114,9 @@ fn fixture(venv: &Path, dir: &Path) -> (Proc, String) {
             .args(["--port", "0"]),
         &log,
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(url) = text
-            .lines()
-            .find_map(|l| l.strip_prefix("READY "))
-            .and_then(|rest| rest.split_whitespace().nth(1))
-        {
-            return (p, url.to_string());
-        }
-        assert!(Instant::now() < deadline, "fixture never ready:\n{text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let line = wait_for_line(&log, "READY ", "fixture", Duration::from_secs(30));
+    let url = line.split_whitespace().nth(2).expect("READY <port> <url>");
+    (p, url.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

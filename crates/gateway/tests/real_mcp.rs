@@ -44,18 +44,7 @@ fn upstream(venv: &Path, dir: &Path, name: &'static str) -> (Proc, u16) {
             .arg(dir.join(format!("record-{name}.jsonl"))),
         &log,
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("READY")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "upstream never ready:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_line(&log, "READY", "upstream", Duration::from_secs(30));
     (p, port)
 }
 
@@ -468,18 +457,9 @@ async fn tokens_from_a_real_authorization_server_decide_through_the_gateway() {
             .args(["--resource", &resource]),
         &log,
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("READY")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "oidc-provider never ready:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tokio::task::block_in_place(|| {
+        wait_for_line(&log, "READY", "oidc-provider", Duration::from_secs(30))
+    });
     let issuer = format!("http://127.0.0.1:{as_port}");
 
     let yaml = gateway_yaml(

@@ -40,7 +40,7 @@ pub mod prelude {
     pub use crate::gateway::*;
     pub use crate::metrics::{sample, scrape};
     pub use crate::oauth::{IssuerKey, TestIssuer};
-    pub use crate::procs::{Proc, run, spawn};
+    pub use crate::procs::{Proc, run, spawn, wait_for_line};
     pub use crate::python::{VenvSpec, mcp_peers, mcp_venv};
     pub use crate::raw::*;
     pub use crate::server::*;

@@ -75,3 +75,17 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
         ))
     }
 }
+
+/// Waits (blocking) until `log` has a line starting with `prefix`, and returns that
+/// line; panics with the log after `within`. For peers that announce `READY …`.
+pub fn wait_for_line(log: &Path, prefix: &str, what: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.starts_with(prefix)) {
+            return l.to_string();
+        }
+        assert!(Instant::now() < deadline, "{what} never ready:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
