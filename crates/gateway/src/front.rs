@@ -971,15 +971,7 @@ async fn subscriptions_listen(
     if streams.is_empty() {
         // No upstream listens: its own answer when there was one (e.g. -32601).
         return match refusal {
-            Some((status, body)) => {
-                let mut r =
-                    (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body).into_response();
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                r.into()
-            }
+            Some((status, body)) => upstream_json(status, body).into(),
             None => rpc_error(
                 StatusCode::BAD_GATEWAY,
                 Some(&req.id),
@@ -1203,13 +1195,7 @@ async fn forward(
             outcome.status = status;
             observe(&body, &mut outcome);
             trace.upstream = Some(outcome);
-            let mut r =
-                (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body).into_response();
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            r.into()
+            upstream_json(status, body).into()
         }
         Ok(Answer::Stream { events, .. }) => {
             outcome.status = 200;
@@ -1226,6 +1212,16 @@ async fn forward(
             Handled::Streaming(with_revision(sse_response(body), revision.as_deref()))
         }
     }
+}
+
+/// An upstream's JSON answer passed on as it came: its status and body.
+fn upstream_json(status: u16, body: Bytes) -> Response {
+    let mut r = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 /// Records the JSON-RPC error code or `isError` of an upstream answer.
