@@ -47,6 +47,8 @@ use serde_json::{Map, Value as JsonValue, json};
 pub struct AppState {
     pub decider: Decider,
     pub metrics: crate::metrics::AgentMetrics,
+    /// `lockstep.upstream_tokens`: checked on every Envoy check.
+    pub upstream_tokens: Option<crate::upstream_token::TokenCheck>,
 }
 
 impl AppState {

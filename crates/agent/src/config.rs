@@ -22,6 +22,11 @@
 //!     header_read_timeout: 10s     # to receive a request head
 //!     idle_timeout: 120s           # keep-alive with nothing in flight
 //!     max_connections: 10000       # beyond: left in the backlog, unserved
+//!   upstream_tokens:               # check lockstep gateway's ephemeral tokens on Envoy checks
+//!     issuer: https://gateway.example.com           # the gateway's upstream_tokens.issuer
+//!     jwks_uri: https://gateway.example.com/.well-known/jwks.json
+//!     audience: https://db.internal/mcp             # this upstream's token_audience
+//!     digest_pointer: /params/arguments             # digested into input.lockstep.upstream_token.digest
 //! ```
 
 use std::collections::BTreeMap;
@@ -210,6 +215,42 @@ fn parse_tokens(v: Option<&Json>, w: &mut Walker) -> Result<ApiTokens, ConfigErr
     Ok(tokens)
 }
 
+/// `lockstep.upstream_tokens`: `issuer`, `jwks_uri`, `audience` (required), and
+/// `digest_pointer` (optional, e.g. `/params/arguments`).
+fn parse_upstream_tokens(
+    v: Option<&Json>,
+    w: &mut Walker,
+) -> Result<Option<crate::upstream_token::UpstreamTokensConfig>, ConfigError> {
+    let at = "lockstep.upstream_tokens";
+    let Some(m) = obj(v, at)? else {
+        return Ok(None);
+    };
+    w.check(at, m, &["issuer", "jwks_uri", "audience", "digest_pointer"]);
+    let req = |k: &str| -> Result<String, ConfigError> {
+        let key = format!("{at}.{k}");
+        match string(m.get(k), &key)? {
+            Some(s) if !s.trim().is_empty() => Ok(s),
+            _ => Err(invalid(&key, "required")),
+        }
+    };
+    let digest_pointer = string(m.get("digest_pointer"), &format!("{at}.digest_pointer"))?;
+    if digest_pointer
+        .as_deref()
+        .is_some_and(|p| !p.starts_with('/'))
+    {
+        return Err(invalid(
+            format!("{at}.digest_pointer"),
+            "a JSON pointer starts with / (e.g. /params/arguments)",
+        ));
+    }
+    Ok(Some(crate::upstream_token::UpstreamTokensConfig {
+        issuer: req("issuer")?,
+        jwks_uri: req("jwks_uri")?,
+        audience: req("audience")?,
+        digest_pointer,
+    }))
+}
+
 /// `lockstep.listener`: timeouts and the connection limit of the HTTP listeners.
 fn parse_listener(
     v: Option<&Json>,
@@ -267,6 +308,9 @@ pub struct AgentConfig {
     pub envoy: Option<EnvoyConfig>,
     /// `plugins.envoy_ext_authz_http`: the Envoy ext_authz HTTP-mode listener.
     pub envoy_http: Option<EnvoyConfig>,
+    /// `lockstep.upstream_tokens`: check `lockstep gateway`'s ephemeral tokens on Envoy
+    /// checks (`input.lockstep.upstream_token`).
+    pub upstream_tokens: Option<crate::upstream_token::UpstreamTokensConfig>,
     /// Dotted names of keys present in the file that lockstep does not support.
     pub ignored: Vec<String>,
 }
@@ -302,7 +346,13 @@ pub fn parse(
         },
         OwnSections {
             top: &["plugins", lockstep_decision::log_config::SECTION],
-            lockstep: &["listen", "authentication", "write_api", "listener"],
+            lockstep: &[
+                "listen",
+                "authentication",
+                "write_api",
+                "listener",
+                "upstream_tokens",
+            ],
         },
     )?;
     let mut w = Walker {
@@ -322,6 +372,7 @@ pub fn parse(
     let ls = opa.lockstep_section();
     let tokens = parse_tokens(ls.get("authentication"), &mut w)?;
     let listener = parse_listener(ls.get("listener"), &mut w)?;
+    let upstream_tokens = parse_upstream_tokens(ls.get("upstream_tokens"), &mut w)?;
     let write_api = match ls.get("write_api") {
         None | Some(Json::Null) => WriteApi::Auto,
         Some(Json::Bool(true)) => WriteApi::On,
@@ -345,6 +396,7 @@ pub fn parse(
         decision_logs,
         envoy,
         envoy_http,
+        upstream_tokens,
         ignored: w.ignored,
     })
 }

@@ -555,15 +555,35 @@ fn with_metadata(
 }
 
 impl ExtAuthz {
-    /// Decides one CheckRequest (the gRPC handler without the transport).
-    pub fn decide(
+    /// Decides one CheckRequest (the gRPC handler without the transport), with the
+    /// gateway's upstream token checked first when `lockstep.upstream_tokens` is set.
+    pub async fn check_request(
         &self,
         req: &CheckRequest,
         remote: Option<SocketAddr>,
     ) -> Result<CheckResponse, Status> {
+        let token = match &self.state.upstream_tokens {
+            Some(t) => Some(t.input(req).await),
+            None => None,
+        };
+        self.decide(req, remote, token)
+    }
+
+    /// Decides one CheckRequest; `token` becomes `input.lockstep.upstream_token`.
+    pub fn decide(
+        &self,
+        req: &CheckRequest,
+        remote: Option<SocketAddr>,
+        token: Option<Json>,
+    ) -> Result<CheckResponse, Status> {
         let app = &*self.state;
         let input = match input(req, self.skip_body) {
-            Ok(i) => i,
+            Ok(mut i) => {
+                if let (Some(t), Some(m)) = (token, i.as_object_mut()) {
+                    m.insert("lockstep".into(), json!({"upstream_token": t}));
+                }
+                i
+            }
             Err(e) => {
                 // opa-envoy-plugin answers unparsable requests itself with a 400.
                 let e = e.to_string();
@@ -634,7 +654,9 @@ impl Authorization for ExtAuthz {
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
         let remote = request.remote_addr();
-        self.decide(request.get_ref(), remote).map(Response::new)
+        self.check_request(request.get_ref(), remote)
+            .await
+            .map(Response::new)
     }
 }
 

@@ -185,7 +185,7 @@ async fn check(
     let path = original_path(&pq, &s.path_prefix);
     let version = format!("{:?}", parts.version);
     let cr = check_request(parts.method.as_str(), path, &version, &parts.headers, &body);
-    let decided = match s.authz.decide(&cr, Some(remote)) {
+    let decided = match s.authz.check_request(&cr, Some(remote)).await {
         Ok(r) => r,
         // An evaluation error is Envoy's ext_authz error, not a decision.
         Err(status) => {

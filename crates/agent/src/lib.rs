@@ -19,6 +19,7 @@ pub mod config;
 pub(crate) mod envoy;
 pub(crate) mod envoy_http;
 mod metrics;
+pub mod upstream_token;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub enum StartError {
     Sync(#[from] lockstep_sync::StartError),
     #[error(transparent)]
     DecisionLog(#[from] lockstep_decision::LogFileError),
+    #[error("lockstep.upstream_tokens: {0}")]
+    UpstreamTokens(#[from] lockstep_auth::jwt::JwtError),
     #[error("{what} listen on {addr}: {source}")]
     Listen {
         what: &'static str,
@@ -158,9 +161,14 @@ pub async fn start(cfg: AgentConfig) -> Result<RunningAgent, StartError> {
     };
     syncer.start().await;
     let decider = Decider::new(syncer.clone(), logger);
+    let upstream_tokens = match &cfg.upstream_tokens {
+        Some(t) => Some(upstream_token::TokenCheck::new(t)?),
+        None => None,
+    };
     let state = Arc::new(api::AppState {
         metrics: metrics::AgentMetrics::new(&decider),
         decider,
+        upstream_tokens,
     });
     let bundles_configured = !cfg.sync.bundles.is_empty();
     let access = access::Access {

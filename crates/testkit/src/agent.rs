@@ -25,6 +25,7 @@ pub fn agent_config(sync: SyncConfig, log: Option<&Path>) -> AgentConfig {
         },
         envoy: None,
         envoy_http: None,
+        upstream_tokens: None,
         ignored: Vec::new(),
     }
 }
