@@ -124,6 +124,10 @@ pub enum JwtError {
     Invalid(String),
     #[error("the issuer's keys could not be fetched: {0}")]
     Jwks(String),
+    #[error("the authorization server says the token is not active")]
+    Inactive,
+    #[error("the token could not be introspected: {0}")]
+    Introspection(String),
 }
 
 /// The usable public keys of one key set.

@@ -9,6 +9,7 @@
 //! secret (`Debug` and `Display` are `***`).
 #![forbid(unsafe_code)]
 
+pub mod introspect;
 pub mod jwt;
 
 use std::fmt;

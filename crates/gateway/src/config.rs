@@ -32,6 +32,7 @@
 //!     leeway: 30s
 //!     jwks_min_refresh: 10s         # least time between two fetches of the keys
 //!     scopes_supported: [mcp:tools]
+//!     introspection: {endpoint: https://auth.example.com/token/introspection, client_id: lockstep-gateway, client_secret_file: /run/secrets/gw}
 //!   claims_mapping: {id: sub, role: role, scope: scope}
 //! upstream_tokens:                  # ephemeral scoped tokens (ES256 JWTs) to upstreams
 //!   issuer: https://gateway.example.com   # their iss
@@ -195,6 +196,18 @@ pub struct OAuthConfig {
     /// In the metadata; default: the issuer.
     pub authorization_servers: Vec<String>,
     pub scopes_supported: Vec<String>,
+    /// Opaque tokens asked about at the server's introspection endpoint (RFC 7662).
+    pub introspection: Option<IntrospectionEndpoint>,
+}
+
+/// `identity.oauth.introspection`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionEndpoint {
+    pub endpoint: String,
+    pub client_id: String,
+    /// The gateway's client secret at the server, read at start (never inline).
+    pub client_secret_file: PathBuf,
 }
 
 /// `identity.anonymous`: who a request without a credential is.
@@ -471,6 +484,8 @@ struct RawOAuth {
     authorization_servers: Vec<String>,
     #[serde(default)]
     scopes_supported: Vec<String>,
+    #[serde(default)]
+    introspection: Option<IntrospectionEndpoint>,
 }
 
 #[derive(Deserialize, Default)]
@@ -818,6 +833,7 @@ fn oauth_config(o: RawOAuth) -> Result<OAuthConfig, ConfigError> {
         )?,
         authorization_servers,
         scopes_supported: o.scopes_supported,
+        introspection: o.introspection,
     })
 }
 

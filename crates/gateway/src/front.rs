@@ -72,6 +72,8 @@ pub struct Gateway {
     pub api_keys: ApiKeys,
     /// `identity.oauth`: access tokens checked against the issuer's keys.
     pub oauth: Option<Arc<JwtValidator>>,
+    /// `identity.oauth.introspection`: opaque tokens asked about at the server.
+    pub introspector: Option<Arc<lockstep_auth::introspect::Introspector>>,
     /// `upstream_tokens`: the signer of ephemeral upstream tokens (its JWKS is served).
     pub upstream_tokens: Option<Arc<crate::upstream_token::UpstreamTokens>>,
     /// `identity.anonymous`: who a request without any credential is (loopback only).
@@ -356,6 +358,20 @@ impl Gateway {
         }
         if let Some(who) = token.and_then(|t| self.api_keys.authenticate(t)) {
             return Ok(Cow::Borrowed(who));
+        }
+        if let (Some(t), Some(i)) = (token, &self.introspector) {
+            let refused = match i.introspect(t).await {
+                Ok(claims) => {
+                    match crate::oauth::identity(claims, &self.cfg.identity.claims_mapping) {
+                        Ok(who) => return Ok(Cow::Owned(who)),
+                        Err(e) => JwtError::MissingClaim(e.0),
+                    }
+                }
+                Err(e) => e,
+            };
+            self.metrics.token_refusals.inc();
+            tracing::info!(reason = %refused, "opaque access token refused");
+            return Err(self.unauthorized(Some(&refused)));
         }
         Err(self.unauthorized(None))
     }

@@ -31,6 +31,32 @@ pub fn validator(o: &OAuthConfig) -> Result<JwtValidator, JwtError> {
     JwtValidator::new(cfg)
 }
 
+/// The introspector for `identity.oauth.introspection`, if set; its secret read now.
+pub fn introspector(
+    o: &OAuthConfig,
+) -> Result<Option<lockstep_auth::introspect::Introspector>, JwtError> {
+    let Some(i) = &o.introspection else {
+        return Ok(None);
+    };
+    let secret = std::fs::read_to_string(&i.client_secret_file).map_err(|e| {
+        JwtError::Config(format!(
+            "identity.oauth.introspection.client_secret_file {}: {e}",
+            i.client_secret_file.display()
+        ))
+    })?;
+    lockstep_auth::introspect::Introspector::new(lockstep_auth::introspect::IntrospectionConfig {
+        endpoint: i.endpoint.clone(),
+        client_id: i.client_id.clone(),
+        client_secret: lockstep_auth::Secret::new(secret),
+        issuer: o.issuer.clone(),
+        audience: o.resource.clone(),
+        cache_for: std::time::Duration::from_secs(30),
+        max_cached: 10_000,
+        timeout: std::time::Duration::from_secs(5),
+    })
+    .map(Some)
+}
+
 /// Where clients find the metadata: the path form for the resource's own path
 /// (`https://host/.well-known/oauth-protected-resource/mcp`), as the MCP spec has
 /// clients try first.
@@ -140,6 +166,7 @@ mod tests {
             jwks_min_refresh: std::time::Duration::from_secs(10),
             authorization_servers: vec!["https://auth.example.com".into()],
             scopes_supported: vec!["mcp:tools".into()],
+            introspection: None,
         }
     }
 

@@ -171,6 +171,10 @@ pub(crate) async fn build(cfg: GatewayConfig, loopback: bool) -> Result<Built, S
         None => None,
         Some(o) => Some(Arc::new(crate::oauth::validator(o)?)),
     };
+    let introspector = match &cfg.identity.oauth {
+        None => None,
+        Some(o) => crate::oauth::introspector(o)?.map(Arc::new),
+    };
     let anonymous = match &cfg.identity.anonymous {
         None => None,
         Some(_) if !loopback => return Err(StartError::AnonymousNotLoopback),
@@ -240,6 +244,7 @@ pub(crate) async fn build(cfg: GatewayConfig, loopback: bool) -> Result<Built, S
         upstreams,
         api_keys,
         oauth,
+        introspector,
         upstream_tokens,
         anonymous,
         sealer: SessionSealer::new(current, previous),

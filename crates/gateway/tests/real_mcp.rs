@@ -548,3 +548,108 @@ async fn tokens_from_a_real_authorization_server_decide_through_the_gateway() {
     );
     gw.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_tokens_are_introspected_at_the_authorization_server() {
+    let Some((node, modules)) = tokio::task::block_in_place(oidc_install) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start().await;
+    server
+        .publish_ok("main", example_bundle("r1", 1000, Some(&server.keys)))
+        .await;
+    let upstream = McpUpstream::default();
+    let (upstream_url, _task) = upstream.start().await;
+    let gw_port = free_port();
+    let resource = format!("http://127.0.0.1:{gw_port}/mcp");
+    let as_port = free_port();
+    let log = dir.path().join("oidc.log");
+    let _issuer = spawn(
+        "oidc-provider",
+        Command::new(&node)
+            .arg(mcp_peers().join("oidc_issuer.mjs"))
+            .args(["--modules", &modules, "--port", &as_port.to_string()])
+            .args(["--resource", &resource, "--format", "opaque"]),
+        &log,
+    );
+    tokio::task::block_in_place(|| {
+        wait_for_line(&log, "READY", "oidc-provider", Duration::from_secs(30))
+    });
+    let issuer = format!("http://127.0.0.1:{as_port}");
+    let secret = dir.path().join("gateway-secret");
+    std::fs::write(&secret, "secret-gateway-0123456789\n").unwrap();
+    let yaml = gateway_yaml(&server, dir.path(), &upstream_url, "")
+        .replacen("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{gw_port}"), 1)
+        .replacen(
+            "identity:\n",
+            &format!(
+                "identity:\n  oauth:\n    issuer: {issuer}\n    jwks_uri: {issuer}/jwks\n    resource: {resource}\n    introspection: {{endpoint: {issuer}/token/introspection, client_id: lockstep-gateway, client_secret_file: {}}}\n",
+                secret.display()
+            ),
+            1,
+        );
+    let gw = start_gateway(&yaml).await;
+    wait_gateway_ready(&gw).await;
+    let call = |token: String| {
+        let resource = resource.clone();
+        async move {
+            let (body, headers) = modern_call(
+                1,
+                "read_database",
+                json!({"target": "users", "operation": "read", "database": "analytics"}),
+            );
+            let mut r = reqwest::Client::new()
+                .post(&resource)
+                .bearer_auth(token)
+                .json(&body);
+            for (k, v) in headers {
+                r = r.header(k, v);
+            }
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let analyst = client_token(
+        &issuer,
+        "agent-analyst",
+        "secret-analyst-0123456789",
+        &resource,
+    )
+    .await;
+    assert!(!analyst.contains('.'), "an opaque token: {analyst}");
+    let intern = client_token(
+        &issuer,
+        "agent-intern",
+        "secret-intern-0123456789",
+        &resource,
+    )
+    .await;
+    let elsewhere = client_token(
+        &issuer,
+        "agent-analyst",
+        "secret-analyst-0123456789",
+        "http://127.0.0.1:1/mcp",
+    )
+    .await;
+    let (status, body) = call(analyst.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(analyst).await;
+    assert_eq!(status, 200, "again, from the cache: {body}");
+    let (status, body) = call(intern).await;
+    assert_eq!(status, 403, "the intern's role: {body}");
+    let (status, body) = call(elsewhere).await;
+    assert_eq!(status, 401, "a token for another resource: {body}");
+    let (status, body) = call("made-up-opaque-token-0123456789".into()).await;
+    assert_eq!(status, 401, "not active: {body}");
+    assert_eq!(
+        upstream
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("tools/call"))
+            .count(),
+        2,
+        "only the analyst's calls reached the upstream"
+    );
+    gw.shutdown().await.unwrap();
+}

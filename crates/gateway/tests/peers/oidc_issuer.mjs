@@ -2,7 +2,11 @@
 // (9.13.3), with resource indicators (RFC 8707) and the client-credentials grant, issuing
 // ES256 JWT access tokens whose audience is the requested resource.
 //
-//   node oidc_issuer.mjs --modules DIR --port N --resource URL
+//   node oidc_issuer.mjs --modules DIR --port N --resource URL [--format jwt|opaque]
+//
+// --format opaque issues opaque access tokens instead, to be checked at the introspection
+// endpoint (/token/introspection) by the client `lockstep-gateway` /
+// `secret-gateway-0123456789`.
 //
 // DIR is an npm prefix where `oidc-provider` is installed (DIR/node_modules/oidc-provider).
 //
@@ -20,13 +24,14 @@ const arg = (name) => {
 };
 const port = Number(arg('--port'));
 const resource = arg('--resource');
+const format = process.argv.includes('--format') ? arg('--format') : 'jwt';
 const issuer = `http://127.0.0.1:${port}`;
 const entry = join(arg('--modules'), 'node_modules', 'oidc-provider', 'lib', 'index.js');
 const { default: Provider } = await import(pathToFileURL(entry).href);
 
 const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const jwk = { ...privateKey.export({ format: 'jwk' }), kid: 'oidc-es256-1', alg: 'ES256', use: 'sig' };
-const roles = { 'agent-analyst': 'analyst', 'agent-intern': 'intern' };
+const roles = { 'agent-analyst': 'analyst', 'agent-intern': 'intern', 'lockstep-gateway': 'gateway' };
 
 const provider = new Provider(issuer, {
   clients: Object.keys(roles).map((id) => ({
@@ -44,6 +49,7 @@ const provider = new Provider(issuer, {
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
+    introspection: { enabled: true, allowedPolicy: async () => true },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => resource,
@@ -52,7 +58,7 @@ const provider = new Provider(issuer, {
         scope: 'mcp:tools',
         audience: indicator,
         accessTokenTTL: 300,
-        accessTokenFormat: 'jwt',
+        accessTokenFormat: format,
         jwt: { sign: { alg: 'ES256' } },
       }),
     },
