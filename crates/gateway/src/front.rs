@@ -343,37 +343,33 @@ impl Gateway {
         if let (Some(t), Some(v)) = (token, &self.oauth)
             && JwtValidator::looks_like_jwt(t)
         {
-            let refused = match v.validate(t).await {
-                Ok(claims) => {
-                    match crate::oauth::identity(claims, &self.cfg.identity.claims_mapping) {
-                        Ok(who) => return Ok(Cow::Owned(who)),
-                        Err(e) => JwtError::MissingClaim(e.0),
-                    }
-                }
-                Err(e) => e,
-            };
-            self.metrics.token_refusals.inc();
-            tracing::info!(reason = %refused, "access token refused");
-            return Err(self.unauthorized(Some(&refused)));
+            return self.token_identity(v.validate(t).await);
         }
         if let Some(who) = token.and_then(|t| self.api_keys.authenticate(t)) {
             return Ok(Cow::Borrowed(who));
         }
         if let (Some(t), Some(i)) = (token, &self.introspector) {
-            let refused = match i.introspect(t).await {
-                Ok(claims) => {
-                    match crate::oauth::identity(claims, &self.cfg.identity.claims_mapping) {
-                        Ok(who) => return Ok(Cow::Owned(who)),
-                        Err(e) => JwtError::MissingClaim(e.0),
-                    }
-                }
-                Err(e) => e,
-            };
-            self.metrics.token_refusals.inc();
-            tracing::info!(reason = %refused, "opaque access token refused");
-            return Err(self.unauthorized(Some(&refused)));
+            return self.token_identity(i.introspect(t).await);
         }
         Err(self.unauthorized(None))
+    }
+
+    /// The identity an access token's checked claims name, or the 401 for a refused
+    /// token (counted, logged without the token).
+    fn token_identity(
+        &self,
+        checked: Result<Map<String, Value>, JwtError>,
+    ) -> Result<Cow<'_, ApiIdentity>, Response> {
+        let refused = match checked {
+            Ok(claims) => match crate::oauth::identity(claims, &self.cfg.identity.claims_mapping) {
+                Ok(who) => return Ok(Cow::Owned(who)),
+                Err(e) => JwtError::MissingClaim(e.0),
+            },
+            Err(e) => e,
+        };
+        self.metrics.token_refusals.inc();
+        tracing::info!(reason = %refused, "access token refused");
+        Err(self.unauthorized(Some(&refused)))
     }
 
     fn unauthorized(&self, refused: Option<&JwtError>) -> Response {

@@ -406,6 +406,29 @@ fn oidc_install() -> Option<(String, String)> {
     }
 }
 
+/// npm oidc-provider on a free port, issuing `format` ("jwt" or "opaque") access tokens
+/// for `resource`; the process and its issuer URL.
+fn oidc_issuer(
+    node: &str,
+    modules: &str,
+    dir: &Path,
+    resource: &str,
+    format: &str,
+) -> (Proc, String) {
+    let port = free_port();
+    let log = dir.join("oidc.log");
+    let p = spawn(
+        "oidc-provider",
+        Command::new(node)
+            .arg(mcp_peers().join("oidc_issuer.mjs"))
+            .args(["--modules", modules, "--port", &port.to_string()])
+            .args(["--resource", resource, "--format", format]),
+        &log,
+    );
+    wait_for_line(&log, "READY", "oidc-provider", Duration::from_secs(30));
+    (p, format!("http://127.0.0.1:{port}"))
+}
+
 /// A client-credentials access token for `resource` from the issuer at `issuer`.
 async fn client_token(issuer: &str, client: &str, secret: &str, resource: &str) -> String {
     let body = format!(
@@ -447,20 +470,8 @@ async fn tokens_from_a_real_authorization_server_decide_through_the_gateway() {
     let resource = format!("http://127.0.0.1:{gw_port}/mcp");
 
     // npm oidc-provider: resource indicators on, ES256 JWT access tokens.
-    let as_port = free_port();
-    let log = dir.path().join("oidc.log");
-    let _issuer = spawn(
-        "oidc-provider",
-        Command::new(&node)
-            .arg(mcp_peers().join("oidc_issuer.mjs"))
-            .args(["--modules", &modules, "--port", &as_port.to_string()])
-            .args(["--resource", &resource]),
-        &log,
-    );
-    tokio::task::block_in_place(|| {
-        wait_for_line(&log, "READY", "oidc-provider", Duration::from_secs(30))
-    });
-    let issuer = format!("http://127.0.0.1:{as_port}");
+    let (_issuer, issuer) =
+        tokio::task::block_in_place(|| oidc_issuer(&node, &modules, dir.path(), &resource, "jwt"));
 
     let yaml = gateway_yaml(
         &server,
@@ -563,20 +574,9 @@ async fn opaque_tokens_are_introspected_at_the_authorization_server() {
     let (upstream_url, _task) = upstream.start().await;
     let gw_port = free_port();
     let resource = format!("http://127.0.0.1:{gw_port}/mcp");
-    let as_port = free_port();
-    let log = dir.path().join("oidc.log");
-    let _issuer = spawn(
-        "oidc-provider",
-        Command::new(&node)
-            .arg(mcp_peers().join("oidc_issuer.mjs"))
-            .args(["--modules", &modules, "--port", &as_port.to_string()])
-            .args(["--resource", &resource, "--format", "opaque"]),
-        &log,
-    );
-    tokio::task::block_in_place(|| {
-        wait_for_line(&log, "READY", "oidc-provider", Duration::from_secs(30))
+    let (_issuer, issuer) = tokio::task::block_in_place(|| {
+        oidc_issuer(&node, &modules, dir.path(), &resource, "opaque")
     });
-    let issuer = format!("http://127.0.0.1:{as_port}");
     let secret = dir.path().join("gateway-secret");
     std::fs::write(&secret, "secret-gateway-0123456789\n").unwrap();
     let yaml = gateway_yaml(&server, dir.path(), &upstream_url, "")
