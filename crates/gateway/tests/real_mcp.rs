@@ -429,6 +429,27 @@ fn oidc_issuer(
     (p, format!("http://127.0.0.1:{port}"))
 }
 
+/// The analyst's and the intern's tokens for `resource`, and the analyst's token the
+/// same server issued for another resource.
+async fn role_tokens(issuer: &str, resource: &str) -> (String, String, String) {
+    let analyst = client_token(
+        issuer,
+        "agent-analyst",
+        "secret-analyst-0123456789",
+        resource,
+    )
+    .await;
+    let intern = client_token(issuer, "agent-intern", "secret-intern-0123456789", resource).await;
+    let elsewhere = client_token(
+        issuer,
+        "agent-analyst",
+        "secret-analyst-0123456789",
+        "http://127.0.0.1:1/mcp",
+    )
+    .await;
+    (analyst, intern, elsewhere)
+}
+
 /// A client-credentials access token for `resource` from the issuer at `issuer`.
 async fn client_token(issuer: &str, client: &str, secret: &str, resource: &str) -> String {
     let body = format!(
@@ -490,28 +511,7 @@ async fn tokens_from_a_real_authorization_server_decide_through_the_gateway() {
     let gw = start_gateway(&yaml).await;
     wait_gateway_ready(&gw).await;
 
-    let analyst = client_token(
-        &issuer,
-        "agent-analyst",
-        "secret-analyst-0123456789",
-        &resource,
-    )
-    .await;
-    let intern = client_token(
-        &issuer,
-        "agent-intern",
-        "secret-intern-0123456789",
-        &resource,
-    )
-    .await;
-    // A token the same server issued for another resource.
-    let elsewhere = client_token(
-        &issuer,
-        "agent-analyst",
-        "secret-analyst-0123456789",
-        "http://127.0.0.1:1/mcp",
-    )
-    .await;
+    let (analyst, intern, elsewhere) = role_tokens(&issuer, &resource).await;
 
     let read = json!({"op": "call_tool", "name": "read_database",
                       "args": {"target": "users", "operation": "read", "database": "analytics"}});
@@ -610,28 +610,8 @@ async fn opaque_tokens_are_introspected_at_the_authorization_server() {
             (r.status().as_u16(), r.text().await.unwrap())
         }
     };
-    let analyst = client_token(
-        &issuer,
-        "agent-analyst",
-        "secret-analyst-0123456789",
-        &resource,
-    )
-    .await;
+    let (analyst, intern, elsewhere) = role_tokens(&issuer, &resource).await;
     assert!(!analyst.contains('.'), "an opaque token: {analyst}");
-    let intern = client_token(
-        &issuer,
-        "agent-intern",
-        "secret-intern-0123456789",
-        &resource,
-    )
-    .await;
-    let elsewhere = client_token(
-        &issuer,
-        "agent-analyst",
-        "secret-analyst-0123456789",
-        "http://127.0.0.1:1/mcp",
-    )
-    .await;
     let (status, body) = call(analyst.clone()).await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = call(analyst).await;
