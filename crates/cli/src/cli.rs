@@ -195,7 +195,14 @@ pub struct EvalArgs {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Work directory (default: a fresh temporary directory, removed afterwards).
+    /// Work directory (default: a fresh temporary directory, removed afterwards); the
+    /// demo rewrites its `policies/` and `fleet/`.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Leave the server and the gateways running at the end, until Ctrl-C.
+    #[arg(long)]
+    pub keep: bool,
+    /// `json`: print only the facts, as one JSON document, for scripts.
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub format: Format,
 }

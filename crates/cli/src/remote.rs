@@ -108,6 +108,23 @@ pub async fn check(resp: reqwest::Response, what: &str) -> anyhow::Result<reqwes
     bail!("{what}: server replied {status}: {message}")
 }
 
+/// PUTs `bytes` as a bundle at `url` (`…/bundles/{name}`): the server's answer.
+pub async fn put_bundle(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&Secret>,
+    actor: &str,
+    bytes: Vec<u8>,
+) -> anyhow::Result<PublishResponse> {
+    let r = with_token(http.put(url), token)
+        .header("x-lockstep-actor", actor)
+        .body(bytes)
+        .send()
+        .await
+        .context("PUT bundle")?;
+    Ok(check(r, "publish").await?.json().await?)
+}
+
 pub async fn fetch_fleet(
     http: &reqwest::Client,
     remote: &RemoteArgs,

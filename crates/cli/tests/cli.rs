@@ -423,14 +423,27 @@ fn eval_answers_a_decision() {
 }
 
 #[test]
-fn demo_runs_on_embedded_defaults() {
+fn demo_tells_its_story_in_plain_lines_off_a_terminal() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = lockstep(&["demo"], tmp.path());
+    let o = lockstep(&["demo", "--dir", "work"], tmp.path());
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("verify: valid"), "{out}");
     assert!(out.contains("digest mismatch"), "{out}");
-    assert!(out.contains("analyst  write_database  -> DENY"), "{out}");
+    assert!(
+        out.contains("analyst write_database  DENY  on all 6 (demo-v1)"),
+        "{out}"
+    );
+    assert!(out.contains("drift window: lockstep"), "{out}");
+    assert!(
+        !out.contains('\u{1b}'),
+        "no terminal escapes in a pipe: {out}"
+    );
+    // --dir keeps what the demo made: the signed bundles and each gateway's audit.
+    let work = tmp.path().join("work");
+    assert!(work.join("bundle-v2.tar.gz").is_file());
+    let audit = std::fs::read_to_string(work.join("fleet/lockstep-1/audit.jsonl")).unwrap();
+    assert!(audit.contains("demo-v2"), "{audit}");
 }
 
 /// The guide's CI step passes the key as PEM text from a secret, with `-b`.

@@ -62,6 +62,7 @@ mod stdio_front;
 mod stdio_upstream;
 pub mod strict_json;
 mod subscriptions;
+pub mod tool_server;
 mod upstream;
 pub mod upstream_token;
 

@@ -412,7 +412,7 @@ async fn a_session_opened_on_one_replica_works_on_another() {
     assert_eq!(r.status(), 200);
     let sid = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
     assert!(
-        !sid.contains("upstream-session-1"),
+        !sid.contains(lockstep_gateway::tool_server::SESSION_ID),
         "the upstream session is sealed, not visible"
     );
     let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {

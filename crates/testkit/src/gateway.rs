@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use lockstep_gateway::RunningGateway;
 use lockstep_gateway::config::GatewayConfig;
 use serde_json::{Value, json};
@@ -121,9 +121,9 @@ pub fn modern_call(id: i64, tool: &str, args: Value) -> (Value, Vec<(&'static st
     (body, headers)
 }
 
-/// A recording MCP upstream: answers `initialize` (with a session id),
-/// `server/discover`, `tools/list` (the guide's tools) and `tools/call` (echoing the
-/// call) as JSON, 202 to notifications, and keeps every message it received.
+/// A recording MCP upstream: the gateway's tool server (`initialize` with a session
+/// id, `server/discover`, `tools/list` with the guide's tools, `tools/call` echoing the
+/// call, 202 to notifications) that keeps every message it received.
 #[derive(Clone, Default)]
 pub struct McpUpstream {
     pub received: Arc<Mutex<Vec<Value>>>,
@@ -161,66 +161,12 @@ impl McpUpstream {
         (format!("http://{addr}/mcp"), h)
     }
 
-    /// The answer to one POST (for tests that put a check in front of it).
+    /// The answer to one POST (for tests that put a check in front of it): the
+    /// message is recorded, then answered by the gateway's tool server.
     pub fn answer(&self, _headers: &HeaderMap, body: &[u8]) -> Response {
-        let Ok(msg) = serde_json::from_slice::<Value>(body) else {
-            return StatusCode::BAD_REQUEST.into_response();
-        };
-        self.received.lock().unwrap().push(msg.clone());
-        let Some(id) = msg.get("id").cloned() else {
-            return StatusCode::ACCEPTED.into_response();
-        };
-        let tools = json!([
-            {"name": "read_database", "inputSchema": {"type": "object"}},
-            {"name": "write_database", "inputSchema": {"type": "object"}},
-            {"name": "run_query", "inputSchema": {"type": "object"}},
-            {"name": "list_tables", "inputSchema": {"type": "object"}},
-        ]);
-        let result = match msg["method"].as_str().unwrap_or_default() {
-            "initialize" => json!({
-                "protocolVersion": msg["params"]["protocolVersion"],
-                "capabilities": {"tools": {}},
-                "serverInfo": {"name": "recording", "version": "1"},
-            }),
-            "server/discover" => json!({
-                "supportedVersions": ["2026-07-28"],
-                "capabilities": {"tools": {}},
-                "resultType": "complete",
-            }),
-            "tools/list" => json!({"tools": tools}),
-            "tools/call" => json!({
-                "content": [{"type": "text", "text": format!("called {}", msg["params"]["name"])}],
-                "structuredContent": {"arguments": msg["params"]["arguments"]},
-                "isError": false,
-            }),
-            _ => {
-                let body = json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "Method not found"}});
-                return (StatusCode::OK, axum::Json(body)).into_response();
-            }
-        };
-        // 2026-07-28 results say whether they are complete.
-        let mut result = result;
-        if msg
-            .pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion")
-            .is_some()
-            && let Some(o) = result.as_object_mut()
-        {
-            o.insert("resultType".into(), json!("complete"));
-            // ... and list results how they may be cached (required by the schema).
-            if msg["method"] == "tools/list" {
-                o.insert("ttlMs".into(), json!(0));
-                o.insert("cacheScope".into(), json!("private"));
-            }
+        if let Ok(msg) = serde_json::from_slice::<Value>(body) {
+            self.received.lock().unwrap().push(msg);
         }
-        let mut r = (
-            StatusCode::OK,
-            axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result})),
-        )
-            .into_response();
-        if msg["method"] == "initialize" {
-            r.headers_mut()
-                .insert("mcp-session-id", "upstream-session-1".parse().unwrap());
-        }
-        r
+        lockstep_gateway::tool_server::answer("recording", body)
     }
 }

@@ -12,9 +12,7 @@ use lockstep_server::auth::{Secret, TokenSource};
 use lockstep_server::fleet::BundleView;
 use lockstep_server::publish::PublishResponse;
 
-use crate::remote::{
-    RemoteArgs, actor, check, client, fetch_fleet, published, runtime, with_token,
-};
+use crate::remote::{RemoteArgs, actor, client, fetch_fleet, published, put_bundle, runtime};
 
 #[derive(Debug, Args)]
 pub struct PublishArgs {
@@ -56,16 +54,14 @@ pub fn run(a: &PublishArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let http = client(&a.remote)?;
         let started = Instant::now();
-        let r = with_token(
-            http.put(a.remote.url(&format!("/bundles/{}", a.name))),
+        let resp = put_bundle(
+            &http,
+            &a.remote.url(&format!("/bundles/{}", a.name)),
             token.as_ref(),
+            &actor(a.actor.as_deref()),
+            bytes,
         )
-        .header("x-lockstep-actor", actor(a.actor.as_deref()))
-        .body(bytes)
-        .send()
-        .await
-        .context("PUT bundle")?;
-        let resp: PublishResponse = check(r, "publish").await?.json().await?;
+        .await?;
         if resp.unchanged {
             println!(
                 "{}: revision {} is already active (seq {})",
