@@ -32,3 +32,24 @@ open(sys.argv[2], "w").write("groups:\n  - name: dashboard\n    rules:\n" + "".j
 print(f"dashboard: {len(rules)} queries in {len(d['panels'])} panels")
 PY
 promtool check rules "$tmp/dashboard-queries.yml"
+
+# The pipeline a team copies (deploy/github-actions, compose, k8s, Dockerfiles), checked by
+# the validators the registries offer (scripts/install-deploy-linters.sh). No container
+# engine runs here: the images are not built and the compose file is not started; the
+# configs they mount are run as processes by crates/cli/tests/deploy.rs instead.
+scripts/install-deploy-linters.sh
+D="${LOCKSTEP_DEPLOY_LINTERS_DIR:-target/deploy-linters}"
+PATH="$D/bin:$PATH"
+actionlint -no-color -shellcheck="$D/venv/bin/shellcheck" -pyflakes= \
+  deploy/github-actions/policy-deploy.yml
+echo "actionlint: deploy/github-actions/policy-deploy.yml ok"
+hadolint --no-color deploy/Dockerfile deploy/compose/mcp-server/Dockerfile
+echo "hadolint: deploy/Dockerfile, deploy/compose/mcp-server/Dockerfile ok"
+kubernetes-validate --quiet --strict --no-warn -k 1.33 \
+  deploy/k8s/namespace.yaml deploy/k8s/server.yaml deploy/k8s/gateway.yaml deploy/k8s/agent-sidecar.yaml
+echo "kubernetes-validate --strict (1.33): deploy/k8s ok"
+dclint --no-color -c "$D/dclint.json" deploy/compose/compose.yaml
+echo "dclint: deploy/compose/compose.yaml ok"
+yamllint -d '{extends: relaxed, rules: {line-length: disable, trailing-spaces: disable}}' \
+  deploy/compose deploy/k8s deploy/github-actions deploy/prometheus
+echo "yamllint: deploy ok"

@@ -19,6 +19,10 @@ pub struct DriftArgs {
     pub bundle: Option<String>,
     #[arg(long, value_enum, default_value = "pretty")]
     pub format: Format,
+    /// Also exit 1 when fewer than this many reachable instances run a bundle's
+    /// published revision (so a gate cannot pass on an empty fleet).
+    #[arg(long, default_value_t = 0)]
+    pub min_instances: usize,
 }
 
 fn dur(s: f64) -> String {
@@ -131,7 +135,28 @@ pub fn run(a: &DriftArgs) -> anyhow::Result<ExitCode> {
         Format::Json => println!("{}", serde_json::to_string_pretty(&view)?),
         Format::Pretty => print!("{}", render(&view)),
     }
-    Ok(if view.drift {
+    let mut short = false;
+    if a.min_instances > 0 {
+        if view.bundles.is_empty() {
+            eprintln!("no bundle to check (--min-instances {})", a.min_instances);
+            short = true;
+        }
+        for b in &view.bundles {
+            let current = b
+                .instances
+                .iter()
+                .filter(|i| !i.unreachable && !i.drift)
+                .count();
+            if current < a.min_instances {
+                eprintln!(
+                    "bundle {}: {current} instances run the published revision, fewer than --min-instances {}",
+                    b.name, a.min_instances
+                );
+                short = true;
+            }
+        }
+    }
+    Ok(if view.drift || short {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

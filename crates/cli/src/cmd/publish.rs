@@ -29,6 +29,10 @@ pub struct PublishArgs {
     /// Wait until every reporting instance runs the new revision.
     #[arg(long)]
     pub wait: bool,
+    /// With --wait: also wait until at least this many instances report the bundle (a
+    /// deployment gate must not pass because no instance has reported yet).
+    #[arg(long, default_value_t = 0, requires = "wait")]
+    pub min_instances: usize,
     /// Give up waiting after this many seconds (exit 1).
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
@@ -80,6 +84,7 @@ pub fn run(a: &PublishArgs) -> anyhow::Result<ExitCode> {
             &resp,
             started,
             Duration::from_secs(a.timeout),
+            a.min_instances,
         )
         .await
     })
@@ -94,6 +99,7 @@ pub async fn wait_for_convergence(
     resp: &PublishResponse,
     started: Instant,
     timeout: Duration,
+    min_instances: usize,
 ) -> anyhow::Result<ExitCode> {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
@@ -123,7 +129,7 @@ pub async fn wait_for_convergence(
                     resp.revision
                 );
             }
-            if reachable.is_empty() {
+            if reachable.is_empty() && min_instances == 0 {
                 bar.finish_and_clear();
                 println!(
                     "no instance reports bundle {}; nothing to wait for",
@@ -131,7 +137,7 @@ pub async fn wait_for_convergence(
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            if on_it == reachable.len() {
+            if on_it == reachable.len() && on_it >= min_instances.max(1) {
                 bar.finish_and_clear();
                 let measured = b
                     .publications
@@ -157,9 +163,14 @@ pub async fn wait_for_convergence(
         if started.elapsed() >= timeout {
             bar.abandon();
             eprintln!(
-                "timed out after {} s: not every instance runs {}",
+                "timed out after {} s: not every instance runs {}{}",
                 timeout.as_secs(),
-                resp.revision
+                resp.revision,
+                if min_instances > 0 {
+                    format!(" (or fewer than --min-instances {min_instances} report)")
+                } else {
+                    String::new()
+                }
             );
             if let Some(b) = b {
                 for i in b.instances.iter().filter(|i| i.drift) {
