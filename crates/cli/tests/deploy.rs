@@ -12,7 +12,7 @@
 )]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -20,26 +20,6 @@ use lockstep_testkit::prelude::*;
 use serde_json::{Value, json};
 
 const LOCKSTEP: &str = env!("CARGO_BIN_EXE_lockstep");
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
 
 /// `text` with each `(from, to)` replaced, in order; every `from` must occur.
 fn localize(text: &str, map: &[(&str, String)]) -> String {
@@ -142,11 +122,11 @@ async fn the_compose_fleet_runs_from_its_own_files_and_the_workflow_deploys_to_i
     let Some(venv) = mcp_venv() else { return };
     let tmp = tempfile::tempdir().unwrap();
     // All of deploy/: compose.yaml and setup.sh reach the shipped rules and dashboard.
-    copy_dir(&repo().join("deploy"), &tmp.path().join("deploy"));
+    copy_dir(&repo_root().join("deploy"), &tmp.path().join("deploy"));
     let compose = tmp.path().join("deploy/compose");
     std::fs::remove_dir_all(compose.join("secrets")).ok();
     run(Command::new(compose.join("setup.sh"))
-        .arg(repo().join("examples/policies"))
+        .arg(repo_root().join("examples/policies"))
         .env("LOCKSTEP", LOCKSTEP))
     .unwrap();
     let secrets = compose.join("secrets");
@@ -259,7 +239,10 @@ async fn the_compose_fleet_runs_from_its_own_files_and_the_workflow_deploys_to_i
     // The workflow, as on a push to main: the PR job's steps, then the deploy job's
     // (build and sign with the key from "secrets", verify, publish --wait, drift gate).
     let work = tmp.path().join("policy-repo");
-    copy_dir(&repo().join("examples/policies"), &work.join("policies"));
+    copy_dir(
+        &repo_root().join("examples/policies"),
+        &work.join("policies"),
+    );
     std::fs::copy(
         secrets.join("signing-key-pub.pem"),
         work.join("policies-signing-key-pub.pem"),
@@ -289,7 +272,7 @@ async fn the_compose_fleet_runs_from_its_own_files_and_the_workflow_deploys_to_i
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let workflow: serde_yaml_ng::Value = serde_yaml_ng::from_str(&read(
-        &repo().join("deploy/github-actions/policy-deploy.yml"),
+        &repo_root().join("deploy/github-actions/policy-deploy.yml"),
     ))
     .unwrap();
     let ran_test = run_workflow_job(&workflow, "test", &work, &context);
@@ -396,7 +379,7 @@ fn every_config_in_the_kubernetes_manifests_parses() {
     };
     let mut seen = Vec::new();
     for file in ["server.yaml", "gateway.yaml", "agent-sidecar.yaml"] {
-        let text = read(&repo().join("deploy/k8s").join(file));
+        let text = read(&repo_root().join("deploy/k8s").join(file));
         for doc in serde_yaml_ng::Deserializer::from_str(&text) {
             let doc: serde_yaml_ng::Value = serde::Deserialize::deserialize(doc).unwrap();
             if doc["kind"].as_str() != Some("ConfigMap") {

@@ -11,20 +11,13 @@
     clippy::panic
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lockstep_testkit::prelude::*;
 
 const LOCKSTEP: &str = env!("CARGO_BIN_EXE_lockstep");
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 /// The `sh exercised` blocks of a markdown text, in order.
 fn exercised_blocks(markdown: &str) -> Vec<String> {
@@ -47,18 +40,6 @@ fn exercised_blocks(markdown: &str) -> Vec<String> {
     blocks
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 /// Guides use the documented default ports (8282, 8181): one at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -67,12 +48,12 @@ fn run_guide(name: &str) {
     let _turn = ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let text = std::fs::read_to_string(repo().join("docs").join(name)).unwrap();
+    let text = std::fs::read_to_string(repo_root().join("docs").join(name)).unwrap();
     let blocks = exercised_blocks(&text);
     assert!(!blocks.is_empty(), "{name} has no `sh exercised` block");
     let tmp = tempfile::tempdir().unwrap();
     copy_dir(
-        &repo().join("examples/policies"),
+        &repo_root().join("examples/policies"),
         &tmp.path().join("policies"),
     );
     let script = tmp.path().join("guide.sh");

@@ -58,7 +58,7 @@ use serde::de::{self, Deserializer, Visitor};
 use thiserror::Error;
 
 use crate::jsonrpc::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DEPTH, MAX_DEPTH_LIMIT, ParseLimits};
-use crate::naming::{DEFAULT_SEPARATOR, Naming, NamingError};
+use crate::naming::{DEFAULT_SEPARATOR, ListKind, Naming, NamingError};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8383";
 /// The guide's three layers, in its order.
@@ -144,8 +144,11 @@ pub struct LayerConfig {
     /// The methods this layer decides (`*` for every method). Default `tools/call`: the
     /// guide's layers read `input.request.tool` and its arguments.
     pub methods: Vec<String>,
-    /// Whether `tools/list` shows only the tools this layer allows the caller (each
-    /// listed tool decided as a `tools/call` without arguments).
+    /// Whether lists show only the entries this layer allows the caller. It filters
+    /// the lists whose entries' own method it decides (`tools/list` for a
+    /// `tools/call` layer, `prompts/list` for `prompts/get`, `resources/list` and
+    /// `resources/templates/list` for `resources/read`); each entry is decided without
+    /// arguments, with `request.method` the list's method.
     pub filter_lists: bool,
 }
 
@@ -177,6 +180,27 @@ pub struct IdentityConfig {
     pub anonymous: Option<AnonymousIdentity>,
     /// Bearer JWTs from an OAuth 2.1 authorization server, beside the API keys.
     pub oauth: Option<OAuthConfig>,
+    /// Scopes a caller must hold, by method (`*`: every method), checked before any
+    /// policy: a caller without them gets 403 with an `insufficient_scope` challenge,
+    /// since a token with more scopes would pass. Empty by default.
+    pub required_scopes: BTreeMap<String, Vec<String>>,
+}
+
+impl IdentityConfig {
+    /// The scopes `method` needs (its own and `*`'s) that `held` lacks, in order.
+    pub fn missing_scopes(&self, method: &str, held: &[String]) -> Vec<String> {
+        let mut missing: Vec<String> = Vec::new();
+        for (m, scopes) in &self.required_scopes {
+            if m == "*" || m == method {
+                for s in scopes {
+                    if !held.contains(s) && !missing.contains(s) {
+                        missing.push(s.clone());
+                    }
+                }
+            }
+        }
+        missing
+    }
 }
 
 /// `identity.oauth`: the gateway as an OAuth 2.1 resource server (MCP authorization).
@@ -287,6 +311,14 @@ pub enum ConfigError {
     UpstreamTokens(String),
     #[error("layers: layer {0:?} has an empty methods list or an empty method name")]
     LayerMethods(String),
+    #[error(
+        "layers: layer {0:?} has filter_lists but decides none of tools/call, prompts/get, resources/read, so it would filter no list"
+    )]
+    FilterNothing(String),
+    #[error(
+        "identity.required_scopes: {0:?} needs a non-empty list of scopes without spaces or quotes"
+    )]
+    RequiredScopes(String),
     #[error("gateway config: {0}")]
     Yaml(#[from] serde_yaml_ng::Error),
     #[error("gateway config: listen: expected host:port, got {0:?}")]
@@ -467,6 +499,7 @@ struct RawIdentity {
     claims_mapping: RawClaims,
     anonymous: Option<AnonymousIdentity>,
     oauth: Option<RawOAuth>,
+    required_scopes: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -621,12 +654,19 @@ impl RawConfig {
                     if methods.is_empty() || methods.iter().any(|m| m.is_empty()) {
                         return Err(ConfigError::LayerMethods(path));
                     }
-                    out.push(LayerConfig {
+                    let layer = LayerConfig {
                         path,
                         deny_as_tool_error: l.deny_as_tool_error,
                         methods,
                         filter_lists: l.filter_lists,
-                    });
+                    };
+                    let filters_a_list = [ListKind::Tools, ListKind::Prompts, ListKind::Resources]
+                        .iter()
+                        .any(|k| layer.applies_to(k.item_method()));
+                    if layer.filter_lists && !filters_a_list {
+                        return Err(ConfigError::FilterNothing(layer.path));
+                    }
+                    out.push(layer);
                 }
                 out
             }
@@ -650,7 +690,20 @@ impl RawConfig {
             None => None,
             Some(o) => Some(oauth_config(o)?),
         };
+        for (method, scopes) in &self.identity.required_scopes {
+            // A scope is a space-free token (RFC 6749 §3.3); a space would split it in
+            // the challenge.
+            if method.is_empty()
+                || scopes.is_empty()
+                || scopes
+                    .iter()
+                    .any(|s| s.is_empty() || s.contains(char::is_whitespace) || s.contains('"'))
+            {
+                return Err(ConfigError::RequiredScopes(method.clone()));
+            }
+        }
         let identity = IdentityConfig {
+            required_scopes: self.identity.required_scopes,
             oauth,
             anonymous: self.identity.anonymous,
             api_keys_file: self.identity.api_keys_file,
@@ -1327,6 +1380,24 @@ mod tests {
             err(&one_upstream("layers: [{path: mcp/a}, {path: mcp/a}]\n")),
             ConfigError::DuplicateLayer(_)
         ));
+        // filter_lists on a layer that decides no entry's method would filter nothing.
+        assert!(matches!(
+            err(&one_upstream(
+                "layers: [{path: mcp/a, methods: [tools/list], filter_lists: true}]\n"
+            )),
+            ConfigError::FilterNothing(_)
+        ));
+        GatewayConfig::parse(&one_upstream(
+            "layers: [{path: mcp/a, methods: [prompts/get], filter_lists: true}]\n",
+        ))
+        .unwrap();
+        for bad in ["{tools/call: []}", "{tools/call: ['a b']}", "{'': [a]}"] {
+            let yaml = one_upstream(&format!("identity:\n  required_scopes: {bad}\n"));
+            assert!(
+                matches!(err(&yaml), ConfigError::RequiredScopes(_)),
+                "{bad}"
+            );
+        }
         for bad in [
             "app.example.com",
             "https://app.example.com/",

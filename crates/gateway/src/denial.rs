@@ -28,6 +28,8 @@ use crate::jsonrpc::{ErrorObject, ErrorResponse, RequestId, result_response};
 pub const POLICY_DENIED: i64 = -31001;
 pub const POLICY_UNAVAILABLE: i64 = -31002;
 pub const UNAUTHENTICATED: i64 = -31003;
+/// The caller is known but lacks a scope `identity.required_scopes` names (HTTP 403).
+pub const INSUFFICIENT_SCOPE: i64 = -31005;
 
 /// `_meta` key of a tool-result denial (prefix `lockstep/`, valid under MCP's `_meta`
 /// key rules and outside the reserved `*.modelcontextprotocol/` and `*.mcp/` prefixes).

@@ -31,7 +31,7 @@ use serde_json::{Map, Value, json};
 use crate::api_keys::{ApiIdentity, ApiKeys};
 use crate::audit::{Audit, AuditRecord, UpstreamOutcome, digest};
 use crate::config::GatewayConfig;
-use crate::denial::{Denial, DenialKind, UNAUTHENTICATED};
+use crate::denial::{Denial, DenialKind, INSUFFICIENT_SCOPE, UNAUTHENTICATED};
 use crate::era::{
     Era, HEADER_PROTOCOL_VERSION, ProtocolVersion, REMOVED_IN_MODERN, RequestEra,
     check_modern_headers, check_modern_meta, check_session_version, classify, modern_only,
@@ -372,6 +372,32 @@ impl Gateway {
         Err(self.unauthorized(Some(&refused)))
     }
 
+    /// 403 with an `insufficient_scope` challenge when `who` lacks a scope that
+    /// `identity.required_scopes` names for `method`: a token with more scopes would
+    /// pass, so the client may ask its authorization server for one.
+    fn scope_challenge(&self, who: &ApiIdentity, method: &str, id: &RequestId) -> Option<Response> {
+        let missing = self.cfg.identity.missing_scopes(method, &who.scopes);
+        if missing.is_empty() {
+            return None;
+        }
+        let message = format!(
+            "Forbidden: {method} needs the scope {}, which this credential does not carry",
+            missing.join(" ")
+        );
+        let mut r = rpc_error(
+            StatusCode::FORBIDDEN,
+            Some(id),
+            INSUFFICIENT_SCOPE,
+            &message,
+        );
+        let needed = self.cfg.identity.missing_scopes(method, &[]);
+        let challenge = crate::oauth::scope_challenge(self.cfg.identity.oauth.as_ref(), &needed);
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        Some(r)
+    }
+
     fn unauthorized(&self, refused: Option<&JwtError>) -> Response {
         let message = match (refused, &self.oauth) {
             (Some(e), _) => format!("Unauthorized: {e}"),
@@ -569,6 +595,10 @@ async fn request(
         Ok(c) => c,
         Err(r) => return r.into(),
     };
+    if let Some(r) = gw.scope_challenge(who, &req.method, &req.id) {
+        trace.reason = Some("insufficient_scope".into());
+        return r.into();
+    }
     let list = match req.method.as_str() {
         methods::TOOLS_LIST => Some(ListKind::Tools),
         methods::PROMPTS_LIST => Some(ListKind::Prompts),
@@ -1774,6 +1804,7 @@ async fn list_request(
         &gw.cfg.layers,
         &req.method,
         &list_input,
+        kind,
         &entry_inputs,
         &format!("mcp/{}", req.method),
     );
@@ -1784,11 +1815,10 @@ async fn list_request(
         return denial_response(&d, &req.id, ctx.era, false);
     }
     trace.decision = "allow";
-    let filtering = gw.cfg.layers.iter().any(|l| l.filter_lists);
     let shown: Vec<Value> = entries
         .into_iter()
         .enumerate()
-        .filter(|(i, _)| !filtering || visible.get(*i).copied().unwrap_or(false))
+        .filter(|(i, _)| visible.get(*i).copied().unwrap_or(false))
         .map(|(_, (_, item))| item)
         .collect();
     let mut result = Map::new();

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::config::LayerConfig;
 use crate::denial::{Denial, DenialKind};
+use crate::naming::ListKind;
 
 /// What the layers said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,23 +138,36 @@ pub fn decide(
     input: &Value,
     path: &str,
 ) -> Decided {
-    decide_list(decider, layers, method, input, &[], path).0
+    decide_list(decider, layers, method, input, ListKind::Tools, &[], path).0
+}
+
+/// The layers that decide which entries of a `kind` list a caller sees: those marked
+/// `filter_lists` that decide the entries' own method (`tools/call` for tools,
+/// `prompts/get` for prompts, `resources/read` for resources), so a list shows what
+/// the item requests would allow. None: every entry is shown.
+pub fn list_filters(layers: &[LayerConfig], kind: ListKind) -> Vec<&LayerConfig> {
+    layers
+        .iter()
+        .filter(|l| l.filter_lists && l.applies_to(kind.item_method()))
+        .collect()
 }
 
 /// [`decide`] for a list request, and, on the same revision, which of `entries`
-/// (one policy input per listed item) the caller may see: each is decided by the
-/// layers marked `filter_lists`. The list and its entries are one decision, so a
-/// revision swap during the list cannot mix revisions.
+/// (one policy input per listed item of `kind`) the caller may see: each is decided by
+/// the [`list_filters`]. The list and its entries are one decision, so a revision
+/// swap during the list cannot mix revisions. `visible` has one flag per entry when
+/// the list is allowed.
 pub fn decide_list(
     decider: &Decider,
     layers: &[LayerConfig],
     method: &str,
     input: &Value,
+    kind: ListKind,
     entries: &[Value],
     path: &str,
 ) -> (Decided, Vec<bool>) {
     let applicable: Vec<&LayerConfig> = layers.iter().filter(|l| l.applies_to(method)).collect();
-    let filters: Vec<&LayerConfig> = layers.iter().filter(|l| l.filter_lists).collect();
+    let filters = list_filters(layers, kind);
     let d = decider.decide(
         DecisionRequest {
             path,
@@ -169,6 +183,10 @@ pub fn decide_list(
             {
                 let mut visible = Vec::with_capacity(entries.len());
                 for e in entries {
+                    if filters.is_empty() {
+                        visible.push(Value::Bool(true));
+                        continue;
+                    }
                     let e = Input::from_json(e)?;
                     let shown = match evaluate(policy, &filters, &e)? {
                         Some(v) => v.get("allow") == Some(&Value::Bool(true)),

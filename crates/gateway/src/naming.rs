@@ -66,6 +66,18 @@ pub enum ListKind {
 }
 
 impl ListKind {
+    /// The method that uses one entry of this list: what a filtered list asks the
+    /// policy about each entry.
+    pub fn item_method(self) -> &'static str {
+        match self {
+            ListKind::Tools => crate::jsonrpc::methods::TOOLS_CALL,
+            ListKind::Prompts => crate::jsonrpc::methods::PROMPTS_GET,
+            ListKind::Resources | ListKind::ResourceTemplates => {
+                crate::jsonrpc::methods::RESOURCES_READ
+            }
+        }
+    }
+
     /// The result member holding the entries, the entry member holding the name, and
     /// the namespace.
     pub fn members(self) -> (&'static str, &'static str, NameKind) {

@@ -111,6 +111,21 @@ pub fn challenge(o: &OAuthConfig, refused: Option<&JwtError>) -> String {
     v
 }
 
+/// The `WWW-Authenticate` value of a 403 for a caller that lacks scopes: every scope
+/// the operation needs (RFC 6750 §3.1, MCP step-up authorization), and the metadata URL
+/// when the gateway is an OAuth resource server.
+pub fn scope_challenge(o: Option<&OAuthConfig>, scopes: &[String]) -> String {
+    let mut v = format!(
+        "Bearer error=\"insufficient_scope\", scope=\"{}\"",
+        scopes.join(" ")
+    );
+    match o {
+        Some(o) => v.push_str(&format!(", resource_metadata=\"{}\"", metadata_url(o))),
+        None => v.push_str(", realm=\"lockstep-gateway\""),
+    }
+    v
+}
+
 /// Why valid claims still make no identity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the token's claim {0:?} (identity.claims_mapping) is missing or not a string")]

@@ -86,6 +86,13 @@ fn request_for(line: &str, key: &str, session: &Session) -> Request<Body> {
         .unwrap_or_else(|_| Request::new(Body::empty()))
 }
 
+fn is_event_stream(resp: &axum::response::Response) -> bool {
+    resp.headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/event-stream"))
+}
+
 /// Writes one message as one line (re-encoded: JSON text must not span lines).
 async fn write_line<W: AsyncWrite + Unpin>(out: &Mutex<W>, data: &[u8]) {
     let line = match serde_json::from_slice::<Value>(data) {
@@ -111,26 +118,11 @@ async fn handle<W: AsyncWrite + Unpin>(
         .get(SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let is_sse = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("text/event-stream"));
+    let is_sse = is_event_stream(&resp);
     let mut body = resp.into_body().into_data_stream();
     let mut version = None;
     if is_sse {
-        let mut splitter = Splitter::new(MAX_UPSTREAM_MESSAGE);
-        while let Some(Ok(chunk)) = body.next().await {
-            let Ok(events) = splitter.push(&chunk) else {
-                break;
-            };
-            for ev in events.into_iter().filter(|e| !e.data.is_empty()) {
-                write_line(out, ev.data.as_bytes()).await;
-            }
-        }
-        if let Some(ev) = splitter.finish().filter(|e| !e.data.is_empty()) {
-            write_line(out, ev.data.as_bytes()).await;
-        }
+        pipe_events(&mut body, out).await;
     } else {
         let mut bytes = Vec::new();
         while let Some(Ok(chunk)) = body.next().await {
@@ -150,6 +142,81 @@ async fn handle<W: AsyncWrite + Unpin>(
         }
     }
     sid.map(|s| (s, version))
+}
+
+/// Writes each event of an SSE body to `out` as it arrives; the id of the last event
+/// that had one (to resume the stream from).
+async fn pipe_events<W: AsyncWrite + Unpin>(
+    body: &mut axum::body::BodyDataStream,
+    out: &Mutex<W>,
+) -> Option<String> {
+    let mut splitter = Splitter::new(MAX_UPSTREAM_MESSAGE);
+    let mut last = None;
+    loop {
+        let (events, ended) = match body.next().await {
+            Some(Ok(chunk)) => match splitter.push(&chunk) {
+                Ok(events) => (events, false),
+                Err(_) => (Vec::new(), true),
+            },
+            _ => (splitter.finish().into_iter().collect(), true),
+        };
+        for ev in events {
+            if let Some(id) = ev.id() {
+                last = Some(id.to_string());
+            }
+            if !ev.data.is_empty() {
+                write_line(out, ev.data.as_bytes()).await;
+            }
+        }
+        if ended {
+            return last;
+        }
+    }
+}
+
+/// How long the GET stream waits before it is opened again after it ended.
+const LISTEN_REOPEN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The 2025-11-25 GET stream of `session`: what upstreams send outside any request
+/// (list changes, log messages, their own requests to the client) goes to `out` for as
+/// long as the session lasts. Opened again with `Last-Event-ID` when it ends, so
+/// nothing sent in between is lost; given up when the gateway refuses it (no upstream
+/// offers one, or the session is gone).
+async fn listen<W: AsyncWrite + Unpin>(
+    app: axum::Router,
+    key: String,
+    session: String,
+    version: Option<String>,
+    out: Arc<Mutex<W>>,
+) {
+    let mut last: Option<String> = None;
+    loop {
+        let mut b = Request::get("/mcp")
+            .header("accept", "text/event-stream")
+            .header("host", "localhost")
+            .header("authorization", format!("Bearer {key}"))
+            .header(SESSION_HEADER, session.as_str());
+        if let Some(v) = &version {
+            b = b.header(PROTOCOL_HEADER, v.as_str());
+        }
+        if let Some(id) = &last {
+            b = b.header("last-event-id", id.as_str());
+        }
+        let Ok(req) = b.body(Body::empty()) else {
+            return;
+        };
+        let Ok(resp) = app.clone().oneshot(req).await;
+        let is_sse = is_event_stream(&resp);
+        if !resp.status().is_success() || !is_sse {
+            tracing::debug!(status = %resp.status(), "stdio: no GET stream for this session");
+            return;
+        }
+        let mut body = resp.into_body().into_data_stream();
+        if let Some(id) = pipe_events(&mut body, &out).await {
+            last = Some(id);
+        }
+        tokio::time::sleep(LISTEN_REOPEN).await;
+    }
 }
 
 /// Serves MCP on `input`/`output` until `input` ends, then waits for the answers
@@ -188,6 +255,7 @@ where
     let mut session = Session::default();
     let mut lines = BufReader::new(input).lines();
     let mut inflight = Vec::new();
+    let mut listener: Option<tokio::task::JoinHandle<()>> = None;
     while let Ok(Some(line)) = lines.next_line().await {
         if line.trim().is_empty() {
             continue;
@@ -199,6 +267,16 @@ where
         if is_initialize {
             // Later messages need the session it creates: answer it first.
             if let Some((sid, version)) = handle(app.clone(), req, &out).await {
+                if let Some(t) = listener.take() {
+                    t.abort();
+                }
+                listener = Some(tokio::spawn(listen(
+                    app.clone(),
+                    key.clone(),
+                    sid.clone(),
+                    version.clone(),
+                    out.clone(),
+                )));
                 session.id = Some(sid);
                 session.version = version;
             }
@@ -215,6 +293,9 @@ where
     // its end right after a request still gets the answer).
     for t in inflight {
         let _ = t.await;
+    }
+    if let Some(t) = listener {
+        t.abort();
     }
     drop(app);
     syncer.shutdown().await;

@@ -29,6 +29,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with("").await
+}
+
+/// [`setup`] with `identity_extra` (YAML lines indented under `identity:`).
+async fn setup_with(identity_extra: &str) -> Setup {
     let server = TestServer::start().await;
     server
         .publish_ok("main", example_bundle("r1", 1000, Some(&server.keys)))
@@ -44,7 +49,7 @@ async fn setup() -> Setup {
         .replacen(
             "identity:\n",
             &format!(
-                "identity:\n  oauth:\n    issuer: {}\n    jwks_uri: {}\n    resource: {resource}\n    jwks_min_refresh: 500ms\n    scopes_supported: [mcp:tools]\n",
+                "identity:\n  oauth:\n    issuer: {}\n    jwks_uri: {}\n    resource: {resource}\n    jwks_min_refresh: 500ms\n    scopes_supported: [mcp:tools]\n{identity_extra}",
                 issuer.issuer, issuer.jwks_uri
             ),
             1,
@@ -279,4 +284,50 @@ async fn unknown_key_ids_do_not_flood_the_issuer() {
         after - before
     );
     s.gw.shutdown().await.unwrap();
+}
+
+/// A caller without a scope `identity.required_scopes` names for the method gets 403
+/// with an `insufficient_scope` challenge naming every scope the method needs (a token
+/// with more scopes would pass); with the scopes, the policy decides as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_required_scope_is_a_403_challenge_before_any_policy() {
+    let s = setup_with("  required_scopes:\n    tools/call: [mcp:tools]\n    \"*\": [mcp]\n").await;
+    let mut claims = s.issuer.claims(&s.resource, "agent-7", "analyst");
+    claims["scope"] = json!("mcp mcp:tools");
+    let (status, _, body) = s.call(Some(&s.issuer.token(&claims))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(s.upstream_calls(), 1);
+
+    claims["scope"] = json!("mcp");
+    let (status, challenge, body) = s.call(Some(&s.issuer.token(&claims))).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], json!(-31005), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("mcp:tools"),
+        "{body}"
+    );
+    assert!(
+        challenge.starts_with("Bearer error=\"insufficient_scope\", scope=\"mcp:tools mcp\"")
+            || challenge
+                .starts_with("Bearer error=\"insufficient_scope\", scope=\"mcp mcp:tools\""),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains(&format!(
+            "resource_metadata=\"http://{}/.well-known/oauth-protected-resource/mcp\"",
+            s.gw.addr
+        )),
+        "{challenge}"
+    );
+    assert_eq!(s.upstream_calls(), 1, "a refused call reached the upstream");
+
+    // A token with no scope at all: still 403 (it is valid, only short of scopes).
+    claims.as_object_mut().unwrap().remove("scope");
+    let (status, challenge, _) = s.call(Some(&s.issuer.token(&claims))).await;
+    assert_eq!(status, 403);
+    assert!(challenge.contains("insufficient_scope"), "{challenge}");
+    assert_eq!(s.upstream_calls(), 1);
 }

@@ -300,6 +300,104 @@ async fn http_and_stdio_upstreams_under_one_endpoint() {
     server.stop().await;
 }
 
+/// Lists are filtered by the layers that decide their entries' own method: with the
+/// default layers (tool access filters tools/call), prompts and resources are shown; a
+/// `filter_lists` layer on `prompts/get` filters `prompts/list` the way it decides
+/// `prompts/get`, and leaves the tools list to the tool-access layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_list_is_filtered_by_the_layers_of_its_entries_method() {
+    let Some(venv) = tokio::task::block_in_place(mcp_venv) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = TestServer::start().await;
+    let bundle = example_bundle_with("r1", 1000, Some(&server.keys), |d| {
+        std::fs::write(
+            d.join("mcp/prompt_access.rego"),
+            "package mcp.prompt_access\n\ndefault allow := false\n\nallow if input.agent.role == \"admin\"\n\nallow if input.request.prompt == \"analyze_table\"\n",
+        )
+        .unwrap();
+    });
+    server.publish_ok("main", bundle).await;
+    let (_db, port) = upstream(&venv, dir.path(), "db");
+    let names = |out: &[Value], n: u64| -> Vec<String> {
+        step(out, n)["names"]
+            .as_array()
+            .unwrap_or_else(|| panic!("step {n}: {out:?}"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let lists = json!(["list_tools", "list_prompts", "list_resources"]);
+
+    // Default layers: only the tools list is filtered.
+    let gw = start_gateway(&gateway_yaml(
+        &server,
+        dir.path(),
+        &format!("http://127.0.0.1:{port}/mcp"),
+        "",
+    ))
+    .await;
+    wait_gateway_ready(&gw).await;
+    let url = format!("http://{}/mcp", gw.addr);
+    let out =
+        tokio::task::block_in_place(|| client(&venv, &url, Some(ANALYST_KEY), "auto", &lists));
+    assert_eq!(names(&out, 1), ["read_database", "run_query"]);
+    assert_eq!(names(&out, 2), ["analyze_table", "admin_maintenance"]);
+    assert!(
+        names(&out, 3).contains(&"db://schema".to_string()),
+        "{out:?}"
+    );
+    gw.shutdown().await.unwrap();
+
+    // A prompt filter beside the tool filter.
+    let layers = "layers:\n  - path: mcp/tool_access\n    filter_lists: true\n  - path: mcp/prompt_access\n    methods: [prompts/get]\n    filter_lists: true\n";
+    let gw = start_gateway(&gateway_yaml(
+        &server,
+        dir.path(),
+        &format!("http://127.0.0.1:{port}/mcp"),
+        layers,
+    ))
+    .await;
+    wait_gateway_ready(&gw).await;
+    let url = format!("http://{}/mcp", gw.addr);
+    let steps = json!([
+        "list_tools",
+        "list_prompts",
+        "list_resources",
+        {"op": "get_prompt", "name": "analyze_table", "args": {"table": "users"}},
+        {"op": "get_prompt", "name": "admin_maintenance"},
+    ]);
+    let out =
+        tokio::task::block_in_place(|| client(&venv, &url, Some(ANALYST_KEY), "auto", &steps));
+    assert_eq!(names(&out, 1), ["read_database", "run_query"]);
+    assert_eq!(names(&out, 2), ["analyze_table"]);
+    assert!(
+        names(&out, 3).contains(&"db://schema".to_string()),
+        "{out:?}"
+    );
+    assert!(
+        step(&out, 4)["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("users")),
+        "{out:?}"
+    );
+    // What the list hides, the request is refused: the same layer decides both.
+    assert_eq!(step(&out, 5)["error"]["code"], json!(-31001), "{out:?}");
+    assert_eq!(
+        step(&out, 5)["error"]["data"]["layer"],
+        json!("mcp/prompt_access")
+    );
+    let out = tokio::task::block_in_place(|| client(&venv, &url, Some(ADMIN_KEY), "auto", &lists));
+    assert_eq!(
+        names(&out, 1),
+        ["read_database", "write_database", "run_query"]
+    );
+    assert_eq!(names(&out, 2), ["analyze_table", "admin_maintenance"]);
+    gw.shutdown().await.unwrap();
+    server.stop().await;
+}
+
 /// A client that goes away during a streamed answer makes the gateway send
 /// `notifications/cancelled` for that request to the upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

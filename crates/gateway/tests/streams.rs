@@ -458,3 +458,91 @@ async fn get_without_a_session_or_in_the_2026_era_is_refused() {
     assert!(s.upstream.seen().iter().all(|x| x.method != "GET"));
     s.gw.shutdown().await.unwrap();
 }
+
+/// The stdio front door relays the GET stream too: what an upstream sends outside any
+/// request reaches the stdio client as lines, and the client's answer to the
+/// upstream's request goes back to that upstream with its own id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stdio_front_door_relays_the_get_stream() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start().await;
+    server
+        .publish_ok(
+            "main",
+            bundle_with("r1", 1000, Some(&server.keys), ALLOW_ALL),
+        )
+        .await;
+    let upstream = Scripted::default();
+    let url = upstream.start().await;
+    let extra = "layers:\n  - path: mcp/allow_all\n    methods: [\"*\"]\n";
+    let cfg = lockstep_gateway::config::GatewayConfig::parse(&gateway_yaml(
+        &server,
+        dir.path(),
+        &url,
+        extra,
+    ))
+    .unwrap();
+    let (mut to_gw, gw_in) = tokio::io::duplex(1 << 16);
+    let (gw_out, from_gw) = tokio::io::duplex(1 << 16);
+    let run = tokio::spawn(lockstep_gateway::serve_stdio(
+        cfg,
+        ANALYST_KEY.to_string(),
+        gw_in,
+        gw_out,
+    ));
+    let mut lines = tokio::io::BufReader::new(from_gw).lines();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {"sampling": {}},
+        "clientInfo": {"name": "t", "version": "1"}}});
+    to_gw
+        .write_all(format!("{init}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while got.len() < 3 {
+            let line = lines.next_line().await.unwrap().expect("stdout ended");
+            got.push(serde_json::from_str::<Value>(&line).unwrap());
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("fewer than 3 messages on stdout: {got:?}"));
+    assert_eq!(got[0]["id"], 1, "{got:?}");
+    assert_eq!(got[1]["method"], "notifications/tools/list_changed");
+    assert_eq!(got[2]["method"], "sampling/createMessage");
+    let token = got[2]["id"].as_str().expect("the gateway's sealed id");
+
+    let result =
+        json!({"role": "assistant", "content": {"type": "text", "text": "hi"}, "model": "m"});
+    let answer = json!({"jsonrpc": "2.0", "id": token, "result": result});
+    to_gw
+        .write_all(format!("{answer}\n").as_bytes())
+        .await
+        .unwrap();
+    let answers = || -> Vec<Seen> {
+        upstream
+            .seen()
+            .into_iter()
+            .filter(|x| x.method == "POST" && x.body.get("result").is_some())
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || !answers().is_empty()).await,
+        "the answer never reached the upstream: {:?}",
+        upstream.seen()
+    );
+    let answered = answers();
+    assert_eq!(answered[0].body["id"], 99);
+    assert_eq!(answered[0].body["result"], result);
+    assert_eq!(answered[0].session.as_deref(), Some("up-1"));
+    let gets = upstream.seen().iter().filter(|x| x.method == "GET").count();
+    assert_eq!(gets, 1, "one GET stream for the session");
+
+    drop(to_gw);
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("serve_stdio ends when stdin closes")
+        .unwrap()
+        .unwrap();
+}

@@ -67,7 +67,7 @@ pub fn example_bundle_with(
     keys: Option<&Keys>,
     edit: impl FnOnce(&std::path::Path),
 ) -> Vec<u8> {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/policies");
+    let src = repo_root().join("examples/policies");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("policies");
     copy_dir(&src, &dir);
@@ -83,7 +83,16 @@ pub fn example_bundle_with(
     seal(b, keys, iat)
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+/// The repository's root directory.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Copies the directory tree `from` to `to`.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
