@@ -22,6 +22,7 @@ pub mod keys;
 pub mod model;
 pub mod package;
 mod pem_text;
+pub mod protocol;
 pub mod reader;
 pub mod roots;
 pub mod signing;

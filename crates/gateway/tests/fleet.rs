@@ -50,12 +50,16 @@ async fn call(http: &reqwest::Client, url: &str) -> (u16, Option<String>, Value)
     (status, rev, b["error"].clone())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_gateways_switch_to_a_new_revision_together_and_report_it() {
-    let mut server = TestServer::start().await;
-    server
-        .publish_ok("main", example_bundle("r1", 1000, Some(&server.keys)))
-        .await;
+struct Three {
+    gateways: Vec<lockstep_gateway::RunningGateway>,
+    upstreams: Vec<McpUpstream>,
+    urls: Vec<String>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+/// Three gateways on `server`, each in front of its own recording upstream, reporting
+/// status as `gateway-<i>`.
+async fn three_gateways(server: &TestServer) -> Three {
     let mut gateways = Vec::new();
     let mut dirs = Vec::new();
     let mut upstreams = Vec::new();
@@ -63,7 +67,7 @@ async fn three_gateways_switch_to_a_new_revision_together_and_report_it() {
         let dir = tempfile::tempdir().unwrap();
         let upstream = McpUpstream::default();
         let (url, _task) = upstream.start().await;
-        let mut yaml = gateway_yaml(&server, dir.path(), &url, "");
+        let mut yaml = gateway_yaml(server, dir.path(), &url, "");
         yaml.push_str(&format!(
             "  status: {{service: bundle-server}}\n  labels: {{id: gateway-{i}}}\n"
         ));
@@ -77,6 +81,26 @@ async fn three_gateways_switch_to_a_new_revision_together_and_report_it() {
         .iter()
         .map(|g| format!("http://{}/mcp", g.addr))
         .collect();
+    Three {
+        gateways,
+        upstreams,
+        urls,
+        _dirs: dirs,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateways_switch_to_a_new_revision_together_and_report_it() {
+    let mut server = TestServer::start().await;
+    server
+        .publish_ok("main", example_bundle("r1", 1000, Some(&server.keys)))
+        .await;
+    let Three {
+        gateways,
+        upstreams,
+        urls,
+        _dirs,
+    } = three_gateways(&server).await;
 
     // Clients call every gateway in a loop while r2 is published.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -167,6 +191,81 @@ async fn three_gateways_switch_to_a_new_revision_together_and_report_it() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for g in gateways {
+        g.shutdown().await.unwrap();
+    }
+    server.stop().await;
+}
+
+/// With a cut-over announced, the three gateways prepare r2 as soon as it arrives and
+/// all switch at the announced instant: none answers by r2 before it, and the instants
+/// they report are within 10 ms of each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateways_switch_at_the_announced_instant() {
+    let mut server = TestServer::start().await;
+    server
+        .publish_ok("main", example_bundle("r1", 1000, Some(&server.keys)))
+        .await;
+    let three = three_gateways(&server).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut callers = Vec::new();
+    for url in three.urls.clone() {
+        let stop = stop.clone();
+        callers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (_, rev, _) = call(&http, &url).await;
+                seen.push((rev, lockstep_sync::clock::now_us()));
+            }
+            seen
+        }));
+    }
+    let published = server.publish_cutover("main", v2(&server), 1_000).await;
+    let at_us = chrono::DateTime::parse_from_rfc3339(published["activate_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp_micros();
+    let mut summary = Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while summary.is_null() {
+        let f = server.fleet().await;
+        if let Some(p) = f["bundles"][0]["publications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["revision"] == "r2")
+            && p["cutover"]["activated"] == json!(3)
+        {
+            summary = p["cutover"].clone();
+        }
+        assert!(Instant::now() < deadline, "no cut-over summary: {f}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut first_r2 = Vec::new();
+    for (i, c) in callers.into_iter().enumerate() {
+        let seen = c.await.unwrap();
+        let first = seen
+            .iter()
+            .find(|(rev, _)| rev.as_deref() == Some("r2"))
+            .unwrap_or_else(|| panic!("gateway {i} never answered by r2"))
+            .1;
+        // One machine, one clock: no answer by r2 before the instant (2 ms for the
+        // offset estimate's uncertainty).
+        assert!(
+            first >= at_us - 2_000,
+            "gateway {i} answered by r2 {} µs before the instant",
+            at_us - first
+        );
+        first_r2.push(first);
+    }
+    let observed = (first_r2.iter().max().unwrap() - first_r2.iter().min().unwrap()) as f64 / 1e3;
+    eprintln!(
+        "three gateways: reported spread {} ms, first r2 answers within {observed:.1} ms",
+        summary["spread_ms"]
+    );
+    assert!(summary["spread_ms"].as_f64().unwrap() <= 10.0, "{summary}");
+    assert_eq!(summary["late"], json!([]), "{summary}");
+    for g in three.gateways {
         g.shutdown().await.unwrap();
     }
     server.stop().await;

@@ -21,6 +21,8 @@ pub struct AppState {
     pub verification: Verifications,
     pub allow_unsigned: bool,
     pub keep_revisions: usize,
+    /// `cutover:`: how far ahead activation instants are announced.
+    pub cutover: crate::config::CutoverConfig,
     pub max_wait: Duration,
     pub max_bundle_bytes: usize,
     /// Publish and rollback bodies (`publish.max_bundle_bytes`, `publish.max_concurrent_uploads`).

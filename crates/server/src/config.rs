@@ -65,6 +65,45 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsConfig>,
     /// Timeouts and the connection limit of the listener (plain and TLS).
     pub listener: ListenerConfig,
+    /// Synchronized cut-over: how far ahead of each publication its activation instant
+    /// is announced.
+    pub cutover: CutoverConfig,
+}
+
+/// `cutover:` — a publication is announced to switch at commit time plus this delay, so
+/// every instance prepares it first and all switch at the same instant. `0` (the
+/// default) keeps activation on arrival. `lockstep publish --cutover` overrides it for
+/// one publication.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CutoverConfig {
+    /// Milliseconds, for every bundle without its own entry (default 0).
+    pub delay_ms: u64,
+    /// Milliseconds per bundle name.
+    pub bundles: BTreeMap<String, u64>,
+}
+
+/// The longest cut-over delay accepted (config or publish): instances hold a prepared
+/// revision at most this long.
+pub const MAX_CUTOVER_MS: u64 = 600_000;
+
+impl CutoverConfig {
+    /// The delay of `bundle`.
+    pub fn delay_for(&self, bundle: &str) -> std::time::Duration {
+        std::time::Duration::from_millis(self.bundles.get(bundle).copied().unwrap_or(self.delay_ms))
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let too_long = std::iter::once(("delay_ms", self.delay_ms))
+            .chain(self.bundles.iter().map(|(k, v)| (k.as_str(), *v)))
+            .find(|(_, v)| *v > MAX_CUTOVER_MS);
+        match too_long {
+            Some((what, v)) => Err(ConfigError::Invalid(format!(
+                "cutover.{what}: {v} ms is longer than the {MAX_CUTOVER_MS} ms limit"
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 /// `listener:` — what the HTTP listener tolerates from clients (`lockstep-listen`).
@@ -242,6 +281,12 @@ impl Config {
 
     pub fn max_wait_seconds(&self) -> u64 {
         self.long_poll.max_wait_seconds.unwrap_or(60)
+    }
+
+    /// `cutover:`, validated.
+    pub fn cutover(&self) -> Result<CutoverConfig, ConfigError> {
+        self.cutover.check()?;
+        Ok(self.cutover.clone())
     }
 
     pub fn keep_revisions(&self) -> usize {

@@ -205,6 +205,11 @@ impl Instance {
                     &b.status.code,
                     &b.status.message,
                     &b.status.errors,
+                    // Prepared and switched instants matter at once to the fleet view
+                    // (every replica shows the cut-over spread).
+                    b.status
+                        .cutover()
+                        .map(|c| (c.revision, c.prepared_at, c.activated_at)),
                 )
             })
             .collect();
@@ -228,6 +233,40 @@ pub struct Publication {
     pub convergence_seconds: Option<f64>,
     /// A newer publication came before this one converged.
     pub superseded: bool,
+    /// The announced activation instant (synchronized cut-over); `None`: on arrival.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activate_at: Option<DateTime<Utc>>,
+    /// How the instances followed the announced instant (until convergence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cutover: Option<CutoverSummary>,
+}
+
+/// A synchronized cut-over as the instances report it. Their instants are by the
+/// server's clock as each estimates it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CutoverSummary {
+    /// Instances that reported switching to the revision at an instant.
+    pub activated: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_activation: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activation: Option<DateTime<Utc>>,
+    /// Last minus first activation, milliseconds: the fleet's drift window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread_ms: Option<f64>,
+    /// Prepared and waiting for the instant.
+    #[serde(default)]
+    pub prepared: Vec<String>,
+    /// Ready only after the instant: switched as soon as ready.
+    #[serde(default)]
+    pub late: Vec<String>,
+    /// Reachable instances reporting the bundle that have neither prepared nor switched
+    /// to the revision, once the instant has passed.
+    #[serde(default)]
+    pub never_prepared: Vec<String>,
+    /// Instances whose clock offset to the server is more uncertain than they accept.
+    #[serde(default)]
+    pub clock_uncertain: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -301,6 +340,12 @@ pub struct InstanceView {
     pub message: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub errors: Vec<Value>,
+    /// Its part in the latest announced cut-over of this bundle.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cutover: Option<crate::status::CutoverReport>,
+    /// It says its clock offset to the server is too uncertain for a cut-over.
+    #[serde(default)]
+    pub clock_uncertain: bool,
 }
 
 /// One bundle in `/v1/fleet`.
@@ -455,6 +500,8 @@ impl Fleet {
             converged_at: None,
             convergence_seconds: None,
             superseded: false,
+            activate_at: event.activate_at,
+            cutover: None,
         });
         if pubs.len() > MAX_PUBLICATIONS {
             let extra = pubs.len() - MAX_PUBLICATIONS;
@@ -636,6 +683,9 @@ impl Fleet {
             if p.converged_at.is_some() {
                 continue;
             }
+            if let Some(at) = p.activate_at {
+                p.cutover = Some(self.cutover_summary(instances, bundle, &p.revision, at, now));
+            }
             let mut any = false;
             let mut all = true;
             let mut latest = p.at;
@@ -665,6 +715,54 @@ impl Fleet {
                     .observe(s);
             }
         }
+    }
+
+    /// How the reachable instances reporting `bundle` followed the cut-over to
+    /// `revision` announced for `at`.
+    fn cutover_summary(
+        &self,
+        instances: &BTreeMap<String, Instance>,
+        bundle: &str,
+        revision: &str,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> CutoverSummary {
+        let mut s = CutoverSummary::default();
+        for inst in instances.values() {
+            if self.unreachable(inst, now) {
+                continue;
+            }
+            let Some(b) = inst.bundles.get(bundle) else {
+                continue;
+            };
+            if b.status.clock_uncertain() {
+                s.clock_uncertain.push(inst.id.clone());
+            }
+            let c = b.status.cutover().filter(|c| c.revision == revision);
+            let switched = c.as_ref().and_then(|c| c.activated_at);
+            if let Some(t) = switched {
+                s.activated += 1;
+                s.first_activation = Some(s.first_activation.map_or(t, |f| f.min(t)));
+                s.last_activation = Some(s.last_activation.map_or(t, |l| l.max(t)));
+            }
+            match &c {
+                Some(c) if c.late => s.late.push(inst.id.clone()),
+                Some(c) if switched.is_none() && c.prepared_at.is_some() => {
+                    s.prepared.push(inst.id.clone());
+                }
+                Some(_) => {}
+                None => {
+                    let on_it = b.status.active_revision.as_deref() == Some(revision);
+                    if now > at && !on_it {
+                        s.never_prepared.push(inst.id.clone());
+                    }
+                }
+            }
+        }
+        if let (Some(f), Some(l)) = (s.first_activation, s.last_activation) {
+            s.spread_ms = Some(secs(l - f) * 1e3);
+        }
+        s
     }
 
     /// The whole view at `now`.
@@ -741,6 +839,8 @@ impl Fleet {
                 code: b.status.code.clone(),
                 message: b.status.message.clone(),
                 errors: b.status.errors.clone(),
+                cutover: b.status.cutover(),
+                clock_uncertain: b.status.clock_uncertain(),
             });
         }
         let total = instances.len();
@@ -776,6 +876,7 @@ impl Fleet {
         let mut drifting: BTreeMap<String, i64> = BTreeMap::new();
         let mut unreachable: BTreeMap<String, i64> = BTreeMap::new();
         let mut on_revision: BTreeMap<(String, String), i64> = BTreeMap::new();
+        let mut cutovers: BTreeMap<String, CutoverSummary> = BTreeMap::new();
         {
             let Ok(mut inner) = self.inner.lock() else {
                 return;
@@ -784,9 +885,12 @@ impl Fleet {
                 .instances
                 .retain(|_, i| !self.forgotten(i.last_report, now));
             self.check_convergence(&mut inner, now);
-            for name in inner.publications.keys() {
+            for (name, pubs) in &inner.publications {
                 drifting.insert(name.clone(), 0);
                 unreachable.insert(name.clone(), 0);
+                if let Some(c) = pubs.iter().rev().find_map(|p| p.cutover.clone()) {
+                    cutovers.insert(name.clone(), c);
+                }
             }
             for inst in inner.instances.values() {
                 let gone = self.unreachable(inst, now);
@@ -813,6 +917,18 @@ impl Fleet {
         }
         for (bundle, n) in unreachable {
             m.unreachable.get_or_create(&BundleLabels { bundle }).set(n);
+        }
+        for (bundle, c) in cutovers {
+            let labels = BundleLabels { bundle };
+            m.cutover_spread
+                .get_or_create(&labels)
+                .set(c.spread_ms.unwrap_or(0.0) / 1e3);
+            m.cutover_late
+                .get_or_create(&labels)
+                .set(i64::try_from(c.late.len()).unwrap_or(i64::MAX));
+            m.cutover_unprepared
+                .get_or_create(&labels)
+                .set(i64::try_from(c.never_prepared.len()).unwrap_or(i64::MAX));
         }
         for ((bundle, revision), n) in on_revision {
             m.instances

@@ -35,8 +35,17 @@ pub struct Active {
 }
 
 impl Active {
-    fn download_headers(etag: &str, revision: &str) -> HeaderMap {
-        let mut h = HeaderMap::with_capacity(4);
+    fn download_headers(
+        etag: &str,
+        revision: &str,
+        activate_at: Option<DateTime<Utc>>,
+    ) -> HeaderMap {
+        let mut h = HeaderMap::with_capacity(5);
+        if let Some(at) = activate_at
+            && let Ok(v) = HeaderValue::from_str(&at.timestamp_millis().to_string())
+        {
+            h.insert(lockstep_bundle::protocol::ACTIVATE_AT_HEADER, v);
+        }
         h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(BUNDLE_CONTENT_TYPE),
@@ -263,7 +272,7 @@ impl Hub {
             .unwrap_or_default();
         let active = Arc::new(Active {
             id: state.active.clone(),
-            headers: Active::download_headers(&etag, &revision),
+            headers: Active::download_headers(&etag, &revision, state.activate_at()),
             etag,
             revision,
             bytes,

@@ -127,6 +127,7 @@ pub async fn start(config: &Config) -> Result<RunningServer, ConfigError> {
         verification,
         allow_unsigned: config.publish.allow_unsigned,
         keep_revisions: config.keep_revisions(),
+        cutover: config.cutover()?,
         max_wait: Duration::from_secs(config.max_wait_seconds()),
         max_bundle_bytes: config.max_bundle_bytes(),
         uploads: body::BodyGate::new(

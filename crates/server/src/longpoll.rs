@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::hub::Active;
 
 /// The content type OPA needs on a 200 to stay in long-polling mode.
-pub const BUNDLE_CONTENT_TYPE: &str = "application/vnd.openpolicyagent.bundles";
+pub use lockstep_bundle::protocol::BUNDLE_CONTENT_TYPE;
 
 /// The `wait` preference in seconds, from every `Prefer` header.
 ///

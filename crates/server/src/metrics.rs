@@ -58,6 +58,9 @@ pub struct Metrics {
     pub refused: Family<RefusedLabels, Counter>,
     pub downloads: Family<ResponseLabels, Counter>,
     pub status_reports: Counter,
+    pub cutover_spread: Family<BundleLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub cutover_late: Family<BundleLabels, Gauge>,
+    pub cutover_unprepared: Family<BundleLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -78,6 +81,25 @@ impl Metrics {
         let refused = Family::<RefusedLabels, Counter>::default();
         let downloads = Family::<ResponseLabels, Counter>::default();
         let status_reports = Counter::default();
+        let cutover_spread =
+            Family::<BundleLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let cutover_late = Family::<BundleLabels, Gauge>::default();
+        let cutover_unprepared = Family::<BundleLabels, Gauge>::default();
+        r.register(
+            "cutover_spread_seconds",
+            "Latest announced cut-over per bundle: last minus first activation instant reported",
+            cutover_spread.clone(),
+        );
+        r.register(
+            "cutover_late_instances",
+            "Latest announced cut-over per bundle: instances ready only after the instant",
+            cutover_late.clone(),
+        );
+        r.register(
+            "cutover_unprepared_instances",
+            "Latest announced cut-over per bundle: reachable instances that neither prepared nor switched after the instant",
+            cutover_unprepared.clone(),
+        );
         r.register(
             "fleet_instances",
             "Reporting instances per bundle and active revision",
@@ -134,6 +156,9 @@ impl Metrics {
             refused,
             downloads,
             status_reports,
+            cutover_spread,
+            cutover_late,
+            cutover_unprepared,
         }
     }
 

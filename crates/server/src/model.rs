@@ -50,6 +50,10 @@ pub struct HistoryEvent {
     pub actor: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Synchronized cut-over: the instant (server clock) at which instances switch to
+    /// this revision, announced with every download of it. `None`: on arrival.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activate_at: Option<DateTime<Utc>>,
 }
 
 /// The whole state of one bundle at one sequence number.
@@ -68,6 +72,14 @@ pub struct BundleState {
 }
 
 impl BundleState {
+    /// The announced activation instant of the active revision (its commit's event).
+    pub fn activate_at(&self) -> Option<DateTime<Utc>> {
+        self.history
+            .first()
+            .filter(|h| h.id == self.active)
+            .and_then(|h| h.activate_at)
+    }
+
     pub fn active_record(&self) -> Option<&RevisionRecord> {
         self.revisions.iter().find(|r| r.id == self.active)
     }

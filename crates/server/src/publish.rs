@@ -41,6 +41,9 @@ pub struct PublishResponse {
     /// `bundle_rollback_refused`; only vanilla OPA instances follow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// Synchronized cut-over: when instances switch to this revision (server clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activate_at: Option<chrono::DateTime<Utc>>,
 }
 
 /// The warning of a rollback to a bundle signed at `target` over one signed at `active`.
@@ -72,6 +75,23 @@ pub struct PublishRequest {
     /// Explicit rollback: accept a bundle signed before the active one.
     pub rollback: bool,
     pub reason: Option<String>,
+    /// How far ahead to announce the activation instant; `None`: the bundle's
+    /// configured `cutover` delay.
+    pub cutover: Option<std::time::Duration>,
+}
+
+/// The announced activation instant for a commit at `now` with `delay` (none for 0), in
+/// whole milliseconds: the header carries milliseconds, and the stored instant, the
+/// publish answer and the fleet view must name the same one.
+fn activation_instant(
+    now: chrono::DateTime<Utc>,
+    delay: std::time::Duration,
+) -> Option<chrono::DateTime<Utc>> {
+    let d = chrono::TimeDelta::from_std(delay).ok()?;
+    if d.is_zero() {
+        return None;
+    }
+    chrono::DateTime::from_timestamp_millis((now + d).timestamp_millis())
 }
 
 fn is_signature_error(e: &BundleError) -> bool {
@@ -148,6 +168,14 @@ pub async fn publish(
     let name = req.name.clone();
     if req.rollback && req.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
         return Err(ApiError::bad_request("a rollback needs a reason"));
+    }
+    let cutover = req.cutover.unwrap_or_else(|| app.cutover.delay_for(&name));
+    if cutover > std::time::Duration::from_millis(crate::config::MAX_CUTOVER_MS) {
+        return Err(ApiError::bad_request(format!(
+            "cutover: {} ms is longer than the {} ms limit",
+            cutover.as_millis(),
+            crate::config::MAX_CUTOVER_MS
+        )));
     }
     // 1. Read and verify, off the async threads.
     let opts = ReadOptions {
@@ -308,6 +336,7 @@ pub async fn publish(
                 at: now,
                 actor: req.actor.clone(),
                 reason: req.reason.clone(),
+                activate_at: activation_instant(now, cutover),
             },
         );
         history.truncate(MAX_HISTORY_EVENTS);
@@ -415,6 +444,7 @@ pub async fn rollback(
                 at: now,
                 actor: actor.clone(),
                 reason: Some(req.reason.trim().to_string()),
+                activate_at: activation_instant(now, app.cutover.delay_for(name)),
             },
         );
         history.truncate(MAX_HISTORY_EVENTS);
@@ -471,5 +501,6 @@ fn response(
         previous_revision,
         issued_at: rec.and_then(|r| r.issued_at),
         warning: None,
+        activate_at: state.activate_at(),
     }
 }

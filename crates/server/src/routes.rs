@@ -109,29 +109,49 @@ async fn get_bundle(
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let name = bundle_name(&raw)?;
-    if !app.auth.may_download(&headers, &name) {
-        count(&app, &name, StatusCode::UNAUTHORIZED);
+    let received = now_us();
+    let mut r = answer_bundle(&app, &raw, &headers).await?;
+    // NTP-style: with the client's own send and receive times these give its clock's
+    // offset to this one, a long poll's wait excluded (synchronized cut-over).
+    if let Ok(v) = HeaderValue::from_str(&format!("{received} {}", now_us())) {
+        r.headers_mut()
+            .insert(lockstep_bundle::protocol::SERVER_TIME_HEADER, v);
+    }
+    Ok(r)
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+async fn answer_bundle(
+    app: &Arc<AppState>,
+    raw: &str,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = bundle_name(raw)?;
+    if !app.auth.may_download(headers, &name) {
+        count(app, &name, StatusCode::UNAUTHORIZED);
         return Err(ApiError::unauthorized());
     }
     let Some(slot) = app.hub.get_or_load(&name).await? else {
-        count(&app, &name, StatusCode::NOT_FOUND);
+        count(app, &name, StatusCode::NOT_FOUND);
         return Err(ApiError::not_found(format!("bundle {name} not found")));
     };
     let mut rx = slot.subscribe();
     let Some(active) = rx.borrow_and_update().clone() else {
         return Err(ApiError::not_found(format!("bundle {name} not found")));
     };
-    let tags = if_none_match(&headers);
+    let tags = if_none_match(headers);
     if !client_has(&tags, &active.etag) {
-        count(&app, &name, StatusCode::OK);
+        count(app, &name, StatusCode::OK);
         return Ok(bundle_response(&active));
     }
-    let wait = prefer_wait(&headers)
+    let wait = prefer_wait(headers)
         .map(|w| w.min(app.max_wait.as_secs()))
         .unwrap_or(0);
     if wait == 0 {
-        count(&app, &name, StatusCode::NOT_MODIFIED);
+        count(app, &name, StatusCode::NOT_MODIFIED);
         return Ok(not_modified(&active.etag));
     }
     match wait_for_new(
@@ -144,11 +164,11 @@ async fn get_bundle(
     .await
     {
         Some(newer) => {
-            count(&app, &name, StatusCode::OK);
+            count(app, &name, StatusCode::OK);
             Ok(bundle_response(&newer))
         }
         None => {
-            count(&app, &name, StatusCode::NOT_MODIFIED);
+            count(app, &name, StatusCode::NOT_MODIFIED);
             let etag = slot
                 .active()
                 .map_or(active.etag.clone(), |a| a.etag.clone());
@@ -165,6 +185,10 @@ struct PutQuery {
     reason: Option<String>,
     #[serde(default)]
     actor: Option<String>,
+    /// Milliseconds ahead to announce the activation instant (synchronized cut-over);
+    /// absent: the bundle's configured delay.
+    #[serde(default)]
+    cutover_ms: Option<u64>,
 }
 
 fn header_actor(headers: &HeaderMap) -> Option<String> {
@@ -196,6 +220,7 @@ async fn put_bundle(
             actor,
             rollback: q.rollback.unwrap_or(false),
             reason: q.reason.filter(|r| !r.trim().is_empty()),
+            cutover: q.cutover_ms.map(Duration::from_millis),
         },
     )
     .await?;

@@ -35,9 +35,40 @@ pub struct BundleStatus {
     pub http_code: Option<Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<Value>,
+    /// lockstep's additions (freshness, cut-over); absent from OPA's reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lockstep: Option<Value>,
+}
+
+/// What an instance says about an announced cut-over (`lockstep.cutover` of a bundle
+/// status, written by lockstep-sync).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CutoverReport {
+    pub revision: String,
+    pub activate_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub prepared_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub activated_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub late: bool,
 }
 
 impl BundleStatus {
+    /// The instance's cut-over record, if it sent a readable one.
+    pub fn cutover(&self) -> Option<CutoverReport> {
+        let v = self.lockstep.as_ref()?.get("cutover")?;
+        serde_json::from_value(v.clone()).ok()
+    }
+
+    /// Whether the instance says its clock offset to the server is too uncertain for a
+    /// synchronized cut-over.
+    pub fn clock_uncertain(&self) -> bool {
+        self.lockstep
+            .as_ref()
+            .and_then(|l| l.get("clock_uncertain"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+
     /// True while the instance reports an error for this bundle.
     pub fn in_error(&self) -> bool {
         self.code.as_deref().is_some_and(|c| !c.is_empty()) || !self.errors.is_empty()

@@ -339,6 +339,7 @@ fn finding2_proptest_ingest_never_panics_and_the_view_stays_bounded() {
             name,
             "r1",
             &HistoryEvent {
+                activate_at: None,
                 seq: seq as u64 + 1,
                 action: Action::Publish,
                 id: format!("{name}-id"),

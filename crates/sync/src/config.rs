@@ -196,6 +196,32 @@ pub struct SyncConfig {
     /// seconds) ever accepted, on top of the newest one remembered in the persistence
     /// directory.
     pub min_issued_at: BTreeMap<String, i64>,
+    /// `lockstep.cutover`: how announced activation instants are followed.
+    pub cutover: CutoverSettings,
+}
+
+/// `lockstep.cutover`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutoverSettings {
+    /// Follow announced activation instants (default true); false activates on arrival,
+    /// as OPA does.
+    pub enabled: bool,
+    /// Above this clock-offset uncertainty the instance says, in its status, that its
+    /// switch instant may be off by that much (default 50 ms).
+    pub max_clock_uncertainty: Duration,
+    /// An instant further ahead than this is not waited for: the revision is activated
+    /// on arrival, and a warning logged (default 10 minutes, the server's limit).
+    pub max_hold: Duration,
+}
+
+impl Default for CutoverSettings {
+    fn default() -> Self {
+        CutoverSettings {
+            enabled: true,
+            max_clock_uncertainty: Duration::from_millis(50),
+            max_hold: Duration::from_secs(600),
+        }
+    }
 }
 
 impl SyncConfig {
@@ -227,6 +253,7 @@ impl SyncConfig {
             compile: CompileOptions::default(),
             limits: Limits::default(),
             min_issued_at: BTreeMap::new(),
+            cutover: CutoverSettings::default(),
         }
     }
 }

@@ -5,6 +5,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, IF_NONE_MATCH, USER_AGENT};
 
+use lockstep_bundle::protocol::{ACTIVATE_AT_HEADER, SERVER_TIME_HEADER};
+
+use crate::clock::{Sample, ServerClock, now_us};
 use crate::config::{Credentials, Service};
 
 /// The `User-Agent` lockstep sends.
@@ -19,6 +22,8 @@ pub enum Fetched {
         etag: Option<String>,
         /// Whether the response carried OPA's long-polling content type.
         long_poll_content_type: bool,
+        /// The announced activation instant, unix milliseconds by the server's clock.
+        activate_at_ms: Option<i64>,
     },
     /// 304: the client's `If-None-Match` ETag is current.
     NotModified { etag: Option<String> },
@@ -68,6 +73,7 @@ pub fn authorize(
 }
 
 /// `GET url` with `If-None-Match: etag` and `Prefer: modes=snapshot,delta[;wait=N]`.
+/// An answer carrying the server's times adds a sample to `clock`.
 pub async fn fetch(
     http: &reqwest::Client,
     service: &Service,
@@ -75,6 +81,7 @@ pub async fn fetch(
     etag: Option<&str>,
     long_poll: Option<Duration>,
     max_bytes: u64,
+    clock: &ServerClock,
 ) -> Result<Fetched, FetchError> {
     let mut req = authorize(http.get(url), service)?;
     if let Some(e) = etag.filter(|e| !e.is_empty()) {
@@ -87,12 +94,22 @@ pub async fn fetch(
     // OPA disables the response-header timeout for a long poll; we bound it by the wait
     // plus the usual header timeout.
     let timeout = long_poll.unwrap_or_default() + service.response_header_timeout;
+    let sent_us = now_us();
     let resp = req
         .header("prefer", prefer)
         .timeout(timeout)
         .send()
         .await
         .map_err(|e| FetchError::Transport(error_chain(&e)))?;
+    let received_us = now_us();
+    if let Some(s) = resp
+        .headers()
+        .get(SERVER_TIME_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Sample::from_header(v, sent_us, received_us))
+    {
+        clock.add(s);
+    }
     let status = resp.status();
     let resp_etag = resp
         .headers()
@@ -107,6 +124,11 @@ pub async fn fetch(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_string();
+            let activate_at_ms = resp
+                .headers()
+                .get(ACTIVATE_AT_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<i64>().ok());
             if let Some(len) = resp.content_length()
                 && len > max_bytes
             {
@@ -128,6 +150,7 @@ pub async fn fetch(
                 bytes,
                 etag: resp_etag,
                 long_poll_content_type: ct.trim() == crate::BUNDLE_CONTENT_TYPE,
+                activate_at_ms,
             })
         }
         StatusCode::NOT_MODIFIED => Ok(Fetched::NotModified { etag: resp_etag }),

@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod clock;
 pub mod config;
 pub mod download;
 mod engine;
@@ -45,4 +46,4 @@ pub use engine::{
 pub use status::{BundleStatus, ROLLBACK_REFUSED, StatusReport};
 
 /// `Content-Type` a bundle server sends on a 200 to keep a client in long-poll mode.
-pub const BUNDLE_CONTENT_TYPE: &str = "application/vnd.openpolicyagent.bundles";
+pub use lockstep_bundle::protocol::BUNDLE_CONTENT_TYPE;

@@ -38,6 +38,35 @@ pub struct RefusedRollback {
     pub issued_at: i64,
 }
 
+fn micros_time<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true)),
+        None => s.serialize_none(),
+    }
+}
+
+/// The latest revision announced with an activation instant, as this instance followed
+/// it (synchronized cut-over). Instants are by the bundle server's clock as this
+/// instance estimates it, with microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Cutover {
+    pub revision: String,
+    #[serde(serialize_with = "micros_time")]
+    pub activate_at: Option<DateTime<Utc>>,
+    /// Verified and compiled, ready to switch.
+    #[serde(serialize_with = "micros_time")]
+    pub prepared_at: Option<DateTime<Utc>>,
+    /// Swapped in; null while it waits for `activate_at`.
+    #[serde(serialize_with = "micros_time")]
+    pub activated_at: Option<DateTime<Utc>>,
+    /// Ready only after `activate_at`: switched as soon as it was ready.
+    pub late: bool,
+    /// The clock estimate it switched by: server minus local clock.
+    pub clock_offset_ms: f64,
+    /// Its uncertainty (half the best round trip); null before any estimate.
+    pub clock_uncertainty_ms: Option<f64>,
+}
+
 /// lockstep's additions to a bundle status (ignored by OPA tooling).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Freshness {
@@ -60,6 +89,16 @@ pub struct Freshness {
     /// Set while the server serves an older bundle than the one held.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused_rollback: Option<RefusedRollback>,
+    /// The latest announced cut-over of this bundle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cutover: Option<Cutover>,
+    /// The current estimate of the server's clock: server minus local, and its
+    /// uncertainty (null before any answer carried the server's times).
+    pub clock_offset_ms: f64,
+    pub clock_uncertainty_ms: Option<f64>,
+    /// The uncertainty is over `lockstep.cutover.max_clock_uncertainty` (or unknown while
+    /// a cut-over is announced): this instance's switch instant may be off by that much.
+    pub clock_uncertain: bool,
 }
 
 /// The per-bundle status object, OPA's shape.

@@ -54,6 +54,36 @@ pub fn bundle_with(rev: &str, iat: i64, keys: Option<&Keys>, rego: &str) -> Vec<
     seal(b, keys, iat)
 }
 
+/// [`bundle`] whose `data.mcp.inventory` is about `data_bytes` of JSON (one string per
+/// item), so activation has real data to parse: the size of the cut-over and
+/// activation measurements.
+pub fn bundle_with_data(rev: &str, iat: i64, keys: Option<&Keys>, data_bytes: usize) -> Vec<u8> {
+    let items: Vec<String> = (0..data_bytes / 48)
+        .map(|i| format!("{rev}-item-{i:08}-abcdefghijklmnopqrstuvwx"))
+        .collect();
+    let data = serde_json::json!({"users": ["alice"], "inventory": items});
+    let b = Bundle {
+        manifest: Manifest {
+            revision: rev.to_string(),
+            roots: Some(vec!["mcp".to_string()]),
+            ..Manifest::default()
+        },
+        data: serde_json::json!({}),
+        files: vec![
+            BundleFile {
+                path: "mcp/data.json".into(),
+                bytes: serde_json::to_vec(&data).unwrap(),
+            },
+            BundleFile {
+                path: "mcp/policy.rego".into(),
+                bytes: policy_source(rev).into_bytes(),
+            },
+        ],
+        ..Bundle::default()
+    };
+    seal(b, keys, iat)
+}
+
 /// The repository's example policies (`examples/policies`: the guide's three layers)
 /// as a bundle of revision `rev`, signed at `iat` when `keys` are given.
 pub fn example_bundle(rev: &str, iat: i64, keys: Option<&Keys>) -> Vec<u8> {

@@ -21,6 +21,7 @@
 
 pub mod agent;
 pub mod bundles;
+pub mod cutover;
 pub mod fixtures;
 pub mod gateway;
 pub mod metrics;

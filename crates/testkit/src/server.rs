@@ -158,6 +158,40 @@ impl TestServer {
         publish_to(&self.http, &self.base, name, body).await
     }
 
+    /// `PUT /bundles/{name}?cutover_ms={ms}`, which must succeed: the publication's
+    /// answer (it names the announced `activate_at`).
+    pub async fn publish_cutover(&self, name: &str, body: Vec<u8>, ms: u64) -> serde_json::Value {
+        self.publish_json(name, body, Some(ms)).await
+    }
+
+    /// `PUT /bundles/{name}` (with `?cutover_ms=` when given), which must succeed: the
+    /// publication's answer.
+    pub async fn publish_json(
+        &self,
+        name: &str,
+        body: Vec<u8>,
+        cutover_ms: Option<u64>,
+    ) -> serde_json::Value {
+        let query = cutover_ms.map_or(String::new(), |ms| format!("?cutover_ms={ms}"));
+        let r = self
+            .http
+            .put(format!("{}/bundles/{name}{query}", self.base))
+            .bearer_auth(PUBLISHER)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert!(status.is_success(), "publish: {status} {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The client the server's helpers use.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// [`TestServer::publish`] that must succeed.
     pub async fn publish_ok(&self, name: &str, body: Vec<u8>) {
         let r = self.publish(name, body).await;

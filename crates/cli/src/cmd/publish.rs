@@ -39,6 +39,20 @@ pub struct PublishArgs {
     /// Token used to read the fleet view while waiting (default: the publish token).
     #[arg(long)]
     pub view_token_file: Option<PathBuf>,
+    /// Synchronized cut-over: announce the activation instant this far ahead of the
+    /// commit (`500ms`, `2s`), so every instance prepares the revision first and all
+    /// switch at that instant; `0` activates on arrival. Default: the server's
+    /// `cutover` setting for the bundle.
+    #[arg(long, value_parser = parse_cutover)]
+    pub cutover: Option<Duration>,
+}
+
+fn parse_cutover(s: &str) -> Result<Duration, String> {
+    lockstep_sync::opa_config::values::parse_duration(
+        &serde_json::Value::String(s.into()),
+        "--cutover",
+    )
+    .map_err(|e| e.to_string())
 }
 
 pub fn run(a: &PublishArgs) -> anyhow::Result<ExitCode> {
@@ -60,7 +74,10 @@ pub fn run(a: &PublishArgs) -> anyhow::Result<ExitCode> {
         let started = Instant::now();
         let resp = put_bundle(
             &http,
-            &a.remote.url(&format!("/bundles/{}", a.name)),
+            &a.remote.url(&match a.cutover {
+                Some(d) => format!("/bundles/{}?cutover_ms={}", a.name, d.as_millis()),
+                None => format!("/bundles/{}", a.name),
+            }),
             token.as_ref(),
             &actor(a.actor.as_deref()),
             bytes,
@@ -73,6 +90,12 @@ pub fn run(a: &PublishArgs) -> anyhow::Result<ExitCode> {
             );
         } else {
             println!("{}", published("published", &resp));
+            if let Some(at) = resp.activate_at {
+                println!(
+                    "  announced cut-over: instances switch at {}",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                );
+            }
         }
         if !a.wait {
             return Ok(ExitCode::SUCCESS);
@@ -88,6 +111,36 @@ pub fn run(a: &PublishArgs) -> anyhow::Result<ExitCode> {
         )
         .await
     })
+}
+
+/// What a cut-over's summary says, in one line.
+fn cutover_line(c: &lockstep_server::fleet::CutoverSummary) -> String {
+    let mut line = match c.spread_ms {
+        Some(ms) => format!(
+            "cut-over: {} instances switched within {ms:.1} ms of each other",
+            c.activated
+        ),
+        None => "cut-over: no instance reported its switch instant".to_string(),
+    };
+    if !c.late.is_empty() {
+        line.push_str(&format!(
+            "; late (not ready in time): {}",
+            c.late.join(", ")
+        ));
+    }
+    if !c.never_prepared.is_empty() {
+        line.push_str(&format!(
+            "; never prepared: {}",
+            c.never_prepared.join(", ")
+        ));
+    }
+    if !c.clock_uncertain.is_empty() {
+        line.push_str(&format!(
+            "; clock offset too uncertain: {}",
+            c.clock_uncertain.join(", ")
+        ));
+    }
+    line
 }
 
 /// Polls the fleet view until every reachable instance reporting the bundle runs the
@@ -139,11 +192,14 @@ pub async fn wait_for_convergence(
             }
             if on_it == reachable.len() && on_it >= min_instances.max(1) {
                 bar.finish_and_clear();
-                let measured = b
+                let publication = b
                     .publications
                     .iter()
-                    .find(|p| p.id == resp.id && p.seq == resp.seq)
-                    .and_then(|p| p.convergence_seconds);
+                    .find(|p| p.id == resp.id && p.seq == resp.seq);
+                let measured = publication.and_then(|p| p.convergence_seconds);
+                if let Some(c) = publication.and_then(|p| p.cutover.as_ref()) {
+                    println!("{}", cutover_line(c));
+                }
                 match measured {
                     Some(s) => println!(
                         "converged: {} instances on {} in {s:.3} s after publication",

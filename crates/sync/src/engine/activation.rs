@@ -3,7 +3,8 @@
 //! persisted bundle loaded at start.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use lockstep_bundle::{Module, ReadOptions, read_tar_gz};
@@ -14,6 +15,65 @@ use super::{Inner, Loaded, State, lock, root_segments};
 use crate::config::Verification;
 use crate::overlay::Overlay;
 use crate::persist;
+
+/// A verified, compiled revision that is not active yet: it waits for its announced
+/// activation instant, or is swapped in at once.
+pub(super) struct Prepared {
+    info: ActiveBundle,
+    modules: Vec<Module>,
+    data: DataDocument,
+    raw: Arc<Vec<u8>>,
+    /// The overlay with this bundle's roots erased, as the policy was compiled with.
+    overlay: Overlay,
+    policy: PolicySet,
+    /// `State::generation` it was compiled against.
+    base_generation: u64,
+    /// Order of arrival among every bundle this engine received.
+    arrival: u64,
+}
+
+impl Prepared {
+    pub(super) fn info(&self) -> &ActiveBundle {
+        &self.info
+    }
+}
+
+/// Refuses `info` if it was signed before the active revision of its bundle or before
+/// the bundle's floor (rollback protection).
+fn check_rollback(st: &State, info: &ActiveBundle) -> Result<(), ActivationError> {
+    let name = info.name.as_str();
+    if let Some(cur) = st.bundles.get(name)
+        && let (Some(old), Some(new)) = (cur.info.issued_at, info.issued_at)
+        && new < old
+    {
+        return Err(ActivationError::Rollback {
+            revision: info.revision.clone(),
+            new,
+            old,
+            against: format!("the active revision {:?}", cur.info.revision),
+        });
+    }
+    if let (Some(floor), Some(new)) = (st.floors.get(name), info.issued_at)
+        && new < floor.issued_at
+    {
+        return Err(ActivationError::Rollback {
+            revision: info.revision.clone(),
+            new,
+            old: floor.issued_at,
+            against: floor.source.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// `overlay` without what lies under `roots` (a bundle owns its roots).
+fn overlay_without(overlay: &Overlay, roots: &[String]) -> Overlay {
+    let mut overlay = overlay.clone();
+    for r in roots {
+        overlay.erase_root(&root_segments(r));
+    }
+    overlay
+}
 
 impl Inner {
     /// Modules and data of every bundle (`replace` standing in for its bundle) plus
@@ -108,10 +168,25 @@ impl Inner {
         etag: Option<String>,
         from_disk: bool,
     ) -> Result<ActiveBundle, ActivationError> {
+        let prepared = self.prepare(idx, raw, etag, from_disk)?;
+        self.commit(prepared, Duration::ZERO)
+    }
+
+    /// Everything of an activation but the swap: read, verify, rollback check, data into
+    /// engine values, compile with the other bundles and the overlay, evaluate once.
+    /// The result can wait for its activation instant ([`Inner::commit`]).
+    pub(super) fn prepare(
+        &self,
+        idx: usize,
+        raw: Arc<Vec<u8>>,
+        etag: Option<String>,
+        from_disk: bool,
+    ) -> Result<Prepared, ActivationError> {
         let Some(src) = self.cfg.bundles.get(idx) else {
             return Err(ActivationError::Roots("unknown bundle".into()));
         };
         let name = src.name.as_str();
+        let arrival = self.arrivals.fetch_add(1, Ordering::Relaxed) + 1;
         let opts = ReadOptions {
             limits: self.cfg.limits,
             verification: match &src.verification {
@@ -156,45 +231,6 @@ impl Inner {
                 ..m.clone()
             })
             .collect();
-        let mut st = lock(&self.state);
-        if let Some(cur) = st.bundles.get(name)
-            && let (Some(old), Some(new)) = (cur.info.issued_at, issued_at)
-            && new < old
-        {
-            return Err(ActivationError::Rollback {
-                revision: bundle.manifest.revision.clone(),
-                new,
-                old,
-                against: format!("the active revision {:?}", cur.info.revision),
-            });
-        }
-        if let (Some(floor), Some(new)) = (st.floors.get(name), issued_at)
-            && new < floor.issued_at
-        {
-            return Err(ActivationError::Rollback {
-                revision: bundle.manifest.revision.clone(),
-                new,
-                old: floor.issued_at,
-                against: floor.source.clone(),
-            });
-        }
-        for (other, l) in &st.bundles {
-            if other == name {
-                continue;
-            }
-            for a in &roots {
-                for b in &l.info.roots {
-                    if lockstep_bundle::roots::root_paths_overlap(a, b) {
-                        return Err(ActivationError::Roots(format!("[{name}/{a} {other}/{b}]")));
-                    }
-                }
-            }
-        }
-        let mut overlay = st.overlay.clone();
-        for r in &roots {
-            overlay.erase_root(&root_segments(r));
-        }
-        let policy = self.compile_all(&st, &overlay, Some((name, &modules, &data)))?;
         let info = ActiveBundle {
             name: name.to_string(),
             revision: bundle.manifest.revision.clone(),
@@ -204,11 +240,75 @@ impl Inner {
             activated_at: Utc::now(),
             from_disk,
         };
+        let st = lock(&self.state);
+        check_rollback(&st, &info)?;
+        for (other, l) in &st.bundles {
+            if other == name {
+                continue;
+            }
+            for a in &info.roots {
+                for b in &l.info.roots {
+                    if lockstep_bundle::roots::root_paths_overlap(a, b) {
+                        return Err(ActivationError::Roots(format!("[{name}/{a} {other}/{b}]")));
+                    }
+                }
+            }
+        }
+        let overlay = overlay_without(&st.overlay, &info.roots);
+        let policy = self.compile_all(&st, &overlay, Some((name, &modules, &data)))?;
+        Ok(Prepared {
+            base_generation: st.generation,
+            info,
+            modules,
+            data,
+            raw,
+            overlay,
+            policy,
+            arrival,
+        })
+    }
+
+    /// Swaps a prepared revision in. Compiles again first if anything changed since it
+    /// was prepared (an overlay write, another bundle); refuses one that a revision
+    /// received after it has already replaced, or that rollback protection now refuses.
+    ///
+    /// The previous revision is freed on a thread of its own after `free_after`: a
+    /// cut-over gives the other instances of the machine their instant first.
+    pub(super) fn commit(
+        &self,
+        p: Prepared,
+        free_after: Duration,
+    ) -> Result<ActiveBundle, ActivationError> {
+        let Prepared {
+            mut info,
+            modules,
+            data,
+            raw,
+            overlay,
+            policy,
+            base_generation,
+            arrival,
+        } = p;
+        let name = info.name.clone();
+        let mut st = lock(&self.state);
+        if st.bundles.get(&name).is_some_and(|l| l.arrival > arrival) {
+            return Err(ActivationError::Superseded(info.revision));
+        }
+        check_rollback(&st, &info)?;
+        let (policy, overlay) = if st.generation == base_generation {
+            (policy, overlay)
+        } else {
+            let overlay = overlay_without(&st.overlay, &info.roots);
+            let policy = self.compile_all(&st, &overlay, Some((&name, &modules, &data)))?;
+            (policy, overlay)
+        };
+        info.activated_at = Utc::now();
         st.overlay = overlay;
-        let newer = issued_at.filter(|iat| st.floors.get(name).is_none_or(|f| *iat > f.issued_at));
+        let issued_at = info.issued_at;
+        let newer = issued_at.filter(|iat| st.floors.get(&name).is_none_or(|f| *iat > f.issued_at));
         if let Some(iat) = newer {
             st.floors.insert(
-                name.to_string(),
+                name.clone(),
                 super::Floor {
                     issued_at: iat,
                     source: format!(
@@ -219,12 +319,13 @@ impl Inner {
             );
         }
         let previous = st.bundles.insert(
-            name.to_string(),
+            name,
             Loaded {
                 info: info.clone(),
                 modules,
                 data,
                 raw,
+                arrival,
             },
         );
         self.install(&mut st, policy);
@@ -235,7 +336,10 @@ impl Inner {
         if let Some(previous) = previous {
             let freed = std::thread::Builder::new()
                 .name("lockstep-free".into())
-                .spawn(move || drop(previous));
+                .spawn(move || {
+                    std::thread::sleep(free_after);
+                    drop(previous);
+                });
             if let Err(e) = freed {
                 tracing::debug!(error = %e, "freeing the previous revision in place");
             }

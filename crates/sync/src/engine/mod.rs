@@ -38,6 +38,17 @@ struct Loaded {
     /// reuses it without parsing or copying the data again.
     data: DataDocument,
     raw: Arc<Vec<u8>>,
+    /// Order of arrival ([`activation::Prepared`]): never replaced by an earlier one.
+    arrival: u64,
+}
+
+/// A prepared revision waiting for its announced activation instant.
+#[derive(Debug, Clone)]
+struct Pending {
+    /// Which switch timer may swap it in (a newer revision takes the pending place).
+    token: u64,
+    etag: Option<String>,
+    revision: String,
 }
 
 #[derive(Default)]
@@ -89,6 +100,10 @@ struct Tracker {
     activated_once: bool,
     /// The server serves a bundle older than the one held (see [`Refused`]).
     refused: Option<Refused>,
+    /// Prepared, waiting for its activation instant.
+    pending: Option<Pending>,
+    /// The latest announced cut-over, for status reports.
+    cutover: Option<crate::status::Cutover>,
 }
 
 struct Inner {
@@ -113,6 +128,12 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Lock order 3 (a leaf): plugin states for status reports.
     plugins: Mutex<BTreeMap<String, PluginState>>,
+    /// The bundle server's clock, from its answers (a leaf lock of its own).
+    clock: crate::clock::ServerClock,
+    /// Bundles received so far (their arrival order).
+    arrivals: AtomicU64,
+    /// Switch timers started so far.
+    switches: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -204,6 +225,9 @@ impl Syncer {
                 shutdown: watch::channel(false).0,
                 tasks: Mutex::new(Vec::new()),
                 plugins: Mutex::new(plugins),
+                clock: crate::clock::ServerClock::default(),
+                arrivals: AtomicU64::new(0),
+                switches: AtomicU64::new(0),
                 cfg,
             }),
         };

@@ -2,13 +2,14 @@
 //! backoff after errors, and what each answer does to the tracker and the lease.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::Value as Json;
 use tokio::sync::watch;
 
-use super::types::ActivationError;
+use super::types::{ActivationError, ActiveBundle};
 use super::{Inner, lease::lease_bounded, lock};
 use crate::backoff::{error_backoff, polling_delay};
 use crate::download::{FetchError, Fetched, fetch};
@@ -49,6 +50,7 @@ impl Inner {
                 t.refused
                     .as_ref()
                     .and_then(|r| r.etag.clone())
+                    .or_else(|| t.pending.as_ref().and_then(|p| p.etag.clone()))
                     .or_else(|| t.etag.clone())
             });
             let wait = if long_poll { long_poll_timeout } else { None };
@@ -56,7 +58,7 @@ impl Inner {
             self.with_tracker(&src.name, |t| t.status.last_request = Some(Utc::now()));
             let res = tokio::select! {
                 _ = shutdown.changed() => break,
-                r = fetch(&self.http, &src.service, &url, etag.as_deref(), wait, max_bytes) => r,
+                r = fetch(&self.http, &src.service, &url, etag.as_deref(), wait, max_bytes, &self.clock) => r,
             };
             let request_ns = began.elapsed().as_nanos();
             let mut quick_304 = false;
@@ -70,6 +72,7 @@ impl Inner {
                     bytes,
                     etag: resp_etag,
                     long_poll_content_type,
+                    activate_at_ms,
                 }) => {
                     if src.polling.long_polling_timeout.is_some() {
                         if long_poll && !long_poll_content_type {
@@ -77,7 +80,7 @@ impl Inner {
                         }
                         long_poll = long_poll_content_type;
                     }
-                    self.on_bundle(idx, &src, bytes, resp_etag, request_ns)
+                    self.on_bundle(idx, &src, bytes, resp_etag, activate_at_ms, request_ns)
                         .await
                 }
                 Err(e) => {
@@ -118,7 +121,10 @@ impl Inner {
             .load()
             .as_ref()
             .and_then(|a| a.bundles.get(name).and_then(|b| b.etag.clone()));
-        let current = sent.is_some() && sent == active_etag;
+        let pending_etag = lock(&self.trackers)
+            .get(name)
+            .and_then(|t| t.pending.as_ref().and_then(|p| p.etag.clone()));
+        let current = sent.is_some() && (sent == active_etag || sent == pending_etag);
         let still_refused = !current
             && sent.is_some()
             && lock(&self.trackers).get(name).is_some_and(|t| {
@@ -148,6 +154,7 @@ impl Inner {
         src: &crate::config::BundleSource,
         bytes: Vec<u8>,
         etag: Option<String>,
+        activate_at_ms: Option<i64>,
         request_ns: u128,
     ) -> bool {
         let now = Utc::now();
@@ -193,16 +200,174 @@ impl Inner {
             return true;
         }
         let raw = Arc::new(bytes);
+        // A newer revision supersedes one still waiting for its activation instant.
+        if let Some(Some(old)) = self.with_tracker(&src.name, |t| t.pending.take()) {
+            tracing::info!(bundle = %src.name, revision = %old.revision, "a newer revision arrived before the prepared one's activation instant: it will not be activated");
+        }
         let inner = self.clone();
         let raw2 = raw.clone();
         let etag2 = etag.clone();
         let began = Instant::now();
-        let result =
-            tokio::task::spawn_blocking(move || inner.activate(idx, raw2, etag2, false)).await;
+        let prepared =
+            tokio::task::spawn_blocking(move || inner.prepare(idx, raw2, etag2, false)).await;
+        let max_hold_us = i64::try_from(self.cfg.cutover.max_hold.as_micros()).unwrap_or(i64::MAX);
+        let announced = activate_at_ms
+            .filter(|_| self.cfg.cutover.enabled)
+            .filter(|at| {
+                let ahead = at.saturating_mul(1000) - self.clock.estimate().server_now_us();
+                let held = ahead <= max_hold_us;
+                if !held {
+                    tracing::warn!(bundle = %src.name, ahead_ms = ahead / 1000, "announced activation instant is further ahead than lockstep.cutover.max_hold: activating on arrival");
+                }
+                held
+            });
+        let result = match prepared {
+            Ok(Ok(p)) => {
+                let clock = self.clock.estimate();
+                let ready_us = clock.server_now_us();
+                match announced {
+                    Some(at_ms) if ready_us < at_ms.saturating_mul(1000) => {
+                        self.hold(idx, src, p, etag, raw, size, at_ms, ready_us, began);
+                        return true;
+                    }
+                    _ => {
+                        if let Some(at_ms) = announced {
+                            self.record_cutover(&src.name, p.info(), at_ms, ready_us);
+                        }
+                        let inner = self.clone();
+                        tokio::task::spawn_blocking(move || inner.commit(p, Duration::ZERO)).await
+                    }
+                }
+            }
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(e) => Err(e),
+        };
         let activate_ns = began.elapsed().as_nanos();
+        self.on_activated(idx, src, result, etag, raw, size, print, activate_ns)
+            .await
+    }
+
+    /// Holds a prepared revision until the server's clock reads `at_ms`, then swaps it
+    /// in on a thread of its own (a timer thread wakes within a millisecond; a busy
+    /// async runtime might not), unless a newer revision arrived meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    fn hold(
+        self: &Arc<Self>,
+        idx: usize,
+        src: &crate::config::BundleSource,
+        p: super::activation::Prepared,
+        etag: Option<String>,
+        raw: Arc<Vec<u8>>,
+        size: u64,
+        at_ms: i64,
+        ready_us: i64,
+        began: Instant,
+    ) {
+        let token = self.switches.fetch_add(1, Ordering::Relaxed) + 1;
+        let revision = p.info().revision.clone();
+        self.record_cutover(&src.name, p.info(), at_ms, ready_us);
+        self.with_tracker(&src.name, |t| {
+            t.pending = Some(super::Pending {
+                token,
+                etag: etag.clone(),
+                revision: revision.clone(),
+            });
+            t.refused = None;
+            t.status.clear_error();
+        });
+        // The server sent the revision it wants: this instance holds it, signed and
+        // compiled, and will switch at the announced instant.
+        self.prove(idx);
+        self.trigger_report();
+        tracing::info!(bundle = %src.name, %revision, activate_at_ms = at_ms, "revision prepared; switching at the announced instant");
+        let inner = self.clone();
+        let name = src.name.clone();
+        let src = src.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let print = super::fingerprint(raw.as_slice());
+        let spawned = std::thread::Builder::new()
+            .name("lockstep-cutover".into())
+            .spawn(move || {
+                wait_until_server_time(&inner.clock, at_ms.saturating_mul(1000));
+                // Claim the switch: a newer revision may have taken its place.
+                let claimed = inner
+                    .with_tracker(&src.name, |t| {
+                        if t.pending.as_ref().is_some_and(|p| p.token == token) {
+                            t.pending.take()
+                        } else {
+                            None
+                        }
+                    })
+                    .flatten();
+                if claimed.is_none() {
+                    return;
+                }
+                let result = inner.commit(p, SWITCH_GRACE);
+                let activate_ns = began.elapsed().as_nanos();
+                // The instant belongs to the swaps: bookkeeping (status, persistence,
+                // freeing the old revision) waits a little, so on a shared machine it
+                // does not delay the instances still waking for the same instant.
+                std::thread::sleep(SWITCH_GRACE);
+                runtime.spawn(async move {
+                    inner
+                        .on_activated(idx, &src, Ok(result), etag, raw, size, print, activate_ns)
+                        .await;
+                    inner.trigger_report();
+                });
+            });
+        if let Err(e) = spawned {
+            tracing::error!(bundle = %name, error = %e, "cannot start the cut-over timer");
+        }
+    }
+
+    /// Notes a revision announced for `at_ms`, prepared when the server's clock read
+    /// `ready_us`: late when that is after the instant.
+    fn record_cutover(&self, name: &str, info: &ActiveBundle, at_ms: i64, ready_us: i64) {
+        let clock = self.clock.estimate();
+        self.with_tracker(name, |t| {
+            t.cutover = Some(crate::status::Cutover {
+                revision: info.revision.clone(),
+                activate_at: server_time(at_ms.saturating_mul(1000)),
+                prepared_at: server_time(ready_us),
+                activated_at: None,
+                late: ready_us > at_ms.saturating_mul(1000),
+                clock_offset_ms: clock.offset_us as f64 / 1e3,
+                clock_uncertainty_ms: clock.known().then(|| clock.uncertainty_us as f64 / 1e3),
+            });
+        });
+    }
+
+    /// What follows an activation attempt: tracker, status, persistence.
+    #[allow(clippy::too_many_arguments)]
+    async fn on_activated(
+        self: &Arc<Self>,
+        idx: usize,
+        src: &crate::config::BundleSource,
+        result: Result<Result<ActiveBundle, ActivationError>, tokio::task::JoinError>,
+        etag: Option<String>,
+        raw: Arc<Vec<u8>>,
+        size: u64,
+        print: (usize, u64),
+        activate_ns: u128,
+    ) -> bool {
         match result {
             Ok(Ok(info)) => {
                 self.prove(idx);
+                let clock = self.clock.estimate();
+                // The swap's own instant (taken just before it), on the server's clock.
+                let switched_us = info
+                    .activated_at
+                    .timestamp_micros()
+                    .saturating_add(clock.offset_us);
+                self.with_tracker(&src.name, |t| {
+                    if let Some(c) = t.cutover.as_mut().filter(|c| c.revision == info.revision) {
+                        // The estimate the switch was timed by.
+                        c.activated_at = server_time(switched_us);
+                        c.clock_offset_ms = clock.offset_us as f64 / 1e3;
+                        c.clock_uncertainty_ms =
+                            clock.known().then(|| clock.uncertainty_us as f64 / 1e3);
+                    }
+                });
                 tracing::info!(bundle = %src.name, revision = %info.revision, "bundle activated");
                 {
                     self.with_tracker(&src.name, |t| {
@@ -280,6 +445,10 @@ impl Inner {
                 });
                 true
             }
+            Ok(Err(ActivationError::Superseded(revision))) => {
+                tracing::info!(bundle = %src.name, %revision, "prepared revision not activated: a newer one is active");
+                true
+            }
             Ok(Err(e)) => {
                 tracing::error!(bundle = %src.name, error = %e, "bundle refused; the active revision stays in place");
                 self.with_tracker(&src.name, |t| {
@@ -316,5 +485,27 @@ impl Inner {
             t.status
                 .set_error("bundle_error", e.to_string(), e.http_code(), Vec::new());
         });
+    }
+}
+
+/// How long a cut-over's follow-up work waits after the swap.
+const SWITCH_GRACE: Duration = Duration::from_millis(20);
+
+/// `server_us` (µs since the epoch, server clock) as a time.
+fn server_time(server_us: i64) -> Option<chrono::DateTime<Utc>> {
+    chrono::DateTime::from_timestamp_micros(server_us)
+}
+
+/// Blocks until the server's clock, as `clock` estimates it, reads `server_us`. A plain
+/// sleep: Linux wakes a sleeping thread within about 0.1 ms, while spinning through the
+/// last millisecond (tried) made every waiting instance of a busy machine compete for
+/// the cores right at the instant and spread the swaps over 10 ms.
+fn wait_until_server_time(clock: &crate::clock::ServerClock, server_us: i64) {
+    loop {
+        let left = clock.estimate().local_time_of(server_us) - crate::clock::now_us();
+        if left <= 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(u64::try_from(left).unwrap_or(0)));
     }
 }

@@ -17,8 +17,17 @@ impl Inner {
         let now = Instant::now();
         let active = self.active.load_full();
         let mut bundles = BTreeMap::new();
+        let clock = self.clock.estimate();
+        let bound =
+            i64::try_from(self.cfg.cutover.max_clock_uncertainty.as_micros()).unwrap_or(i64::MAX);
         {
             let t = lock(&self.trackers);
+            let announced = t.values().any(|t| t.cutover.is_some());
+            let uncertain = if clock.known() {
+                clock.uncertainty_us > bound
+            } else {
+                announced
+            };
             for (idx, b) in self.cfg.bundles.iter().enumerate() {
                 let tracker = t.get(&b.name);
                 let mut s = tracker
@@ -43,6 +52,10 @@ impl Inner {
                     issued_at: ab.and_then(|a| a.issued_at),
                     from_disk: ab.is_some_and(|a| a.from_disk),
                     refused_rollback,
+                    cutover: tracker.and_then(|t| t.cutover.clone()),
+                    clock_offset_ms: clock.offset_us as f64 / 1e3,
+                    clock_uncertainty_ms: clock.known().then(|| clock.uncertainty_us as f64 / 1e3),
+                    clock_uncertain: uncertain,
                 };
                 bundles.insert(b.name.clone(), s);
             }

@@ -144,6 +144,9 @@ pub(crate) enum ActivationError {
     Compile(#[from] CompileError),
     #[error("error(s) occurred while evaluating the bundle once after compiling: {0}")]
     Eval(#[from] EvalError),
+    /// A prepared revision whose bundle received a newer one before it could switch.
+    #[error("revision {0:?} was superseded by a newer one before its activation instant")]
+    Superseded(String),
 }
 
 impl ActivationError {

@@ -33,6 +33,7 @@
 //!   min_issued_at: 2025-06-01T00:00:00Z   # refuse bundles signed before (or {main: 1748736000})
 //!   decision_memo: {enabled: true, max_entries: 10000, max_bytes: 16777216}   # or true/false
 //!   bytecode_vm: {enabled: true, verify_first: 64, recheck_every: 64}          # or true/false
+//!   cutover: {enabled: true, max_clock_uncertainty: 50ms, max_hold: 10m}      # or true/false
 //! ```
 //!
 //! `decision_memo` and `bytecode_vm` are the decision fast path
@@ -135,6 +136,7 @@ const SYNC_LOCKSTEP_KEYS: &[&str] = &[
     "min_issued_at",
     "decision_memo",
     "bytecode_vm",
+    "cutover",
 ];
 
 /// Parses OPA's config text. `env` resolves `${VAR}`.
@@ -184,12 +186,49 @@ pub fn parse(
     sync.labels = labels;
     sync.min_issued_at = parse_min_issued_at(ls.get("min_issued_at"), &sync.bundles)?;
     parse_fast_path(&ls, &mut sync.compile, &mut w)?;
+    sync.cutover = parse_cutover(ls.get("cutover"), &mut w)?;
     Ok(OpaConfig {
         sync,
         services,
         document: root,
         ignored: w.ignored,
     })
+}
+
+/// `lockstep.cutover`: `true`/`false` or `{enabled, max_clock_uncertainty, max_hold}`.
+fn parse_cutover(
+    v: Option<&Json>,
+    w: &mut Walker,
+) -> Result<crate::config::CutoverSettings, ConfigError> {
+    let mut c = crate::config::CutoverSettings::default();
+    match v {
+        None | Some(Json::Null) => {}
+        Some(Json::Bool(b)) => c.enabled = *b,
+        Some(Json::Object(m)) => {
+            w.check(
+                "lockstep.cutover",
+                m,
+                &["enabled", "max_clock_uncertainty", "max_hold"],
+            );
+            if let Some(b) = boolean(m.get("enabled"), "lockstep.cutover.enabled")? {
+                c.enabled = b;
+            }
+            if let Some(d) = m.get("max_clock_uncertainty").filter(|d| !d.is_null()) {
+                c.max_clock_uncertainty =
+                    parse_duration(d, "lockstep.cutover.max_clock_uncertainty")?;
+            }
+            if let Some(d) = m.get("max_hold").filter(|d| !d.is_null()) {
+                c.max_hold = parse_duration(d, "lockstep.cutover.max_hold")?;
+            }
+        }
+        Some(_) => {
+            return Err(invalid(
+                "lockstep.cutover",
+                "expected true, false or an object",
+            ));
+        }
+    }
+    Ok(c)
 }
 
 struct Lease {
