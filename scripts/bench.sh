@@ -11,7 +11,10 @@
 #      (crates/gateway/examples/gateway_bench.rs; GATEWAY_BENCH_CONTEXTFORGE=0 leaves it out)
 #   6. identity: OAuth access token checks and upstream token minting, per call, in process
 #      (crates/gateway/examples/identity_bench.rs)
-# Usage: scripts/bench.sh [bundle|decision|server|agent|gateway|identity|all]
+#   7. cutover: the spread between the first and last of 10 and 100 instances switching to a
+#      revision with 1 MB of data, synchronized cut-over on and off
+#      (crates/sync/examples/cutover_bench.rs)
+# Usage: scripts/bench.sh [bundle|decision|server|agent|gateway|identity|cutover|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -86,4 +89,10 @@ fi
 if [ "$what" = identity ] || [ "$what" = all ]; then
   cargo build --release -q -p lockstep-gateway --example identity_bench
   target/release/examples/identity_bench --n 20000
+fi
+
+if [ "$what" = cutover ] || [ "$what" = all ]; then
+  cargo build --release -q -p lockstep-sync --example cutover_bench
+  target/release/examples/cutover_bench --instances 10,100 --announce-ms 500,3000 \
+    --data-bytes 1048576 --rounds "${CUTOVER_ROUNDS:-3}"
 fi

@@ -32,6 +32,7 @@
 //!         max_plugins_bytes: 16384, max_bundle_status_bytes: 16384,
 //!         max_concurrent_reports: 256}        # status bodies read at once
 //! listener: {header_read_timeout_seconds: 10, idle_timeout_seconds: 120, max_connections: 10000}
+//! cutover: {delay_ms: 0, bundles: {main: 500}}   # announce each activation this far ahead
 //! # tls: {cert: server.pem, key: server-key.pem, client_ca: clients-ca.pem}   # optional; client_ca optional
 //! ```
 

@@ -760,7 +760,8 @@ impl Fleet {
             }
         }
         if let (Some(f), Some(l)) = (s.first_activation, s.last_activation) {
-            s.spread_ms = Some(secs(l - f) * 1e3);
+            // Microseconds: a cut-over's spread is well under a millisecond.
+            s.spread_ms = (l - f).num_microseconds().map(|us| us.max(0) as f64 / 1e3);
         }
         s
     }

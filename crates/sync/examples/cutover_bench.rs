@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo run --release -p lockstep-sync --example cutover_bench -- \
-//!     --instances 10,100 --announce-ms 500,15000 --data-bytes 1048576 --rounds 3
+//!     --instances 10,100 --announce-ms 500,3000 --data-bytes 1048576 --rounds 3
 //! ```
 //!
 //! `--announce-ms` pairs with `--instances` (one value applies to all): on 2 cores, 100
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use lockstep_sync::clock::now_us;
 use lockstep_testkit::cutover::{Fleet, Probe, cutover_of, first_on, micros, spread_ms};
-use lockstep_testkit::prelude::bundle_with_data;
+use lockstep_testkit::prelude::{bundle_with_data, eventually};
 
 fn list(flag: &str, default: &str) -> Vec<u64> {
     let args: Vec<String> = std::env::args().collect();
@@ -33,7 +33,7 @@ fn list(flag: &str, default: &str) -> Vec<u64> {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let instances = list("--instances", "10,100");
-    let announce = list("--announce-ms", "500,15000");
+    let announce = list("--announce-ms", "500,3000");
     let data = list("--data-bytes", "1048576")[0] as usize;
     let rounds = list("--rounds", "3")[0];
     println!(
@@ -74,7 +74,32 @@ async fn main() {
                 .filter(|s| cutover_of(s)["late"] == true)
                 .count();
             let last_ready_ms = (prepared.iter().max().unwrap() - t0) as f64 / 1e3;
-            let early = on.iter().filter(|t| **t < at).count();
+            // Seen on the new revision before the instant less that instance's clock
+            // uncertainty (what the acceptance forbids); and the swaps as recorded.
+            let early = f
+                .instances
+                .iter()
+                .zip(&on)
+                .filter(|(s, t)| {
+                    let unc = (cutover_of(s)["clock_uncertainty_ms"]
+                        .as_f64()
+                        .unwrap_or(0.0)
+                        * 1e3) as i64;
+                    **t < at - unc
+                })
+                .count();
+            let recorded = eventually(Duration::from_secs(30), || {
+                f.instances
+                    .iter()
+                    .all(|s| cutover_of(s)["activated_at"].is_string())
+            })
+            .await;
+            assert!(recorded);
+            let swaps: Vec<i64> = f
+                .instances
+                .iter()
+                .map(|s| micros(&cutover_of(s)["activated_at"]))
+                .collect();
 
             // Off: each engine switches when it is ready.
             iat += 1;
@@ -87,8 +112,9 @@ async fn main() {
             f.wait_all_on(&rev, Duration::from_secs(300)).await;
             let off = first_on(&probe.finish_on(&rev), &rev);
             println!(
-                "  {n:>3} instances, round {round}: ON (announced {ahead} ms ahead) spread {:.3} ms, late {late}/{n}, seen before the instant {early}, last ready {last_ready_ms:.0} ms after the PUT | OFF spread {:.1} ms (first switch {:.0} ms, last {:.0} ms after the PUT)",
+                "  {n:>3} instances, round {round}: ON (announced {ahead} ms ahead) spread {:.3} ms (probe), {:.3} ms (recorded swaps), late {late}/{n}, early {early}, last ready {last_ready_ms:.0} ms after the PUT | OFF spread {:.1} ms (first switch {:.0} ms, last {:.0} ms after the PUT)",
                 spread_ms(&on),
+                spread_ms(&swaps),
                 spread_ms(&off),
                 (off.iter().min().unwrap() - t0) as f64 / 1e3,
                 (off.iter().max().unwrap() - t0) as f64 / 1e3,

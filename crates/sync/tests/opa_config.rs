@@ -270,3 +270,34 @@ fn the_decision_fast_path_is_on_by_default_and_configurable() {
     let c = parse(&text, &|_| None, &Overrides::default(), no_own).unwrap();
     assert_eq!(c.ignored, vec!["lockstep.bytecode_vm.fast"]);
 }
+
+#[test]
+fn cutover_settings_are_on_by_default_and_configurable() {
+    let base = "services: {s: {url: 'http://127.0.0.1:1/'}}\nbundles: {b: {service: s}}\n";
+    let read = |lockstep: &str| {
+        let text = format!("{base}lockstep: {{skip_verification: true, {lockstep}}}\n");
+        parse(
+            &text,
+            &|_| None,
+            &Overrides::default(),
+            OwnSections::default(),
+        )
+        .map(|c| c.sync.cutover)
+    };
+    let d = read("on_stale: deny").unwrap();
+    assert!(d.enabled);
+    assert_eq!(d.max_clock_uncertainty, Duration::from_millis(50));
+    assert_eq!(d.max_hold, Duration::from_secs(600));
+    assert!(!read("cutover: false").unwrap().enabled);
+    let c = read("cutover: {max_clock_uncertainty: 5ms, max_hold: 30s}").unwrap();
+    assert!(c.enabled);
+    assert_eq!(c.max_clock_uncertainty, Duration::from_millis(5));
+    assert_eq!(c.max_hold, Duration::from_secs(30));
+    let e = read("cutover: 3").unwrap_err().to_string();
+    assert!(
+        e.contains("lockstep.cutover: expected true, false or an object"),
+        "{e}"
+    );
+    let e = read("cutover: {max_hold: soon}").unwrap_err().to_string();
+    assert!(e.contains("lockstep.cutover.max_hold"), "{e}");
+}
