@@ -149,17 +149,7 @@ async fn an_uncertain_clock_is_reported() {
         .publish_ok("main", bundle("r0", 1000, Some(&server.keys)))
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = sync_config(
-        server.service(),
-        server.verification(),
-        dir.path(),
-        Some(20),
-    );
-    cfg.labels.insert("id".into(), "strict".into());
-    cfg.status = Some(lockstep_sync::StatusTarget {
-        service: service(&server.base(), Some(STATUS)),
-        partition: None,
-    });
+    let mut cfg = reporting_sync_config(&server, dir.path(), "strict", Some(20));
     // No round trip is shorter than 0 µs.
     cfg.cutover.max_clock_uncertainty = Duration::ZERO;
     let s = lockstep_sync::Syncer::new(cfg).unwrap();

@@ -49,17 +49,7 @@ async fn wait_served(s: &Syncer, rev: &str, within: Duration) {
 async fn long_poll_activation_status_and_fleet() {
     let mut server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = sync_config(
-        server.service(),
-        server.verification(),
-        dir.path(),
-        Some(20),
-    );
-    cfg.labels.insert("id".into(), "agent-1".into());
-    cfg.status = Some(StatusTarget {
-        service: service(&server.base(), Some(STATUS)),
-        partition: None,
-    });
+    let cfg = reporting_sync_config(&server, dir.path(), "agent-1", Some(20));
     server
         .publish_ok("main", bundle("r1", 1000, Some(&server.keys)))
         .await;

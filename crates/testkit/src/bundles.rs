@@ -32,6 +32,11 @@ pub fn bundle(rev: &str, iat: i64, keys: Option<&Keys>) -> Vec<u8> {
 
 /// [`bundle`] with the policy text `rego` as `mcp/policy.rego`.
 pub fn bundle_with(rev: &str, iat: i64, keys: Option<&Keys>, rego: &str) -> Vec<u8> {
+    mcp_bundle(rev, iat, keys, br#"{"users": ["alice"]}"#.to_vec(), rego)
+}
+
+/// A bundle with root `mcp` of `mcp/data.json` and `mcp/policy.rego`.
+fn mcp_bundle(rev: &str, iat: i64, keys: Option<&Keys>, data_json: Vec<u8>, rego: &str) -> Vec<u8> {
     let b = Bundle {
         manifest: Manifest {
             revision: rev.to_string(),
@@ -42,7 +47,7 @@ pub fn bundle_with(rev: &str, iat: i64, keys: Option<&Keys>, rego: &str) -> Vec<
         files: vec![
             BundleFile {
                 path: "mcp/data.json".into(),
-                bytes: br#"{"users": ["alice"]}"#.to_vec(),
+                bytes: data_json,
             },
             BundleFile {
                 path: "mcp/policy.rego".into(),
@@ -62,26 +67,13 @@ pub fn bundle_with_data(rev: &str, iat: i64, keys: Option<&Keys>, data_bytes: us
         .map(|i| format!("{rev}-item-{i:08}-abcdefghijklmnopqrstuvwx"))
         .collect();
     let data = serde_json::json!({"users": ["alice"], "inventory": items});
-    let b = Bundle {
-        manifest: Manifest {
-            revision: rev.to_string(),
-            roots: Some(vec!["mcp".to_string()]),
-            ..Manifest::default()
-        },
-        data: serde_json::json!({}),
-        files: vec![
-            BundleFile {
-                path: "mcp/data.json".into(),
-                bytes: serde_json::to_vec(&data).unwrap(),
-            },
-            BundleFile {
-                path: "mcp/policy.rego".into(),
-                bytes: policy_source(rev).into_bytes(),
-            },
-        ],
-        ..Bundle::default()
-    };
-    seal(b, keys, iat)
+    mcp_bundle(
+        rev,
+        iat,
+        keys,
+        serde_json::to_vec(&data).unwrap(),
+        &policy_source(rev),
+    )
 }
 
 /// The repository's example policies (`examples/policies`: the guide's three layers)

@@ -6,13 +6,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use lockstep_sync::Syncer;
 use lockstep_sync::clock::now_us;
-use lockstep_sync::{StatusTarget, Syncer};
 use serde_json::Value;
 
 use crate::bundles::bundle_with_data;
-use crate::server::{STATUS, TestServer};
-use crate::sync::{service, sync_config};
+use crate::server::TestServer;
+use crate::sync::reporting_sync_config;
 use crate::wait::eventually;
 
 /// `n` sync engines (the agent's and the gateway's) on one test server, long polling,
@@ -37,17 +37,8 @@ impl Fleet {
         let mut dirs = Vec::new();
         for i in 0..n {
             let dir = tempfile::tempdir().unwrap();
-            let mut cfg = sync_config(
-                server.service(),
-                server.verification(),
-                dir.path(),
-                Some(20),
-            );
-            cfg.labels.insert("id".into(), format!("instance-{i}"));
-            cfg.status = Some(StatusTarget {
-                service: service(&server.base(), Some(STATUS)),
-                partition: None,
-            });
+            let cfg =
+                reporting_sync_config(&server, dir.path(), &format!("instance-{i}"), Some(20));
             let s = Syncer::new(cfg).unwrap();
             s.start().await;
             instances.push(s);

@@ -65,6 +65,22 @@ pub fn sync_config(
     cfg
 }
 
+/// [`sync_config`] against `server` that also reports its status there, as `id`.
+pub fn reporting_sync_config(
+    server: &crate::server::TestServer,
+    dir: &Path,
+    id: &str,
+    long_poll: Option<u64>,
+) -> SyncConfig {
+    let mut cfg = sync_config(server.service(), server.verification(), dir, long_poll);
+    cfg.labels.insert("id".into(), id.to_string());
+    cfg.status = Some(lockstep_sync::StatusTarget {
+        service: service(&server.base(), Some(crate::server::STATUS)),
+        partition: None,
+    });
+    cfg
+}
+
 /// A minimal bundle server whose answer the test controls: `bytes` with a strong
 /// ETag derived from them, `If-None-Match` → 304, no long polling,
 /// `Content-Type: application/gzip` (a plain file server).
