@@ -105,3 +105,44 @@ fn a_configured_delay_over_the_limit_is_refused() {
         Duration::from_millis(500)
     );
 }
+
+/// A replica that learns a publication from the store announces the same instant: it is
+/// in the stored state, not in the memory of the replica that took the publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_announce_the_same_instant() {
+    let a = TestServer::start().await;
+    let mut cfg_b = config(&a.store(), a.dir.path(), &a.keys);
+    cfg_b.store.watch_interval_ms = Some(50);
+    let b = lockstep_server::start(&cfg_b).await.unwrap();
+    let base_b = format!("http://{}", b.addr);
+    let resp = a
+        .publish_cutover("main", bundle("r1", 1000, Some(&a.keys)), 5_000)
+        .await;
+    let at = chrono::DateTime::parse_from_rfc3339(resp["activate_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp_millis()
+        .to_string();
+    let from_a = a.get("/bundles/main").await;
+    assert_eq!(
+        header(&from_a, "x-lockstep-activate-at").as_deref(),
+        Some(at.as_str())
+    );
+    let mut from_b = None;
+    for _ in 0..100 {
+        let r = a
+            .http()
+            .get(format!("{base_b}/bundles/main"))
+            .bearer_auth(DOWNLOAD)
+            .send()
+            .await
+            .unwrap();
+        if header(&r, "x-lockstep-revision").as_deref() == Some("r1") {
+            from_b = header(&r, "x-lockstep-activate-at");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(from_b.as_deref(), Some(at.as_str()), "replica B");
+    b.shutdown().await.unwrap();
+    a.shutdown().await;
+}
