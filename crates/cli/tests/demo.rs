@@ -73,6 +73,18 @@ fn demo_tells_the_guides_story_in_facts() {
         "the window is the spread of the three switch times"
     );
 
+    // Announced ahead, the three swapped together, as they recorded it (the callers
+    // above see each switch up to one call late), and not before the instant.
+    assert_eq!(of(&facts, "/v2/cutover_ms"), &serde_json::json!(500));
+    let swaps_us = of(&facts, "/v2/recorded_swap_spread_us").as_i64().unwrap();
+    // (Under 1 ms with a release build; this debug build saturates its two cores with
+    // six gateways, their servers and the callers, so the timers wake a little late.)
+    assert!(swaps_us <= 50_000, "recorded swaps {swaps_us} µs apart");
+    assert!(
+        lockstep.iter().all(|t| *t >= 500),
+        "a long-polling gateway answered by v2 before the announced instant: {lockstep:?}"
+    );
+
     // The polling contrast: the same change, a window the demo printed, and larger.
     let polling_window = of(&facts, "/polling/drift_window_ms").as_u64().unwrap();
     assert!(polling_window > window, "{polling_window} vs {window}");

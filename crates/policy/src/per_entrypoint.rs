@@ -43,6 +43,16 @@ impl<T> PerEntrypoint<T> {
         Some(v)
     }
 
+    /// The entrypoints that have state.
+    pub fn entrypoints(&self) -> Vec<String> {
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// Replaces `entrypoint`'s state (the limit does not apply: the caller asked).
     pub fn set(&self, entrypoint: &str, value: T) {
         self.map

@@ -304,6 +304,27 @@ impl PolicySet {
         Ok(value)
     }
 
+    /// The entrypoints decided on this set so far (with a memo analysis or a bytecode
+    /// VM made for them), sorted: what its successor should [`Self::warm`].
+    pub fn entrypoints_used(&self) -> Vec<String> {
+        let mut used = self.inner.memos.entrypoints();
+        used.extend(self.inner.rvms.entrypoints());
+        used.sort();
+        used.dedup();
+        used
+    }
+
+    /// Makes now what the first decision of each of `entrypoints` would make (its memo
+    /// analysis, its bytecode VM), evaluating nothing: a revision prepared ahead of a
+    /// synchronized switch then answers its first requests as fast as the later ones,
+    /// instead of every instance compiling at the same instant.
+    pub fn warm(&self, entrypoints: &[String]) {
+        for e in entrypoints {
+            let _ = self.memo(e);
+            let _ = self.rvm_slot(e);
+        }
+    }
+
     /// Whether decisions for `entrypoint` are memoized, and on which input paths (or
     /// why not). The analysis runs once per entrypoint and compiled set.
     pub fn memo_status(&self, entrypoint: &str) -> MemoStatus {

@@ -290,6 +290,11 @@ impl Inner {
         }
         let overlay = overlay_without(&st.overlay, &info.roots);
         let policy = self.compile_all(&st, &overlay, Some((name, &modules, &data)))?;
+        // Warm up what the active revision's decisions made lazily (memo analyses,
+        // bytecode VMs), so the swap does not leave that to the first requests.
+        if let Some(active) = self.active.load().as_ref() {
+            policy.warm(&active.snapshot.policy.entrypoints_used());
+        }
         Ok(Prepared {
             base_generation: st.generation,
             info,

@@ -3,8 +3,8 @@
 //! guide's patch, v2); a bundle server starts on a folder store; six gateways, each in
 //! front of its own MCP tool server, load v1: three long-poll the server, three poll
 //! on a timer the way the guide configures OPA. An analyst agent calls tools through
-//! all of them; v2 is published while every gateway is being called, and each one's
-//! switch is timed; then one long-polling gateway is cut off from the server and
+//! all of them; v2 is published, its switch announced 500 ms ahead (synchronized
+//! cut-over), while every gateway is being called, and each one's switch is timed; then one long-polling gateway is cut off from the server and
 //! denies once its lease runs out. Everything started is stopped at the end (or at
 //! Ctrl-C with `--keep`).
 
@@ -148,8 +148,9 @@ async fn chapters(home: &Path, p: &Prepared, out: &Display, fleet: &mut Fleet) -
     let v1_identical = report_calls(out, &v1_calls);
 
     out.line(format!(
-        "9. publishing {V2} (the guide's patch: analysts lose run_query) while every gateway \
-         is called with run_query:"
+        "9. publishing {V2} (the guide's patch: analysts lose run_query), its switch announced \
+         {} ms ahead, while every gateway is called with run_query:",
+        CUTOVER.as_millis()
     ));
     let switch = switch_over(&http, &bundle_url, fleet, &caller, p, out).await?;
     let window = |mode: Mode| -> (u64, u64) {
@@ -172,6 +173,15 @@ async fn chapters(home: &Path, p: &Prepared, out: &Display, fleet: &mut Fleet) -
          the publish started); polling {polling_window} ms (last {:.1} s after)",
         polling_last as f64 / 1000.0
     ));
+    // The callers see a switch one call late; the gateways record the swap itself.
+    let swaps = recorded_swaps(&http, fleet).await;
+    if let Some(us) = swaps {
+        out.line(format!(
+            "   as the gateways recorded it: lockstep-1..3 swapped within {:.3} ms of each other, \
+             at the announced instant",
+            us as f64 / 1000.0
+        ));
+    }
 
     let v2_calls = calls_everywhere(&caller, fleet, &[Call::RunQuery, Call::ReadDatabase]).await?;
     out.line(format!("10. the same calls under {V2}:"));
@@ -198,10 +208,12 @@ async fn chapters(home: &Path, p: &Prepared, out: &Display, fleet: &mut Fleet) -
             "revision": V2,
             "change": "analysts lose run_query",
             "publish_ms": ms(switch.publish),
+            "cutover_ms": ms(CUTOVER),
             "switches": switch.times.iter().zip(&fleet.instances).map(|(t, i)| json!({
                 "instance": i.name, "mode": i.mode.as_str(), "after_publish_ms": ms(*t),
             })).collect::<Vec<_>>(),
             "drift_window_ms": lockstep_window,
+            "recorded_swap_spread_us": swaps,
             "last_after_publish_ms": lockstep_last,
             "decisions": v2_calls,
             "run_query_denied_everywhere": run_query_denied_everywhere,
@@ -217,6 +229,44 @@ async fn chapters(home: &Path, p: &Prepared, out: &Display, fleet: &mut Fleet) -
         "elapsed_ms": ms(started.elapsed()),
     }))
 }
+
+/// Microseconds between the first and the last long-polling gateway's swap to v2, as
+/// each recorded it in its status (the fleet view); `None` if they have not all
+/// reported it within 5 s.
+async fn recorded_swaps(http: &reqwest::Client, fleet: &Fleet) -> Option<i64> {
+    let names: Vec<&str> = fleet
+        .instances
+        .iter()
+        .filter(|i| i.mode == Mode::LongPolling)
+        .map(|i| i.name.as_str())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let view: Option<lockstep_server::fleet::FleetView> =
+            match http.get(format!("{}/v1/fleet", fleet.base)).send().await {
+                Ok(r) => r.json().await.ok(),
+                Err(_) => None,
+            };
+        let swaps: Vec<i64> = view
+            .iter()
+            .flat_map(|v| v.bundles.iter())
+            .flat_map(|b| b.instances.iter())
+            .filter(|i| names.contains(&i.id.as_str()))
+            .filter_map(|i| i.cutover.as_ref())
+            .filter(|c| c.revision == V2)
+            .filter_map(|c| c.activated_at.map(|t| t.timestamp_micros()))
+            .collect();
+        if swaps.len() == names.len() {
+            return Some(swaps.iter().max()? - swaps.iter().min()?);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// How far ahead v2's switch is announced: time for three gateways on a laptop to
+/// prepare it.
+const CUTOVER: Duration = Duration::from_millis(500);
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -335,7 +385,11 @@ async fn switch_over(
     }
     drop(tx);
     let t0 = Instant::now();
-    let published = put_bundle(http, bundle_url, Some(fleet.token()), "demo", p.v2.clone()).await;
+    // Announced CUTOVER ahead: the long-polling three prepare v2 on arrival and switch at
+    // the same instant (synchronized cut-over); the polling three get it later and
+    // switch on arrival.
+    let announced = format!("{bundle_url}?cutover_ms={}", CUTOVER.as_millis());
+    let published = put_bundle(http, &announced, Some(fleet.token()), "demo", p.v2.clone()).await;
     let publish = t0.elapsed();
     if let Err(e) = published {
         probes.iter().for_each(tokio::task::JoinHandle::abort);
