@@ -174,12 +174,18 @@ async fn chapters(home: &Path, p: &Prepared, out: &Display, fleet: &mut Fleet) -
         polling_last as f64 / 1000.0
     ));
     // The callers see a switch one call late; the gateways record the swap itself.
-    let swaps = recorded_swaps(&http, fleet).await;
-    if let Some(us) = swaps {
+    let recorded = recorded_swaps(&http, fleet).await;
+    let swaps = recorded.as_ref().map(|r| r.spread_us);
+    if let Some(r) = &recorded {
+        let when = if r.late.is_empty() {
+            "at the announced instant".to_string()
+        } else {
+            format!("{} not ready by the instant (late)", r.late.join(", "))
+        };
         out.line(format!(
             "   as the gateways recorded it: lockstep-1..3 swapped within {:.3} ms of each other, \
-             at the announced instant",
-            us as f64 / 1000.0
+             {when}",
+            r.spread_us as f64 / 1000.0
         ));
     }
 
@@ -214,6 +220,7 @@ async fn chapters(home: &Path, p: &Prepared, out: &Display, fleet: &mut Fleet) -
             })).collect::<Vec<_>>(),
             "drift_window_ms": lockstep_window,
             "recorded_swap_spread_us": swaps,
+            "late_for_the_instant": recorded.as_ref().map(|r| r.late.clone()),
             "last_after_publish_ms": lockstep_last,
             "decisions": v2_calls,
             "run_query_denied_everywhere": run_query_denied_everywhere,
@@ -230,10 +237,17 @@ async fn chapters(home: &Path, p: &Prepared, out: &Display, fleet: &mut Fleet) -
     }))
 }
 
-/// Microseconds between the first and the last long-polling gateway's swap to v2, as
-/// each recorded it in its status (the fleet view); `None` if they have not all
-/// reported it within 5 s.
-async fn recorded_swaps(http: &reqwest::Client, fleet: &Fleet) -> Option<i64> {
+/// The long-polling gateways' swaps to v2, as each recorded it in its status.
+struct Swaps {
+    /// Microseconds between the first and the last.
+    spread_us: i64,
+    /// Those that were not ready by the announced instant.
+    late: Vec<String>,
+}
+
+/// [`Swaps`] from the fleet view; `None` if the gateways have not all reported their
+/// swap within 5 s.
+async fn recorded_swaps(http: &reqwest::Client, fleet: &Fleet) -> Option<Swaps> {
     let names: Vec<&str> = fleet
         .instances
         .iter()
@@ -247,17 +261,23 @@ async fn recorded_swaps(http: &reqwest::Client, fleet: &Fleet) -> Option<i64> {
                 Ok(r) => r.json().await.ok(),
                 Err(_) => None,
             };
-        let swaps: Vec<i64> = view
+        let swaps: Vec<(String, i64, bool)> = view
             .iter()
             .flat_map(|v| v.bundles.iter())
             .flat_map(|b| b.instances.iter())
             .filter(|i| names.contains(&i.id.as_str()))
-            .filter_map(|i| i.cutover.as_ref())
-            .filter(|c| c.revision == V2)
-            .filter_map(|c| c.activated_at.map(|t| t.timestamp_micros()))
+            .filter_map(|i| {
+                let c = i.cutover.as_ref().filter(|c| c.revision == V2)?;
+                Some((i.id.clone(), c.activated_at?.timestamp_micros(), c.late))
+            })
             .collect();
         if swaps.len() == names.len() {
-            return Some(swaps.iter().max()? - swaps.iter().min()?);
+            let first = swaps.iter().map(|s| s.1).min()?;
+            let last = swaps.iter().map(|s| s.1).max()?;
+            return Some(Swaps {
+                spread_us: last - first,
+                late: swaps.into_iter().filter(|s| s.2).map(|s| s.0).collect(),
+            });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
