@@ -24,6 +24,25 @@ use std::time::{Duration, Instant};
 use lockstep_testkit::prelude::*;
 use serde_json::{Value, json};
 
+/// A ready gateway in front of the upstream on `port` (config `extra`), and its MCP URL.
+async fn gateway_to(
+    server: &TestServer,
+    dir: &Path,
+    port: u16,
+    extra: &str,
+) -> (lockstep_gateway::RunningGateway, String) {
+    let gw = start_gateway(&gateway_yaml(
+        server,
+        dir,
+        &format!("http://127.0.0.1:{port}/mcp"),
+        extra,
+    ))
+    .await;
+    wait_gateway_ready(&gw).await;
+    let url = format!("http://{}/mcp", gw.addr);
+    (gw, url)
+}
+
 /// Starts `upstream.py` over HTTP; waits for its READY line.
 fn upstream(venv: &Path, dir: &Path, name: &'static str) -> (Proc, u16) {
     let port = free_port();
@@ -103,15 +122,7 @@ async fn python_clients_through_the_gateway_get_the_policy_decisions() {
         .publish_ok("main", example_bundle("r1", 1000, Some(&server.keys)))
         .await;
     let (_upstream, port) = upstream(&venv, dir.path(), "db");
-    let gw = start_gateway(&gateway_yaml(
-        &server,
-        dir.path(),
-        &format!("http://127.0.0.1:{port}/mcp"),
-        "",
-    ))
-    .await;
-    wait_gateway_ready(&gw).await;
-    let url = format!("http://{}/mcp", gw.addr);
+    let (gw, url) = gateway_to(&server, dir.path(), port, "").await;
 
     let steps = json!([
         "list_tools",
@@ -331,15 +342,7 @@ async fn each_list_is_filtered_by_the_layers_of_its_entries_method() {
     let lists = json!(["list_tools", "list_prompts", "list_resources"]);
 
     // Default layers: only the tools list is filtered.
-    let gw = start_gateway(&gateway_yaml(
-        &server,
-        dir.path(),
-        &format!("http://127.0.0.1:{port}/mcp"),
-        "",
-    ))
-    .await;
-    wait_gateway_ready(&gw).await;
-    let url = format!("http://{}/mcp", gw.addr);
+    let (gw, url) = gateway_to(&server, dir.path(), port, "").await;
     let out =
         tokio::task::block_in_place(|| client(&venv, &url, Some(ANALYST_KEY), "auto", &lists));
     assert_eq!(names(&out, 1), ["read_database", "run_query"]);
@@ -352,15 +355,7 @@ async fn each_list_is_filtered_by_the_layers_of_its_entries_method() {
 
     // A prompt filter beside the tool filter.
     let layers = "layers:\n  - path: mcp/tool_access\n    filter_lists: true\n  - path: mcp/prompt_access\n    methods: [prompts/get]\n    filter_lists: true\n";
-    let gw = start_gateway(&gateway_yaml(
-        &server,
-        dir.path(),
-        &format!("http://127.0.0.1:{port}/mcp"),
-        layers,
-    ))
-    .await;
-    wait_gateway_ready(&gw).await;
-    let url = format!("http://{}/mcp", gw.addr);
+    let (gw, url) = gateway_to(&server, dir.path(), port, layers).await;
     let steps = json!([
         "list_tools",
         "list_prompts",
@@ -412,16 +407,9 @@ async fn a_client_that_disconnects_cancels_the_upstream_request() {
         .await;
     let (_db, port) = upstream(&venv, dir.path(), "db");
     // A layer that lets the admin call the helper tool `sleep`.
-    let gw = start_gateway(&gateway_yaml(
-        &server,
-        dir.path(),
-        &format!("http://127.0.0.1:{port}/mcp"),
-        "layers:\n  - path: mcp/tool_access\n    methods: [prompts/get]\n",
-    ))
-    .await;
-    wait_gateway_ready(&gw).await;
+    let layers = "layers:\n  - path: mcp/tool_access\n    methods: [prompts/get]\n";
+    let (gw, url) = gateway_to(&server, dir.path(), port, layers).await;
     let http = reqwest::Client::new();
-    let url = format!("http://{}/mcp", gw.addr);
     let post = |body: Value, sid: Option<&str>| {
         let mut r = http
             .post(&url)

@@ -168,7 +168,9 @@ struct Setup {
     _dir: tempfile::TempDir,
 }
 
-async fn setup() -> Setup {
+/// A server with the allow-all bundle, a scripted upstream, and the configuration of a
+/// gateway in front of it (every method decided by `mcp/allow_all`).
+async fn fixture() -> (tempfile::TempDir, TestServer, Scripted, String) {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start().await;
     server
@@ -180,7 +182,13 @@ async fn setup() -> Setup {
     let upstream = Scripted::default();
     let url = upstream.start().await;
     let extra = "layers:\n  - path: mcp/allow_all\n    methods: [\"*\"]\n";
-    let gw = start_gateway(&gateway_yaml(&server, dir.path(), &url, extra)).await;
+    let yaml = gateway_yaml(&server, dir.path(), &url, extra);
+    (dir, server, upstream, yaml)
+}
+
+async fn setup() -> Setup {
+    let (dir, server, upstream, yaml) = fixture().await;
+    let gw = start_gateway(&yaml).await;
     wait_gateway_ready(&gw).await;
     Setup {
         upstream,
@@ -465,24 +473,8 @@ async fn get_without_a_session_or_in_the_2026_era_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stdio_front_door_relays_the_get_stream() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start().await;
-    server
-        .publish_ok(
-            "main",
-            bundle_with("r1", 1000, Some(&server.keys), ALLOW_ALL),
-        )
-        .await;
-    let upstream = Scripted::default();
-    let url = upstream.start().await;
-    let extra = "layers:\n  - path: mcp/allow_all\n    methods: [\"*\"]\n";
-    let cfg = lockstep_gateway::config::GatewayConfig::parse(&gateway_yaml(
-        &server,
-        dir.path(),
-        &url,
-        extra,
-    ))
-    .unwrap();
+    let (_dir, _server, upstream, yaml) = fixture().await;
+    let cfg = lockstep_gateway::config::GatewayConfig::parse(&yaml).unwrap();
     let (mut to_gw, gw_in) = tokio::io::duplex(1 << 16);
     let (gw_out, from_gw) = tokio::io::duplex(1 << 16);
     let run = tokio::spawn(lockstep_gateway::serve_stdio(
