@@ -21,11 +21,10 @@ use lockstep_testkit::prelude::*;
 use serde_json::{Value, json};
 
 const DATA_BYTES: usize = 1 << 20;
-/// The issue asks for 500 ms. Thirteen instances sharing this machine's two cores need
-/// 0.4-0.8 s of it to prepare 1 MB each (about 100 ms of CPU apiece, measured in this
-/// test's failure message), so at 500 ms some are late; ten engines alone are ready
-/// within 0.2 s (BENCHMARKS.md I). Separate machines prepare in parallel.
-const ANNOUNCED_MS: u64 = 2_000;
+/// What the issue asks for. Thirteen instances share this machine's two cores; each
+/// prepares the 1 MB-data revision in about 10 ms of CPU because its modules are the
+/// active revision's and are not compiled again (`PolicySet::compile_document_after`).
+const ANNOUNCED_MS: u64 = 500;
 
 /// The example policies (the gateways' layers) plus `data.mcp.inventory`, 1 MB.
 fn revision_bundle(server: &TestServer, rev: &str, iat: i64) -> Vec<u8> {

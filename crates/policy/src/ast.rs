@@ -104,30 +104,51 @@ pub(crate) struct ModuleInfo {
     pub has_with: bool,
 }
 
-/// Read the engine's modules. `packages` comes from `get_policy_package_components`
-/// (same order as the AST export), which decodes quoted package components for us.
-pub(crate) fn read_modules(engine: &regorus::Engine) -> Result<Vec<ModuleInfo>, CompileError> {
-    let text = engine
-        .get_ast_as_json()
-        .map_err(|e| CompileError::Internal(format!("cannot export AST: {e:#}")))?;
-    let json: Json = serde_json::from_str(&text)
-        .map_err(|e| CompileError::Internal(format!("cannot read AST export: {e}")))?;
-    let packages = engine
-        .get_policy_package_components()
-        .map_err(|e| CompileError::Internal(format!("cannot read packages: {e:#}")))?;
-    let modules = json
-        .as_array()
-        .ok_or_else(|| CompileError::Internal("AST export is not an array".into()))?;
-    if modules.len() != packages.len() {
-        return Err(CompileError::Internal(
-            "AST export and package list disagree".into(),
-        ));
+/// regorus's AST export of an engine, parsed once for everything that reads it (the
+/// module view below, the decision memo's analysis): an export and its parse cost
+/// about 10 ms for the example policies, and used to be paid per reader.
+pub(crate) struct AstExport {
+    /// One JSON object per module (`ast`, `source`), in the engine's order.
+    pub modules: Vec<Json>,
+    /// Each module's package, in the same order.
+    pub packages: Vec<regorus::PolicyPackageComponents>,
+}
+
+impl AstExport {
+    pub fn of(engine: &regorus::Engine) -> Result<Self, String> {
+        let text = engine
+            .get_ast_as_json()
+            .map_err(|e| format!("cannot export the AST: {e:#}"))?;
+        let json: Json =
+            serde_json::from_str(&text).map_err(|e| format!("cannot read the AST export: {e}"))?;
+        let packages = engine
+            .get_policy_package_components()
+            .map_err(|e| format!("cannot read packages: {e:#}"))?;
+        let Json::Array(modules) = json else {
+            return Err("the AST export is not an array".to_string());
+        };
+        if modules.len() != packages.len() {
+            return Err("the AST export and the package list disagree".to_string());
+        }
+        Ok(Self { modules, packages })
     }
-    Ok(modules
+}
+
+/// Read the engine's modules.
+pub(crate) fn read_modules(engine: &regorus::Engine) -> Result<Vec<ModuleInfo>, CompileError> {
+    let export = AstExport::of(engine).map_err(CompileError::Internal)?;
+    Ok(modules_of(&export))
+}
+
+/// The module view of an export. `packages` comes from `get_policy_package_components`,
+/// which decodes quoted package components for us.
+pub(crate) fn modules_of(export: &AstExport) -> Vec<ModuleInfo> {
+    export
+        .modules
         .iter()
-        .zip(packages)
-        .map(|(m, pkg)| read_module(m, pkg.source_file, pkg.components))
-        .collect())
+        .zip(&export.packages)
+        .map(|(m, pkg)| read_module(m, pkg.source_file.clone(), pkg.components.clone()))
+        .collect()
 }
 
 fn read_module(m: &Json, file: String, package: Vec<String>) -> ModuleInfo {

@@ -4,17 +4,19 @@
 //! A fresh engine per bundle is not a choice: regorus cannot remove or replace a
 //! module, and adding one twice makes every rule conflict with itself.
 
+use std::collections::HashMap;
 use std::num::{NonZeroU32, NonZeroUsize};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use lockstep_bundle::Module;
 use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{Engine, PolicyLengthConfig};
 
-use crate::ast::{ModuleInfo, read_modules};
+use crate::ast::{AstExport, ModuleInfo, read_modules};
 use crate::checks::{check_calls, check_path_conflicts, qualify_local_calls};
 use crate::error::{CompileError, Diagnostic, RvmError};
-use crate::memo::MemoOptions;
+use crate::memo::{MemoOptions, MemoStatus};
 use crate::shadow::RvmOptions;
 use crate::sources::Sources;
 
@@ -72,20 +74,121 @@ impl Default for CompileOptions {
 /// An engine with every module and the data loaded and analysed.
 pub(crate) struct Built {
     pub engine: Engine,
-    /// The modules as written (before any [`Edit`]).
-    pub modules: Vec<ModuleInfo>,
-    /// The sources the engine was loaded with (after edits), for error columns.
-    pub sources: Sources,
-    pub rego_v0: bool,
+    /// What came of the modules alone; a later revision with the same modules and
+    /// settings starts from it ([`build_reusing`]).
+    pub loaded: Arc<Loaded>,
     /// [`CompileOptions::strict_builtin_errors`], for the RVM (set per VM).
     pub strict_builtin_errors: bool,
     /// [`CompileOptions::shared_matchers`], for the RVM's programs.
     pub shared_matchers: bool,
     pub memo: MemoOptions,
     pub rvm_options: RvmOptions,
+}
+
+/// Everything a compilation makes of the modules alone, before any data: parsed,
+/// checked, edited and loaded. Revisions that change only data (the common publish:
+/// an inventory, a role table) share it instead of parsing, exporting and checking the
+/// same Rego again, which is most of a prepare's CPU (about 25 ms of 35 for the example
+/// policies) and, on a machine running many instances, most of a cut-over's wait.
+pub(crate) struct Loaded {
+    key: LoadKey,
+    /// Loaded with the edited modules, no data, not prepared: cloned per revision.
+    template: Engine,
+    /// The modules as written (before any [`Edit`]).
+    pub modules: Vec<ModuleInfo>,
+    /// The sources the engine was loaded with (after edits), for error columns.
+    pub sources: Sources,
+    pub rego_v0: bool,
     /// The modules as the RVM should compile them, when they differ (see
     /// [`rvm_assignment_edits`]).
     pub rvm: Option<RvmSources>,
+    /// Problems found without the data (calls); reported with the data's.
+    call_diags: Vec<Diagnostic>,
+    /// The decision memo's analysis per entrypoint (modules only), at most
+    /// [`MAX_FOOTPRINTS`].
+    footprints: Mutex<HashMap<String, MemoStatus>>,
+}
+
+/// Entrypoints whose memo analysis one module set keeps (a policy set decides a few).
+const MAX_FOOTPRINTS: usize = 256;
+
+/// What a [`Loaded`] depends on: reusable only when all of it is equal. Built by
+/// destructuring, so a new compile option must be placed on one side or the other.
+#[derive(PartialEq)]
+struct LoadKey {
+    modules: Vec<Module>,
+    strict_builtin_errors: bool,
+    check_calls: bool,
+    eval_timeout: Option<Duration>,
+    max_columns: u32,
+    max_lines: usize,
+    max_file_bytes: usize,
+    shared_matchers: bool,
+    gather_prints: bool,
+    edits: Vec<Edit>,
+}
+
+impl LoadKey {
+    fn new(modules: &[Module], opts: &CompileOptions, extras: &Extras) -> Self {
+        let CompileOptions {
+            strict_builtin_errors,
+            check_calls,
+            // Checked against each revision's data.
+            check_path_conflicts: _,
+            eval_timeout,
+            max_columns,
+            max_lines,
+            max_file_bytes,
+            shared_matchers,
+            // Decision-time settings, read from `Built`.
+            memo: _,
+            rvm: _,
+        } = opts.clone();
+        let Extras {
+            gather_prints,
+            edits,
+        } = extras.clone();
+        Self {
+            modules: modules.to_vec(),
+            strict_builtin_errors,
+            check_calls,
+            eval_timeout,
+            max_columns,
+            max_lines,
+            max_file_bytes,
+            shared_matchers,
+            gather_prints,
+            edits,
+        }
+    }
+}
+
+impl Loaded {
+    /// The memo analysis of each of `entrypoints`, from one AST export for all the
+    /// missing ones.
+    pub fn footprints(&self, entrypoints: &[&str]) -> Vec<MemoStatus> {
+        let mut known = self
+            .footprints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut export = None;
+        let mut out = Vec::with_capacity(entrypoints.len());
+        for e in entrypoints {
+            if let Some(status) = known.get(*e) {
+                out.push(status.clone());
+                continue;
+            }
+            let status = match export.get_or_insert_with(|| AstExport::of(&self.template)) {
+                Ok(export) => crate::memo::footprint(export, e),
+                Err(why) => crate::memo::unanalysed(why),
+            };
+            if known.len() < MAX_FOOTPRINTS {
+                known.insert((*e).to_string(), status.clone());
+            }
+            out.push(status);
+        }
+        out
+    }
 }
 
 /// Modules rewritten for regorus's RVM, compiled only if an RVM is asked for.
@@ -203,23 +306,82 @@ pub(crate) fn build_with_data(
     opts: &CompileOptions,
     extras: &Extras,
 ) -> Result<Built, CompileError> {
-    let rego_v0 = single_rego_version(modules)?;
-    let sources = Sources::new(modules);
-    let mut engine = load(modules, opts, rego_v0, extras, &sources)?;
+    build_reusing(modules, data, opts, extras, None)
+}
 
-    let infos = read_modules(&engine)?;
-    let data = data(&infos)?;
-    let mut diags = Vec::new();
-    if opts.check_calls {
-        diags.extend(check_calls(&infos));
-    }
+/// [`build_with_data`] starting from `previous` when it was made of the same modules with
+/// the same settings: only the data is new, so only what depends on it is redone (the
+/// rule/data path conflicts, loading the data, regorus's preparation).
+pub(crate) fn build_reusing(
+    modules: &[Module],
+    data: impl FnOnce(&[ModuleInfo]) -> Result<regorus::Value, CompileError>,
+    opts: &CompileOptions,
+    extras: &Extras,
+    previous: Option<&Arc<Loaded>>,
+) -> Result<Built, CompileError> {
+    let key = LoadKey::new(modules, opts, extras);
+    let loaded = match previous {
+        Some(p) if p.key == key => Arc::clone(p),
+        _ => Arc::new(load_modules(modules, opts, extras, key)?),
+    };
+    let data = data(&loaded.modules)?;
+    let mut diags = loaded.call_diags.clone();
     // Before add_data: once loaded, regorus would silently let data win.
     if opts.check_path_conflicts {
-        diags.extend(check_path_conflicts(&infos, &data));
+        diags.extend(check_path_conflicts(&loaded.modules, &data));
     }
     if !diags.is_empty() {
         return Err(CompileError::Policy(diags));
     }
+    if !matches!(data, regorus::Value::Object(_)) {
+        return Err(CompileError::Data(
+            "the data document must be an object".to_string(),
+        ));
+    }
+    let mut engine = loaded.template.clone();
+    engine
+        .add_data(data)
+        .map_err(|e| CompileError::Data(format!("{e:#}")))?;
+
+    // The first evaluation runs regorus's analysis (unsafe variables, recursion,
+    // scheduling) and marks the engine prepared: clones made after it share the
+    // analysis instead of redoing it on every request. A trivial query prepares
+    // without evaluating any rule, so no rule can fail here on the empty input.
+    engine.eval_query("true".to_string(), false).map_err(|e| {
+        CompileError::Policy(vec![
+            loaded
+                .sources
+                .fix(Diagnostic::from_regorus(&e, "rego_compile_error")),
+        ])
+    })?;
+
+    Ok(Built {
+        engine,
+        loaded,
+        strict_builtin_errors: opts.strict_builtin_errors,
+        shared_matchers: opts.shared_matchers,
+        memo: opts.memo.clone(),
+        rvm_options: opts.rvm.clone(),
+    })
+}
+
+/// The modules parsed, read, checked for calls and edited into the engine that every
+/// revision of them clones.
+fn load_modules(
+    modules: &[Module],
+    opts: &CompileOptions,
+    extras: &Extras,
+    key: LoadKey,
+) -> Result<Loaded, CompileError> {
+    let rego_v0 = single_rego_version(modules)?;
+    let sources = Sources::new(modules);
+    let mut engine = load(modules, opts, rego_v0, extras, &sources)?;
+    let infos = read_modules(&engine)?;
+    let call_diags = if opts.check_calls {
+        check_calls(&infos)
+    } else {
+        Vec::new()
+    };
 
     let mut edits = extras.edits.clone();
     if infos.iter().any(|m| m.has_with) {
@@ -231,7 +393,7 @@ pub(crate) fn build_with_data(
         opts: opts.clone(),
         rego_v0,
     });
-    let sources = if edits.is_empty() {
+    let sources = if edits.is_empty() || !call_diags.is_empty() {
         sources
     } else {
         let edited = apply_edits(modules, &edits);
@@ -239,36 +401,15 @@ pub(crate) fn build_with_data(
         engine = load(&edited, opts, rego_v0, extras, &sources)?;
         sources
     };
-
-    if !matches!(data, regorus::Value::Object(_)) {
-        return Err(CompileError::Data(
-            "the data document must be an object".to_string(),
-        ));
-    }
-    engine
-        .add_data(data)
-        .map_err(|e| CompileError::Data(format!("{e:#}")))?;
-
-    // The first evaluation runs regorus's analysis (unsafe variables, recursion,
-    // scheduling) and marks the engine prepared: clones made after it share the
-    // analysis instead of redoing it on every request. A trivial query prepares
-    // without evaluating any rule, so no rule can fail here on the empty input.
-    engine.eval_query("true".to_string(), false).map_err(|e| {
-        CompileError::Policy(vec![
-            sources.fix(Diagnostic::from_regorus(&e, "rego_compile_error")),
-        ])
-    })?;
-
-    Ok(Built {
-        engine,
+    Ok(Loaded {
+        key,
+        template: engine,
         modules: infos,
         sources,
         rego_v0,
-        strict_builtin_errors: opts.strict_builtin_errors,
-        shared_matchers: opts.shared_matchers,
-        memo: opts.memo.clone(),
-        rvm_options: opts.rvm.clone(),
         rvm,
+        call_diags,
+        footprints: Mutex::new(HashMap::new()),
     })
 }
 

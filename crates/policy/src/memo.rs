@@ -25,6 +25,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use crate::ast::AstExport;
 use serde_json::Value as Json;
 
 /// Memo bounds and the switch ([`crate::CompileOptions::memo`]).
@@ -265,13 +266,21 @@ pub(crate) const PURE_BUILTINS: &[&str] = &[
     "yaml.unmarshal",
 ];
 
-/// The input paths `entrypoint` can read, or why they cannot be bounded.
-pub(crate) fn footprint(engine: &regorus::Engine, entrypoint: &str) -> MemoStatus {
-    match analyse(engine, entrypoint) {
+/// The input paths `entrypoint` can read, or why they cannot be bounded. Depends on the
+/// modules only, so one module set's answer serves every revision that carries it.
+pub(crate) fn footprint(export: &AstExport, entrypoint: &str) -> MemoStatus {
+    match analyse(export, entrypoint) {
         Ok(footprint) => MemoStatus::On { footprint },
         Err(reason) => MemoStatus::Off {
             reason: reason.to_string(),
         },
+    }
+}
+
+/// [`footprint`] when the AST could not be exported.
+pub(crate) fn unanalysed(why: &str) -> MemoStatus {
+    MemoStatus::Off {
+        reason: Unbounded::Ast(why.to_string()).to_string(),
     }
 }
 
@@ -291,18 +300,9 @@ enum Unbounded {
     Impure { at: String, call: String },
 }
 
-fn analyse(engine: &regorus::Engine, entrypoint: &str) -> Result<Vec<Vec<String>>, Unbounded> {
-    let text = engine
-        .get_ast_as_json()
-        .map_err(|e| Unbounded::Ast(format!("cannot export the AST: {e:#}")))?;
-    let json: Json = serde_json::from_str(&text)
-        .map_err(|e| Unbounded::Ast(format!("cannot read the AST: {e}")))?;
-    let packages = engine
-        .get_policy_package_components()
-        .map_err(|e| Unbounded::Ast(format!("cannot read packages: {e:#}")))?;
-    let ast_modules = json
-        .as_array()
-        .ok_or_else(|| Unbounded::Ast("the AST export is not an array".to_string()))?;
+fn analyse(export: &AstExport, entrypoint: &str) -> Result<Vec<Vec<String>>, Unbounded> {
+    let ast_modules = &export.modules;
+    let packages = &export.packages;
     let mut modules = Vec::new();
     let mut rules = Vec::new();
     for (idx, (m, pkg)) in ast_modules.iter().zip(packages).enumerate() {
@@ -339,7 +339,7 @@ fn analyse(engine: &regorus::Engine, entrypoint: &str) -> Result<Vec<Vec<String>
             if root == "data" {
                 imports.insert(alias, path.into_iter().skip(1).collect());
             } else if root == "input" {
-                return Err(Unbounded::ImportInput(pkg.source_file));
+                return Err(Unbounded::ImportInput(pkg.source_file.clone()));
             }
         }
         for r in ast
@@ -380,9 +380,9 @@ fn analyse(engine: &regorus::Engine, entrypoint: &str) -> Result<Vec<Vec<String>
             });
         }
         modules.push(ModuleEntry {
-            package: pkg.components,
+            package: pkg.components.clone(),
             imports,
-            file: pkg.source_file,
+            file: pkg.source_file.clone(),
         });
     }
 
@@ -697,9 +697,10 @@ pub(crate) struct EntryMemo {
 }
 
 impl EntryMemo {
-    pub fn new(engine: &regorus::Engine, entrypoint: &str, options: &MemoOptions) -> Self {
+    /// `footprint` is asked only when the memo is on.
+    pub fn new(footprint: impl FnOnce() -> MemoStatus, options: &MemoOptions) -> Self {
         let status = if options.enabled {
-            footprint(engine, entrypoint)
+            footprint()
         } else {
             MemoStatus::Off {
                 reason: "the decision memo is turned off".to_string(),

@@ -6,7 +6,7 @@
 //! `Send + Sync` without locks.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use lockstep_bundle::{Bundle, Module};
 use regorus::Engine;
@@ -16,14 +16,14 @@ use crate::ast::rule_path;
 use crate::data::{DataDocument, bundle_data, bundle_data_shape};
 use crate::decision::{Backend, DecisionFn, compile_rvm, verified_rvm};
 use crate::engine::{
-    Built, CompileOptions, DeserializeFrom, Extras, build, build_with_data, data_from_json,
+    Built, CompileOptions, DeserializeFrom, Extras, Loaded, build, build_reusing, build_with_data,
+    data_from_json,
 };
 use crate::error::{CompileError, EvalError, RvmError};
 use crate::memo::{EntryMemo, MemoOptions, MemoStats, MemoStatus};
 use crate::per_entrypoint::PerEntrypoint;
 use crate::result::ResultSet;
 use crate::shadow::{Plan, RvmOptions, RvmSlot};
-use crate::sources::Sources;
 
 /// An input document converted once to regorus's value type, so a hot path that
 /// evaluates several rules for one request converts it only once.
@@ -69,7 +69,6 @@ struct Inner {
     /// Constructs on which regorus's RVM disagrees with its interpreter (and
     /// OPA); while any is present, decision functions use the interpreter.
     rvm_blockers: Vec<String>,
-    rego_v0: bool,
     strict_builtin_errors: bool,
     shared_matchers: bool,
     memo_options: MemoOptions,
@@ -79,16 +78,19 @@ struct Inner {
     /// by [`PolicySet::use_rvm`], and its verification state ([`crate::shadow`]).
     rvms: PerEntrypoint<RvmSlot>,
     rvm_options: RvmOptions,
-    /// The modules as the RVM compiles them, if rewritten ([`crate::engine::RvmSources`]).
-    rvm_sources: Option<crate::engine::RvmSources>,
-    sources: Sources,
+    /// The prepared engine of the modules as the RVM compiles them (`loaded.rvm`),
+    /// loaded once for every entrypoint's VM (a load is a whole compilation).
+    rvm_engine: OnceLock<Result<Engine, RvmError>>,
+    /// What the modules alone made: sources for error columns, the RVM's modules, the
+    /// memo analyses; shared with the next revision of the same modules.
+    loaded: Arc<Loaded>,
 }
 
 impl std::fmt::Debug for PolicySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PolicySet")
             .field("packages", &self.inner.packages)
-            .field("rego_v0", &self.inner.rego_v0)
+            .field("rego_v0", &self.inner.loaded.rego_v0)
             .finish_non_exhaustive()
     }
 }
@@ -119,6 +121,33 @@ impl PolicySet {
     ) -> Result<Self, CompileError> {
         let built = build(modules, data.0, opts, &Extras::default())?;
         Ok(Self::from_built(built))
+    }
+
+    /// [`Self::compile_document`] for the successor of `previous`: when the modules and
+    /// settings are the ones `previous` was compiled from (a revision that changes only
+    /// data), what the modules alone made is taken from it, not parsed, exported and
+    /// checked again, and its memo analyses carry over. The result is the same set
+    /// [`Self::compile_document`] makes.
+    pub fn compile_document_after(
+        previous: &PolicySet,
+        modules: &[Module],
+        data: DataDocument,
+        opts: &CompileOptions,
+    ) -> Result<Self, CompileError> {
+        let built = build_reusing(
+            modules,
+            |_| Ok(data.0),
+            opts,
+            &Extras::default(),
+            Some(&previous.inner.loaded),
+        )?;
+        Ok(Self::from_built(built))
+    }
+
+    /// Whether `self` and `other` were compiled from one loading of their modules
+    /// ([`Self::compile_document_after`] took it over), for tests and diagnostics.
+    pub fn shares_modules_with(&self, other: &PolicySet) -> bool {
+        Arc::ptr_eq(&self.inner.loaded, &other.inner.loaded)
     }
 
     /// [`Self::compile`] for a bundle read with `lazy_data` (`ReadOptions` /
@@ -173,18 +202,16 @@ impl PolicySet {
     pub(crate) fn from_built(built: Built) -> Self {
         let Built {
             engine,
-            modules,
-            sources,
-            rego_v0,
+            loaded,
             strict_builtin_errors,
             shared_matchers,
             memo: memo_options,
             rvm_options,
-            rvm: rvm_sources,
         } = built;
+        let modules = &loaded.modules;
         let mut rule_paths = HashSet::new();
         let mut packages = Vec::new();
-        for m in &modules {
+        for m in modules {
             let pkg = rule_path(&m.package);
             if !packages.contains(&pkg) {
                 packages.push(pkg);
@@ -196,8 +223,8 @@ impl PolicySet {
             }
         }
         let data = engine.get_data();
-        let flat_packages = flat_packages(&modules, &data);
-        let rvm_blockers = rvm_blockers(&modules);
+        let flat_packages = flat_packages(modules, &data);
+        let rvm_blockers = rvm_blockers(modules);
         Self {
             inner: Arc::new(Inner {
                 engine,
@@ -206,15 +233,14 @@ impl PolicySet {
                 packages,
                 flat_packages,
                 rvm_blockers,
-                rego_v0,
                 strict_builtin_errors,
                 shared_matchers,
                 memo_options,
                 memos: PerEntrypoint::new(MAX_MEMOS),
                 rvms: PerEntrypoint::new(MAX_MEMOS),
                 rvm_options,
-                rvm_sources,
-                sources,
+                rvm_engine: OnceLock::new(),
+                loaded,
             }),
         }
     }
@@ -319,6 +345,11 @@ impl PolicySet {
     /// synchronized switch then answers its first requests as fast as the later ones,
     /// instead of every instance compiling at the same instant.
     pub fn warm(&self, entrypoints: &[String]) {
+        if self.inner.memo_options.enabled {
+            // One AST export for every analysis still to make.
+            let all: Vec<&str> = entrypoints.iter().map(String::as_str).collect();
+            self.inner.loaded.footprints(&all);
+        }
         for e in entrypoints {
             let _ = self.memo(e);
             let _ = self.rvm_slot(e);
@@ -344,7 +375,14 @@ impl PolicySet {
     /// The memo of `entrypoint`, made (and its refusal logged) on first use.
     pub(crate) fn memo(&self, entrypoint: &str) -> Option<Arc<EntryMemo>> {
         self.inner.memos.get_or_make(entrypoint, || {
-            let memo = EntryMemo::new(&self.inner.engine, entrypoint, &self.inner.memo_options);
+            let memo = EntryMemo::new(
+                || {
+                    let mut one = self.inner.loaded.footprints(&[entrypoint]);
+                    one.pop()
+                        .unwrap_or_else(|| crate::memo::unanalysed("not analysed"))
+                },
+                &self.inner.memo_options,
+            );
             match &memo.status {
                 MemoStatus::On { footprint } => {
                     tracing::debug!(entrypoint, paths = footprint.len(), "decision memo on")
@@ -509,9 +547,29 @@ impl PolicySet {
         &self.inner.packages
     }
 
+    /// [`Self::packages`] less those declared only in test files (`*_test.rego`): what
+    /// decisions can read. Evaluating a test package runs its tests, which for the
+    /// example policies is six times the cost of evaluating the rest.
+    pub fn packages_outside_tests(&self) -> Vec<&str> {
+        let outside: HashSet<String> = self
+            .inner
+            .loaded
+            .modules
+            .iter()
+            .filter(|m| !m.file.ends_with("_test.rego"))
+            .map(|m| rule_path(&m.package))
+            .collect();
+        self.inner
+            .packages
+            .iter()
+            .filter(|p| outside.contains(*p))
+            .map(String::as_str)
+            .collect()
+    }
+
     /// Whether the modules were parsed as Rego v0.
     pub fn is_rego_v0(&self) -> bool {
-        self.inner.rego_v0
+        self.inner.loaded.rego_v0
     }
 
     /// Whether builtin errors are errors rather than undefined ([`CompileOptions`]).
@@ -527,8 +585,12 @@ impl PolicySet {
     /// The engine the RVM compiles from: the modules with `:=` spelled `=` where
     /// regorus's RVM needs it, or the evaluation engine itself.
     pub(crate) fn rvm_engine(&self) -> Result<Engine, RvmError> {
-        match &self.inner.rvm_sources {
-            Some(rvm) => rvm.engine(&self.inner.data),
+        match &self.inner.loaded.rvm {
+            Some(rvm) => self
+                .inner
+                .rvm_engine
+                .get_or_init(|| rvm.engine(&self.inner.data))
+                .clone(),
             None => Ok(self.engine_with(None)),
         }
     }
@@ -540,7 +602,7 @@ impl PolicySet {
     /// An evaluation error, with OPA's columns.
     pub(crate) fn eval_error(&self, e: &anyhow::Error) -> EvalError {
         match EvalError::from_regorus(e) {
-            EvalError::Eval(d) => EvalError::Eval(self.inner.sources.fix(d)),
+            EvalError::Eval(d) => EvalError::Eval(self.inner.loaded.sources.fix(d)),
             other => other,
         }
     }

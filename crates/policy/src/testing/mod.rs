@@ -78,7 +78,7 @@ pub fn run_tests(
 
     let data = data_from_json(data)?;
     let mut built = build(modules, data.clone(), &compile, &extras)?;
-    let found = discover(&built.modules);
+    let found = discover(&built.loaded.modules);
     if !found.renames.is_empty() {
         // Later definitions of a repeated test name get their own rule name.
         extras.edits = found.renames;
@@ -92,7 +92,7 @@ pub fn run_tests(
         {
             continue;
         }
-        results.push(run_case(&built.engine, &built.sources, case));
+        results.push(run_case(&built.engine, &built.loaded.sources, case));
     }
     Ok(TestReport { results })
 }

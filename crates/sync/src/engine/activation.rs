@@ -140,12 +140,22 @@ impl Inner {
         }
         data.merge(&DataDocument::from_json(&overlay.data)?);
         let t0 = Instant::now();
-        let policy = PolicySet::compile_document(&modules, data, &self.cfg.compile)?;
+        // The active set's modules, when these are the same, are not compiled again.
+        let policy = match self.active.load().as_ref() {
+            Some(active) => PolicySet::compile_document_after(
+                &active.snapshot.policy,
+                &modules,
+                data,
+                &self.cfg.compile,
+            )?,
+            None => PolicySet::compile_document(&modules, data, &self.cfg.compile)?,
+        };
         let t1 = Instant::now();
         // Evaluate every package once: a bundle that cannot produce its documents is
         // not activated. (Per package rather than all of `data`, so a large data tree
-        // beside the rules is not copied into a result for nothing.)
-        for package in policy.packages() {
+        // beside the rules is not copied into a result for nothing; test packages are
+        // left to `lockstep test`: evaluating them runs the tests.)
+        for package in policy.packages_outside_tests() {
             policy.eval_query(package, None)?;
         }
         tracing::debug!(
