@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 const DATA_BYTES: usize = 1 << 20;
 /// What the issue asks for. Thirteen instances share this machine's two cores; each
-/// prepares the 1 MB-data revision in about 10 ms of CPU because its modules are the
+/// prepares the 1 MB-data revision in about 20 ms of CPU because its modules are the
 /// active revision's and are not compiled again (`PolicySet::compile_document_after`).
 const ANNOUNCED_MS: u64 = 500;
 
