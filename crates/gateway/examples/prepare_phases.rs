@@ -7,17 +7,7 @@ use lockstep_policy::{CompileOptions, DataDocument, PolicySet};
 use std::time::Instant;
 
 fn main() {
-    let raw = lockstep_testkit::prelude::example_bundle_with("r1", 1, None, |dir| {
-        let items: Vec<String> = (0..(1usize << 20) / 48)
-            .map(|i| format!("r1-item-{i:08}-abcdefghijklmnopqrstuvwx"))
-            .collect();
-        std::fs::create_dir_all(dir.join("mcp/inventory")).unwrap();
-        std::fs::write(
-            dir.join("mcp/inventory/data.json"),
-            serde_json::to_vec(&items).unwrap(),
-        )
-        .unwrap();
-    });
+    let raw = lockstep_testkit::prelude::example_bundle_with_inventory("r1", 1, None, 1 << 20);
     let opts = CompileOptions::default();
     let mut prev: Option<PolicySet> = None;
     for round in 0..6 {

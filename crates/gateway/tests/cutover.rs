@@ -28,17 +28,7 @@ const ANNOUNCED_MS: u64 = 500;
 
 /// The example policies (the gateways' layers) plus `data.mcp.inventory`, 1 MB.
 fn revision_bundle(server: &TestServer, rev: &str, iat: i64) -> Vec<u8> {
-    example_bundle_with(rev, iat, Some(&server.keys), |dir| {
-        let items: Vec<String> = (0..DATA_BYTES / 48)
-            .map(|i| format!("{rev}-item-{i:08}-abcdefghijklmnopqrstuvwx"))
-            .collect();
-        std::fs::create_dir_all(dir.join("mcp/inventory")).unwrap();
-        std::fs::write(
-            dir.join("mcp/inventory/data.json"),
-            serde_json::to_vec(&items).unwrap(),
-        )
-        .unwrap();
-    })
+    example_bundle_with_inventory(rev, iat, Some(&server.keys), DATA_BYTES)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -105,6 +105,27 @@ pub fn example_bundle_with(
     seal(b, keys, iat)
 }
 
+/// [`example_bundle`] plus `data.mcp.inventory`: about `data_bytes` of strings that
+/// name `rev` (a large data-only revision of the gateways' layers).
+pub fn example_bundle_with_inventory(
+    rev: &str,
+    iat: i64,
+    keys: Option<&Keys>,
+    data_bytes: usize,
+) -> Vec<u8> {
+    example_bundle_with(rev, iat, keys, |dir| {
+        let items: Vec<String> = (0..data_bytes / 48)
+            .map(|i| format!("{rev}-item-{i:08}-abcdefghijklmnopqrstuvwx"))
+            .collect();
+        std::fs::create_dir_all(dir.join("mcp/inventory")).unwrap();
+        std::fs::write(
+            dir.join("mcp/inventory/data.json"),
+            serde_json::to_vec(&items).unwrap(),
+        )
+        .unwrap();
+    })
+}
+
 /// The repository's root directory.
 pub fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
