@@ -12,7 +12,7 @@ mod common;
 
 use common::module;
 use lockstep_bundle::Module;
-use lockstep_policy::{CompileOptions, DataDocument, MemoStatus, PolicySet};
+use lockstep_policy::{CompileError, CompileOptions, DataDocument, MemoStatus, PolicySet};
 use serde_json::{Value, json};
 
 const POLICY: &str = "package mcp.tools\n\nallow if input.tool in data.mcp.allowed[input.role]\n";
@@ -33,6 +33,23 @@ fn allowed(p: &PolicySet, role: &str, tool: &str) -> Option<Value> {
     .unwrap()
 }
 
+/// `source` with `data`, compiled after `previous` with the default options.
+fn after(previous: &PolicySet, source: &str, data: Value) -> Result<PolicySet, CompileError> {
+    PolicySet::compile_document_after(
+        previous,
+        &modules(source),
+        doc(data),
+        &CompileOptions::default(),
+    )
+}
+
+fn strict() -> CompileOptions {
+    CompileOptions {
+        strict_builtin_errors: true,
+        ..CompileOptions::default()
+    }
+}
+
 fn first() -> PolicySet {
     PolicySet::compile_document(
         &modules(POLICY),
@@ -47,13 +64,7 @@ fn a_data_only_successor_reuses_the_modules_and_decides_by_its_own_data() {
     let v1 = first();
     assert_eq!(allowed(&v1, "analyst", "run_query"), Some(json!(true)));
     let data = json!({"mcp": {"allowed": {"analyst": ["list_tables"]}}});
-    let v2 = PolicySet::compile_document_after(
-        &v1,
-        &modules(POLICY),
-        doc(data.clone()),
-        &CompileOptions::default(),
-    )
-    .unwrap();
+    let v2 = after(&v1, POLICY, data.clone()).unwrap();
     assert!(v2.shares_modules_with(&v1));
     let fresh =
         PolicySet::compile_document(&modules(POLICY), doc(data), &CompileOptions::default())
@@ -90,21 +101,12 @@ fn changed_modules_or_settings_are_compiled_again() {
     let v1 = first();
     let data = json!({"mcp": {"allowed": {"analyst": ["run_query"]}}});
     let edited = "package mcp.tools\n\nallow if input.role == \"admin\"\n";
-    let v2 = PolicySet::compile_document_after(
-        &v1,
-        &modules(edited),
-        doc(data.clone()),
-        &CompileOptions::default(),
-    )
-    .unwrap();
+    let v2 = after(&v1, edited, data.clone()).unwrap();
     assert!(!v2.shares_modules_with(&v1));
     assert_eq!(allowed(&v2, "analyst", "run_query"), None);
     assert_eq!(allowed(&v2, "admin", "anything"), Some(json!(true)));
 
-    let strict = CompileOptions {
-        strict_builtin_errors: true,
-        ..CompileOptions::default()
-    };
+    let strict = strict();
     let v3 = PolicySet::compile_document_after(&v1, &modules(POLICY), doc(data), &strict).unwrap();
     assert!(!v3.shares_modules_with(&v1));
 }
@@ -113,13 +115,7 @@ fn changed_modules_or_settings_are_compiled_again() {
 fn new_data_is_still_checked_against_the_rules_paths() {
     let v1 = first();
     // data.mcp.tools.allow is a rule: data may not set it (OPA's rego_compile_error).
-    let err = PolicySet::compile_document_after(
-        &v1,
-        &modules(POLICY),
-        doc(json!({"mcp": {"tools": {"allow": false}}})),
-        &CompileOptions::default(),
-    )
-    .unwrap_err();
+    let err = after(&v1, POLICY, json!({"mcp": {"tools": {"allow": false}}})).unwrap_err();
     assert!(
         err.to_string().contains("mcp/tools/allow") || err.to_string().contains("mcp.tools.allow"),
         "{err}"
@@ -131,10 +127,7 @@ fn new_data_is_still_checked_against_the_rules_paths() {
 #[test]
 fn evaluation_errors_of_a_successor_keep_their_columns() {
     let source = "package mcp.tools\n\nallow if {\n\tx := data.mcp.allowed\n\tx.a == 1\n\tto_number(input.n) > 0\n}\n";
-    let strict = CompileOptions {
-        strict_builtin_errors: true,
-        ..CompileOptions::default()
-    };
+    let strict = strict();
     let v1 = PolicySet::compile_document(&modules(source), doc(json!({})), &strict).unwrap();
     let v2 = PolicySet::compile_document_after(
         &v1,
