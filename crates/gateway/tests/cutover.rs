@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use lockstep_sync::clock::now_us;
 use lockstep_sync::{StatusTarget, Syncer};
-use lockstep_testkit::cutover::{Probe, cutover_of, first_on, micros, revision, spread_ms};
+use lockstep_testkit::cutover::{
+    Probe, cutover_of, first_on, micros, resolution_ms, revision, spread_ms,
+};
 use lockstep_testkit::prelude::*;
 use serde_json::{Value, json};
 
@@ -90,7 +92,9 @@ async fn ten_agents_and_three_gateways_switch_at_the_announced_instant() {
         .await;
     let at_us = micros(&published["activate_at"]);
     assert!(eventually(Duration::from_secs(30), all_on("r1")).await);
-    let on = first_on(&probe.finish_on("r1"), "r1");
+    let seen_on = probe.finish_on("r1");
+    let on = first_on(&seen_on, "r1");
+    let resolution = resolution_ms(&seen_on, "r1");
     let recorded = eventually(Duration::from_secs(10), || {
         instances
             .iter()
@@ -135,11 +139,18 @@ async fn ten_agents_and_three_gateways_switch_at_the_announced_instant() {
     let (spread_on, spread_swaps, spread_off) =
         (spread_ms(&on), spread_ms(&swaps), spread_ms(&off));
     eprintln!(
-        "cut-over, 10 agents + 3 gateways, {} KiB of data: ON (announced {ANNOUNCED_MS} ms ahead) spread {spread_on:.3} ms seen by the probe, {spread_swaps:.3} ms between the recorded swaps; OFF spread {spread_off:.3} ms (first switch {:.1} ms after the publish)",
+        "cut-over, 10 agents + 3 gateways, {} KiB of data: ON (announced {ANNOUNCED_MS} ms ahead) spread {spread_on:.3} ms seen by the probe, {spread_swaps:.3} ms between the recorded swaps; OFF spread {spread_off:.3} ms (first switch {:.1} ms after the publish); probe resolution at the switch {resolution:.3} ms",
         DATA_BYTES / 1024,
         (off.iter().min().unwrap() - t0) as f64 / 1e3
     );
-    assert!(spread_on <= 10.0, "spread with cut-over: {spread_on} ms");
+    // The probe is the measure: the recorded swaps are each instance's own reading of
+    // the server's clock, so they agree with each other even when the estimates are off
+    // (CI once saw 11.4 ms by the probe against 1.7 ms between the recorded swaps,
+    // before instances refined their estimates in the window).
+    assert!(
+        spread_on <= 10.0,
+        "spread with cut-over: {spread_on} ms seen by a probe of resolution {resolution} ms"
+    );
     assert!(spread_swaps <= 10.0, "recorded swaps: {spread_swaps} ms");
     assert!(
         spread_on < spread_off,

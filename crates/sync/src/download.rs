@@ -154,13 +154,54 @@ pub async fn fetch(
             })
         }
         StatusCode::NOT_MODIFIED => Ok(Fetched::NotModified { etag: resp_etag }),
-        other => Err(FetchError::Http {
-            code: other.as_u16(),
-            text: other
-                .canonical_reason()
-                .map_or_else(|| other.as_u16().to_string(), str::to_string),
-        }),
+        other => Err(http_error(other)),
     }
+}
+
+fn http_error(status: StatusCode) -> FetchError {
+    FetchError::Http {
+        code: status.as_u16(),
+        text: status
+            .canonical_reason()
+            .map_or_else(|| status.as_u16().to_string(), str::to_string),
+    }
+}
+
+/// `HEAD url` with `If-None-Match: etag`, for the server's times only: a sample for
+/// `clock`. Answered at once (no long poll, no body), so it can be repeated before an
+/// announced instant to refine the offset estimate that instant is read by. `Ok(false)`
+/// when the answer carried no times (a server that is not lockstep's).
+pub async fn sample_clock(
+    http: &reqwest::Client,
+    service: &Service,
+    url: &str,
+    etag: Option<&str>,
+    clock: &ServerClock,
+) -> Result<bool, FetchError> {
+    let mut req = authorize(http.head(url), service)?;
+    if let Some(e) = etag.filter(|e| !e.is_empty()) {
+        req = req.header(IF_NONE_MATCH, e);
+    }
+    let sent_us = now_us();
+    let resp = req
+        .timeout(service.response_header_timeout)
+        .send()
+        .await
+        .map_err(|e| FetchError::Transport(error_chain(&e)))?;
+    let received_us = now_us();
+    let status = resp.status();
+    if status != StatusCode::OK && status != StatusCode::NOT_MODIFIED {
+        return Err(http_error(status));
+    }
+    let sample = resp
+        .headers()
+        .get(SERVER_TIME_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Sample::from_header(v, sent_us, received_us));
+    if let Some(s) = sample {
+        clock.add(s);
+    }
+    Ok(sample.is_some())
 }
 
 /// An error with its sources, for messages that say what happened.

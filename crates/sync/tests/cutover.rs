@@ -51,7 +51,7 @@ async fn late_superseded_and_partitioned_instances_do_what_was_announced() {
     tokio::time::sleep(Duration::from_micros(3_200)).await;
     let seen = probe.finish_on("r2");
     for (i, s) in seen.iter().enumerate() {
-        let revs: BTreeSet<&str> = s.iter().map(|(r, _)| r.as_str()).collect();
+        let revs: BTreeSet<&str> = s.iter().map(|x| x.revision.as_str()).collect();
         assert!(!revs.contains("r1"), "instance-{i} served r1: {s:?}");
     }
     assert!(
@@ -75,7 +75,8 @@ async fn late_superseded_and_partitioned_instances_do_what_was_announced() {
     let probe = Probe::start(&f.instances);
     f.server.stop().await;
     f.wait_all_on("r3", Duration::from_secs(10)).await;
-    let on = first_on(&probe.finish_on("r3"), "r3");
+    let seen = probe.finish_on("r3");
+    let on = first_on(&seen, "r3");
     for (i, s) in f.instances.iter().enumerate() {
         let unc_us = (cutover_of(s)["clock_uncertainty_ms"].as_f64().unwrap() * 1e3) as i64;
         assert!(
@@ -84,7 +85,11 @@ async fn late_superseded_and_partitioned_instances_do_what_was_announced() {
             at_us - on[i]
         );
     }
-    assert!(spread_ms(&on) <= 10.0, "{on:?}");
+    let resolution = resolution_ms(&seen, "r3");
+    assert!(
+        spread_ms(&on) <= 10.0,
+        "{on:?}, probe resolution {resolution} ms"
+    );
 
     // Late: an instant 1 ms after the commit, before any instance can have the bundle
     // ready: each switches when ready and says it was late.
@@ -184,4 +189,43 @@ async fn an_uncertain_clock_is_reported() {
     );
     s.shutdown().await;
     server.stop().await;
+}
+
+/// The requests an instance makes in a cut-over's window to refine its clock estimate:
+/// the real server answers a `HEAD` at once with its times, the sample lands in the
+/// clock, and on one machine (one clock: true offset 0) the offset is within the
+/// uncertainty the round trip gives it. Without the download token: refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_request_samples_the_server_clock() {
+    use lockstep_sync::clock::ServerClock;
+    use lockstep_sync::download::{FetchError, sample_clock};
+    let server = TestServer::start().await;
+    server
+        .publish_ok(
+            "main",
+            bundle_with_data("r1", 1000, Some(&server.keys), 1 << 20),
+        )
+        .await;
+    let http = reqwest::Client::new();
+    let url = server.url("/bundles/main");
+    let clock = ServerClock::default();
+    assert!(!clock.estimate().known());
+    for _ in 0..3 {
+        let sampled = sample_clock(&http, &server.service(), &url, None, &clock).await;
+        assert!(matches!(sampled, Ok(true)), "{sampled:?}");
+    }
+    let e = clock.estimate();
+    assert!(e.known());
+    assert!(
+        e.offset_us.abs() <= e.uncertainty_us,
+        "offset {} µs outside ± {} µs",
+        e.offset_us,
+        e.uncertainty_us
+    );
+    let anonymous = service(&server.base(), None);
+    let refused = sample_clock(&http, &anonymous, &url, None, &ServerClock::default()).await;
+    assert!(
+        matches!(refused, Err(FetchError::Http { code: 401, .. })),
+        "{refused:?}"
+    );
 }

@@ -113,11 +113,20 @@ pub fn cutover_of(s: &Syncer) -> Value {
         .clone()
 }
 
+/// An instance seen on a revision for the first time: the switch happened after the
+/// probe's previous read of it (`since_us`) and at or before `at_us` (local µs).
+#[derive(Debug, Clone)]
+pub struct Sighting {
+    pub revision: String,
+    pub at_us: i64,
+    pub since_us: i64,
+}
+
 /// Reads every instance's active revision in a tight loop on a thread of its own: per
-/// instance, the local time (µs) it was first seen on each revision.
+/// instance, each revision it was seen on and when.
 pub struct Probe {
     until: Arc<Mutex<Option<String>>>,
-    thread: std::thread::JoinHandle<Vec<Vec<(String, i64)>>>,
+    thread: std::thread::JoinHandle<Vec<Vec<Sighting>>>,
 }
 
 impl Probe {
@@ -126,11 +135,14 @@ impl Probe {
         let instances = instances.to_vec();
         let target = until.clone();
         let thread = std::thread::spawn(move || {
-            let mut seen: Vec<Vec<(String, i64)>> = vec![Vec::new(); instances.len()];
+            let mut seen: Vec<Vec<Sighting>> = vec![Vec::new(); instances.len()];
+            let mut last_read = vec![now_us(); instances.len()];
             let deadline = std::time::Instant::now() + Duration::from_secs(120);
             loop {
                 if let Some(rev) = target.lock().unwrap().as_deref()
-                    && (seen.iter().all(|s| s.last().is_some_and(|(r, _)| r == rev))
+                    && (seen
+                        .iter()
+                        .all(|s| s.last().is_some_and(|x| x.revision == rev))
                         || std::time::Instant::now() > deadline)
                 {
                     break;
@@ -140,9 +152,15 @@ impl Probe {
                     let Some(b) = a.bundles.get("main") else {
                         continue;
                     };
-                    if seen[i].last().is_none_or(|(r, _)| *r != b.revision) {
-                        seen[i].push((b.revision.clone(), now_us()));
+                    let now = now_us();
+                    if seen[i].last().is_none_or(|x| x.revision != b.revision) {
+                        seen[i].push(Sighting {
+                            revision: b.revision.clone(),
+                            at_us: now,
+                            since_us: last_read[i],
+                        });
                     }
+                    last_read[i] = now;
                 }
                 // Tight (a pass every ~0.1 ms), but not a spinning thread competing with
                 // the instances for the two cores.
@@ -155,22 +173,36 @@ impl Probe {
 
     /// Stops once every instance was seen on `rev` (the probe may trail the last
     /// swap by a pass).
-    pub fn finish_on(self, rev: &str) -> Vec<Vec<(String, i64)>> {
+    pub fn finish_on(self, rev: &str) -> Vec<Vec<Sighting>> {
         *self.until.lock().unwrap() = Some(rev.to_string());
         self.thread.join().unwrap()
     }
 }
 
+fn sighting<'a>(seen: &'a [Sighting], rev: &str) -> &'a Sighting {
+    seen.iter()
+        .find(|x| x.revision == rev)
+        .unwrap_or_else(|| panic!("an instance never showed {rev}: {seen:?}"))
+}
+
 /// Per instance, when it was first seen on `rev`.
-pub fn first_on(seen: &[Vec<(String, i64)>], rev: &str) -> Vec<i64> {
+pub fn first_on(seen: &[Vec<Sighting>], rev: &str) -> Vec<i64> {
+    seen.iter().map(|s| sighting(s, rev).at_us).collect()
+}
+
+/// The probe's resolution for `rev`, in milliseconds: the longest wait between two reads
+/// of an instance across its switch. A probe thread that the scheduler set aside sees
+/// the instances that switched meanwhile late by up to this much, so a spread seen by
+/// the probe can exceed the instances' by as much.
+pub fn resolution_ms(seen: &[Vec<Sighting>], rev: &str) -> f64 {
     seen.iter()
         .map(|s| {
-            s.iter()
-                .find(|(r, _)| r == rev)
-                .unwrap_or_else(|| panic!("an instance never showed {rev}: {s:?}"))
-                .1
+            let x = sighting(s, rev);
+            x.at_us - x.since_us
         })
-        .collect()
+        .max()
+        .unwrap_or(0) as f64
+        / 1e3
 }
 
 /// Last minus first of `t` (µs), in milliseconds.

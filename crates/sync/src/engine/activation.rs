@@ -38,14 +38,25 @@ impl Prepared {
     }
 }
 
+/// What a swap replaced: the previous revision's bundle, and the compiled policy the
+/// readers held (its engine owns a copy of the data, as large as the bundle's).
+/// Dropping it is the cost of freeing a revision.
+pub(super) struct Retired {
+    pub(super) bundle: Option<Loaded>,
+    #[expect(dead_code, reason = "held to be dropped where the caller chooses")]
+    snapshot: Option<Arc<Snapshot>>,
+    #[expect(dead_code, reason = "held to be dropped where the caller chooses")]
+    active: Option<Arc<Active>>,
+}
+
 /// Drops `previous` on the process's freeing thread once `after` has passed. One
 /// long-lived thread rather than one per swap: spawning a thread cost about 0.1 ms at
 /// the instant of a cut-over, when every instance of a machine swaps at once.
-fn free_later(previous: Loaded, after: Duration) {
-    type Queue = std::sync::mpsc::Sender<(Instant, Loaded)>;
+pub(super) fn free_later(previous: Retired, after: Duration) {
+    type Queue = std::sync::mpsc::Sender<(Instant, Retired)>;
     static FREER: std::sync::OnceLock<Option<Queue>> = std::sync::OnceLock::new();
     let queue = FREER.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<(Instant, Loaded)>();
+        let (tx, rx) = std::sync::mpsc::channel::<(Instant, Retired)>();
         std::thread::Builder::new()
             .name("lockstep-free".into())
             .spawn(move || {
@@ -166,8 +177,10 @@ impl Inner {
         Ok(policy)
     }
 
-    /// Swaps in a new active state (caller holds the state lock).
-    pub(super) fn install(&self, st: &mut State, policy: PolicySet) {
+    /// Swaps in a new active state (caller holds the state lock). Returns what it
+    /// replaced, for the caller to free where it does no harm.
+    #[must_use = "dropping the retired revision frees it here, in the swap's thread"]
+    pub(super) fn install(&self, st: &mut State, policy: PolicySet) -> Retired {
         st.generation = st.generation.wrapping_add(1);
         let revision = match st.bundles.len() {
             0 => String::new(),
@@ -184,7 +197,8 @@ impl Inner {
                 .collect::<Vec<_>>()
                 .join(","),
         };
-        self.handle
+        let old_snapshot = self
+            .handle
             .swap(Snapshot::new(revision.clone(), policy.clone()));
         let snapshot = self
             .handle
@@ -195,13 +209,18 @@ impl Inner {
             .iter()
             .map(|(k, l)| (k.clone(), l.info.clone()))
             .collect();
-        self.active.store(Some(Arc::new(Active {
+        let old_active = self.active.swap(Some(Arc::new(Active {
             snapshot,
             bundles,
             generation: st.generation,
         })));
         let g = st.generation;
         self.generation.send_replace(g);
+        Retired {
+            bundle: None,
+            snapshot: old_snapshot,
+            active: old_active,
+        }
     }
 
     /// Read → verify → rollback check → compile → evaluate → swap.
@@ -377,14 +396,15 @@ impl Inner {
                 arrival,
             },
         );
-        self.install(&mut st, policy);
+        let mut retired = self.install(&mut st, policy);
         drop(st);
-        // Freeing the previous revision's data (seconds for 100 MB) happens after the
-        // swap, outside the lock and on another thread, so it delays neither readers nor
-        // the status update that follows this activation.
-        if let Some(previous) = previous {
-            free_later(previous, free_after);
-        }
+        // Freeing the previous revision (its bundle data and its compiled engine's copy:
+        // seconds for 100 MB, a few ms for 1 MB in a debug build) happens after the swap,
+        // outside the lock and on another thread, so it delays neither readers, nor the
+        // status update that follows, nor the other instances of a machine swapping at
+        // the same announced instant.
+        retired.bundle = previous;
+        free_later(retired, free_after);
         Ok(info)
     }
 

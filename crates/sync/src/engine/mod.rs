@@ -239,7 +239,7 @@ impl Syncer {
                 .inner
                 .compile_all(&st, &overlay, None)
                 .map_err(|e| StartError::EmptyPolicy(e.to_string()))?;
-            syncer.inner.install(&mut st, policy);
+            drop(syncer.inner.install(&mut st, policy));
             drop(st);
         }
         Ok(syncer)

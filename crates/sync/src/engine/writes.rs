@@ -132,7 +132,8 @@ impl Inner {
             },
         })?;
         st.overlay = overlay;
-        self.install(st, policy);
+        // Freed off the caller's thread and outside the state lock, like an activation's.
+        super::activation::free_later(self.install(st, policy), std::time::Duration::ZERO);
         Ok(())
     }
 }
