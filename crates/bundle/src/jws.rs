@@ -105,7 +105,24 @@ pub fn verify(token: &DecodedToken<'_>, key: &VerificationKey, alg: Algorithm) -
         .decode(token.signature_b64)
         .map_err(|e| BundleError::SignatureBase64(e.to_string()))?;
     let msg = token.signing_input.as_bytes();
-    let ok = match (key, alg) {
+    if verify_signature(key, alg, msg, &sig) {
+        return Ok(());
+    }
+    // Library texts as in OPA's jwx v3 / Go crypto.
+    Err(BundleError::BadSignature(
+        match key {
+            VerificationKey::Hmac(_) => "invalid HMAC signature",
+            VerificationKey::Rsa(_) => "crypto/rsa: verification error",
+            _ => "crypto/ecdsa: verification error",
+        }
+        .to_string(),
+    ))
+}
+
+/// Whether `sig` (raw bytes: an HMAC, an RSA signature, or JOSE's `r || s`) signs `msg`
+/// under `key` with `alg`. A key of another family, or another curve, is `false`.
+pub fn verify_signature(key: &VerificationKey, alg: Algorithm, msg: &[u8], sig: &[u8]) -> bool {
+    match (key, alg) {
         (VerificationKey::Hmac(k), Algorithm::HS256) => hmac_verify::<Hmac<Sha256>>(k, msg, &sig),
         (VerificationKey::Hmac(k), Algorithm::HS384) => hmac_verify::<Hmac<Sha384>>(k, msg, &sig),
         (VerificationKey::Hmac(k), Algorithm::HS512) => hmac_verify::<Hmac<Sha512>>(k, msg, &sig),
@@ -121,19 +138,7 @@ pub fn verify(token: &DecodedToken<'_>, key: &VerificationKey, alg: Algorithm) -
             p521::ecdsa::Signature::from_slice(&sig).is_ok_and(|s| k.verify(msg, &s).is_ok())
         }
         _ => false,
-    };
-    if ok {
-        return Ok(());
     }
-    // Library texts as in OPA's jwx v3 / Go crypto.
-    Err(BundleError::BadSignature(
-        match key {
-            VerificationKey::Hmac(_) => "invalid HMAC signature",
-            VerificationKey::Rsa(_) => "crypto/rsa: verification error",
-            _ => "crypto/ecdsa: verification error",
-        }
-        .to_string(),
-    ))
 }
 
 fn hmac_verify<M: Mac + hmac::digest::KeyInit>(key: &[u8], msg: &[u8], sig: &[u8]) -> bool {

@@ -322,6 +322,94 @@ pub fn parse_verification_key(key: &str, alg: Algorithm) -> Result<VerificationK
     verifier_for(public, alg)
 }
 
+/// A public key from a PEM `PUBLIC KEY` or `CERTIFICATE` block, whatever its family: the
+/// keys OPA's `io.jwt.verify_*` builtins take (`getKeysFromCertOrJWK`). Only those two
+/// block types, one block, nothing after it but whitespace, as OPA requires.
+pub fn parse_public_key_pem(text: &str) -> Result<VerificationKey> {
+    let block = pem_text::decode_first(text).ok_or(BundleError::PemParse)?;
+    let end = format!("-----END {}-----", block.label);
+    let trailing = text.find(&end).map_or("", |i| &text[i + end.len()..]);
+    if !trailing.trim().is_empty() {
+        return Err(parse_err(
+            "PEM block",
+            "extra data after a PEM certificate block",
+        ));
+    }
+    let public = match block.label.as_str() {
+        "PUBLIC KEY" => parse_spki(&block.der)?,
+        "CERTIFICATE" => parse_spki(certificate_spki(&block.der)?)?,
+        other => return Err(BundleError::UnsupportedPemBlock(other.to_string())),
+    };
+    any_verifier(public)
+}
+
+/// A verification key from a JSON Web Key (RFC 7517): `RSA` (`n`, `e`), `EC` (`crv`
+/// P-256/P-384/P-521, `x`, `y`) or `oct` (`k`), members base64url without padding.
+pub fn verification_key_from_jwk(
+    jwk: &serde_json::Map<String, serde_json::Value>,
+) -> Result<VerificationKey> {
+    use base64::Engine;
+    let member = |name: &str| -> Result<Vec<u8>> {
+        let v = jwk
+            .get(name)
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| parse_err("JWK", format!("missing or non-string member {name:?}")))?;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(v.trim_end_matches('='))
+            .map_err(|e| parse_err("JWK", format!("member {name:?}: {e}")))
+    };
+    let kty = jwk
+        .get("kty")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| parse_err("JWK", "missing kty"))?;
+    match kty {
+        "RSA" => {
+            let n = rsa::BigUint::from_bytes_be(&member("n")?);
+            let e = rsa::BigUint::from_bytes_be(&member("e")?);
+            RsaPublicKey::new(n, e)
+                .map(VerificationKey::Rsa)
+                .map_err(|e| parse_err("RSA JWK", e))
+        }
+        "EC" => {
+            let (x, y) = (member("x")?, member("y")?);
+            let mut point = Vec::with_capacity(1 + x.len() + y.len());
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            let curve = jwk
+                .get("crv")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("");
+            let bad = |e: &dyn std::fmt::Display| parse_err("EC JWK", e);
+            match curve {
+                "P-256" => p256::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+                    .map(VerificationKey::P256)
+                    .map_err(|e| bad(&e)),
+                "P-384" => p384::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+                    .map(VerificationKey::P384)
+                    .map_err(|e| bad(&e)),
+                "P-521" => p521::ecdsa::VerifyingKey::from_sec1_bytes(&point)
+                    .map(VerificationKey::P521)
+                    .map_err(|e| bad(&e)),
+                other => Err(bad(&format!("unsupported curve {other:?}"))),
+            }
+        }
+        "oct" => Ok(VerificationKey::Hmac(member("k")?)),
+        other => Err(parse_err("JWK", format!("unsupported key type {other:?}"))),
+    }
+}
+
+fn any_verifier(key: PublicKey) -> Result<VerificationKey> {
+    Ok(match key {
+        PublicKey::Rsa(k) => VerificationKey::Rsa(k),
+        PublicKey::P256(k) => VerificationKey::P256(k.into()),
+        PublicKey::P384(k) => VerificationKey::P384(k.into()),
+        PublicKey::P521(k) => p521::ecdsa::VerifyingKey::from_sec1_bytes(&k.to_sec1_bytes())
+            .map(VerificationKey::P521)
+            .map_err(|e| parse_err("EC public key", e))?,
+    })
+}
+
 /// Parses signing key material (already loaded, see [`load_signing_key`]) for `alg`.
 pub fn parse_signing_key(material: &[u8], alg: Algorithm) -> Result<SigningKey> {
     if alg.family() == Family::Hmac {

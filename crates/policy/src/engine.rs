@@ -502,6 +502,10 @@ fn configured_engine(
             CompileError::Internal(format!("registering the shared matchers: {e:#}"))
         })?;
     }
+    // The OPA builtins regorus lacks (`crypto.*`, `io.jwt.*`, `net.cidr_*`; see
+    // `builtins`).
+    crate::builtins::install(&mut engine, opts.strict_builtin_errors)
+        .map_err(|e| CompileError::Internal(format!("registering lockstep's builtins: {e:#}")))?;
     engine.set_rego_v0(rego_v0);
     engine.set_strict_builtin_errors(opts.strict_builtin_errors);
     engine.set_gather_prints(extras.gather_prints);

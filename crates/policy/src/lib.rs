@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 mod ast;
+mod builtins;
 mod checks;
 mod data;
 mod decision;

@@ -420,7 +420,7 @@ fn analyse(export: &AstExport, entrypoint: &str) -> Result<Vec<Vec<String>>, Unb
                 || parts
                     .first()
                     .is_some_and(|p| p == "data" || module.imports.contains_key(p));
-            if !user && !PURE_BUILTINS.contains(&call.as_str()) {
+            if !user && !PURE_BUILTINS.contains(&call.as_str()) && !crate::builtins::is_pure(call) {
                 return Err(Unbounded::Impure {
                     at: at(),
                     call: call.clone(),
