@@ -3,7 +3,6 @@
 //! an IPv4 address, a CIDR's host bits are masked away when parsed, and an IPv4
 //! network never contains an IPv6 address nor the reverse.
 
-use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use regorus::Value;
@@ -72,10 +71,7 @@ impl Net {
         self.family == family && addr & mask(self.family, self.prefix) == self.addr
     }
 
-    fn contains_net(&self, other: &Net) -> bool {
-        other.prefix >= self.prefix && self.contains(other.family, other.addr)
-    }
-
+    #[cfg(test)]
     fn to_go_string(self) -> String {
         let ip = match self.family {
             Family::V4 => IpAddr::V4(Ipv4Addr::from(u32::try_from(self.addr).unwrap_or(0))),
@@ -143,94 +139,148 @@ pub(super) fn call(args: &Args<'_>) -> CallResult {
     }
 }
 
-/// An element of `net.cidr_merge`'s operand: an address (a network of one address)
-/// or a CIDR.
-fn network_of(args: &Args<'_>, v: &Value) -> Result<Net, CallError> {
+/// A `net.cidr_merge` element as OPA's `generateIPNet` and `newCIDRBlockRange` see
+/// it: an address range over the integer value of the address's bytes, 4 of them for
+/// an address written as IPv4, 16 otherwise (an IPv4-mapped network stays 16 bytes
+/// long). A bare IPv4 address takes its class's default mask (Go's
+/// `IP.DefaultMask`: `10.0.0.1` is `10.0.0.0/8`); a bare IPv6 address is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Range {
+    first: u128,
+    last: u128,
+    bytes: u8,
+}
+
+fn range(bytes: u8, addr: u128, prefix: u8) -> Range {
+    let bits = bytes * 8;
+    let host = u32::from(bits - prefix.min(bits));
+    let span = if host >= 128 {
+        u128::MAX
+    } else {
+        (1u128 << host) - 1
+    };
+    let first = addr & !span;
+    Range {
+        first,
+        last: first | span,
+        bytes,
+    }
+}
+
+fn merge_element(args: &Args<'_>, v: &Value) -> Result<Range, CallError> {
     let Value::String(s) = v else {
         return Err(args.error("element must be string"));
     };
-    match parse_ip(s) {
-        Some(ip) => {
-            let (family, addr) = canonical(ip);
-            Ok(Net::new(family, addr, family.bits()))
+    if let Some(ip) = parse_ip(s) {
+        let (family, addr) = canonical(ip);
+        if family == Family::V6 {
+            return Err(args.error("IPv6 invalid: needs prefix length"));
         }
-        None => parse_cidr(s).map_err(|e| args.error(e)),
+        let first = (addr >> 24) as u8;
+        let prefix = match first {
+            0..=127 => 8,
+            128..=191 => 16,
+            192..=223 => 24,
+            _ => return Err(args.error(format!("no default mask for {s}"))),
+        };
+        return Ok(range(4, addr, prefix));
+    }
+    let invalid = || args.error(format!("invalid CIDR address: {s}"));
+    let (ip, prefix) = s.split_once('/').ok_or_else(invalid)?;
+    let ip = parse_ip(ip).ok_or_else(invalid)?;
+    let prefix: u8 = prefix
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| prefix.parse().ok())
+        .flatten()
+        .ok_or_else(invalid)?;
+    match ip {
+        IpAddr::V4(v4) if prefix <= 32 => Ok(range(4, u128::from(u32::from(v4)), prefix)),
+        IpAddr::V6(v6) if prefix <= 128 => Ok(range(16, u128::from(v6), prefix)),
+        _ => Err(invalid()),
     }
 }
 
 fn merge(args: &Args<'_>) -> CallResult {
-    let nets: Vec<Net> = match args.get(0)? {
-        Value::Array(items) => items
-            .iter()
-            .map(|v| network_of(args, v))
-            .collect::<Result<_, _>>()?,
-        Value::Set(items) => items
-            .iter()
-            .map(|v| network_of(args, v))
-            .collect::<Result<_, _>>()?,
+    let items: Vec<&Value> = match args.get(0)? {
+        Value::Array(items) => items.iter().collect(),
+        Value::Set(items) => items.iter().collect(),
         _ => return Err(args.type_error(0, "any<array<any<string>>, set<any<string>>>")),
     };
-    let merged: BTreeSet<Value> = aggregate(nets)
+    let mut ranges: Vec<Range> = items
         .into_iter()
-        .map(|n| Value::from(n.to_go_string()))
-        .collect();
-    Ok(Value::from(merged))
-}
-
-/// The fewest networks covering exactly the union of `nets`.
-fn aggregate(mut nets: Vec<Net>) -> Vec<Net> {
-    nets.sort_by_key(|n| (n.family, n.addr, n.prefix));
-    // Drop networks inside an earlier one (sorted: a container comes first).
-    let mut kept: Vec<Net> = Vec::with_capacity(nets.len());
-    for n in nets {
-        if kept.last().is_some_and(|k| k.contains_net(&n)) {
-            continue;
-        }
-        kept.push(n);
-    }
-    // Join sibling halves until nothing changes; each pass can only shorten.
-    loop {
-        let mut out: Vec<Net> = Vec::with_capacity(kept.len());
-        let mut changed = false;
-        for n in kept {
-            if let Some(last) = out.last().copied()
-                && let Some(joined) = join(last, n)
-            {
-                out.pop();
-                // The joined network may now contain or pair with its predecessor.
-                let mut j = joined;
-                while let Some(prev) = out.last().copied() {
-                    if prev.contains_net(&j) {
-                        j = prev;
-                        out.pop();
-                    } else if let Some(k) = join(prev, j) {
-                        j = k;
-                        out.pop();
-                    } else {
-                        break;
-                    }
-                }
-                out.push(j);
-                changed = true;
-            } else {
-                out.push(n);
+        .map(|v| merge_element(args, v))
+        .collect::<Result<_, _>>()?;
+    ranges.sort();
+    // Overlapping or adjacent ranges join, whatever their byte lengths (as OPA's
+    // comparisons of the addresses' integer values do); the longer length wins.
+    let mut merged: Vec<Range> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match merged.last_mut() {
+            Some(m) if r.first <= m.last.saturating_add(1) => {
+                m.last = m.last.max(r.last);
+                m.bytes = m.bytes.max(r.bytes);
             }
+            _ => merged.push(r),
         }
-        kept = out;
-        if !changed {
-            return kept;
+    }
+    let mut out = std::collections::BTreeSet::new();
+    for r in merged {
+        for (addr, prefix) in blocks(r) {
+            out.insert(Value::from(go_net_string(r.bytes, addr, prefix)));
+        }
+    }
+    Ok(Value::from(out))
+}
+
+/// The fewest aligned blocks covering `r`.
+fn blocks(r: Range) -> Vec<(u128, u8)> {
+    let bits = u32::from(r.bytes) * 8;
+    let mut out = Vec::new();
+    let mut start = r.first;
+    loop {
+        // The largest block aligned at `start` that ends within the range.
+        let mut host = if start == 0 {
+            bits
+        } else {
+            start.trailing_zeros().min(bits)
+        };
+        while host > 0 {
+            let span = if host >= 128 {
+                u128::MAX
+            } else {
+                (1u128 << host) - 1
+            };
+            if start.checked_add(span).is_some_and(|end| end <= r.last) {
+                break;
+            }
+            host -= 1;
+        }
+        let span = if host >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << host) - 1
+        };
+        out.push((start, u8::try_from(bits - host).unwrap_or(0)));
+        match start.checked_add(span).and_then(|e| e.checked_add(1)) {
+            Some(next) if next <= r.last => start = next,
+            _ => return out,
         }
     }
 }
 
-/// The parent of two sibling networks.
-fn join(a: Net, b: Net) -> Option<Net> {
-    if a.family != b.family || a.prefix != b.prefix || a.prefix == 0 {
-        return None;
+/// Go's `IPNet.String()`: an IPv4-mapped 16-byte network prints as IPv4 with the
+/// IPv4 part of its prefix.
+fn go_net_string(bytes: u8, addr: u128, prefix: u8) -> String {
+    if bytes == 4 {
+        let v4 = Ipv4Addr::from(u32::try_from(addr).unwrap_or(0));
+        return format!("{v4}/{prefix}");
     }
-    let parent = Net::new(a.family, a.addr, a.prefix - 1);
-    (parent.addr == Net::new(b.family, b.addr, b.prefix - 1).addr && a.addr != b.addr)
-        .then_some(parent)
+    let v6 = Ipv6Addr::from(addr);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => format!("{v4}/{}", prefix.saturating_sub(96)),
+        None => format!("{v6}/{prefix}"),
+    }
 }
 
 #[cfg(test)]
@@ -259,20 +309,15 @@ mod tests {
     }
 
     #[test]
-    fn aggregation_joins_siblings_and_drops_covered_networks() {
-        let got: Vec<String> = aggregate(vec![
-            net("192.0.128.0/24"),
-            net("192.0.129.0/24"),
-            net("192.0.130.0/24"),
-            net("192.0.131.0/24"),
-            net("192.0.130.7/32"),
-            net("10.0.0.0/8"),
-            net("::/1"),
-            net("8000::/1"),
-        ])
-        .into_iter()
-        .map(Net::to_go_string)
-        .collect();
-        assert_eq!(got, ["10.0.0.0/8", "192.0.128.0/22", "::/0"]);
+    fn merging_joins_adjacent_ranges_into_aligned_blocks() {
+        let r = |bytes, first, last| Range { first, last, bytes };
+        assert_eq!(blocks(r(4, 0, u128::from(u32::MAX))), [(0, 0)]);
+        // 10.0.0.0 .. 10.0.2.255: a /23 and a /24.
+        assert_eq!(
+            blocks(r(4, 0x0a00_0000, 0x0a00_02ff)),
+            [(0x0a00_0000, 23), (0x0a00_0200, 24)]
+        );
+        assert_eq!(blocks(r(16, 0, u128::MAX)), [(0, 0)]);
+        assert_eq!(go_net_string(16, 0xffff_0a00_0000, 104), "10.0.0.0/8");
     }
 }

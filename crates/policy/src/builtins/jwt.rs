@@ -210,7 +210,6 @@ struct Header {
     alg: String,
     kid: String,
     cty: String,
-    crit: bool,
 }
 
 fn parse_header(args: &Args<'_>, h: &Map<String, Json>) -> Result<Header, CallError> {
@@ -228,8 +227,9 @@ fn parse_header(args: &Args<'_>, h: &Map<String, Json>) -> Result<Header, CallEr
             "typ" => {
                 text()?;
             }
-            // Nothing here understands an extension a signer marks critical.
-            "crit" => out.crit = v.as_array().is_none_or(|a| !a.is_empty()),
+            // OPA does not refuse a token for its `crit` header (tested: `crit: ["exp"]`
+            // verifies).
+            "crit" => {}
             _ => {}
         }
     }
@@ -324,7 +324,14 @@ fn constraints(args: &Args<'_>) -> Result<Constraints, CallError> {
             "iss" => c.iss = Some(text()?),
             "aud" => c.aud = Some(text()?),
             "time" => match v {
-                Value::Number(n) => c.time_ns = n.as_f64().unwrap_or(f64::NAN),
+                // Nanoseconds exceed f64's exact integers: read as an integer first.
+                Value::Number(n) => {
+                    c.time_ns = n
+                        .as_i64()
+                        .map(|i| i as f64)
+                        .or_else(|| n.as_f64())
+                        .unwrap_or(f64::NAN);
+                }
                 _ => return Err(args.error("token time constraint must be a number")),
             },
             other => {
@@ -364,24 +371,22 @@ fn decode_verify(args: &Args<'_>) -> CallResult {
         let token = Token::split(args, &encoded)?;
         let header_json = token.decode_header(args)?;
         let header = parse_header(args, &header_json)?;
-        if header.alg.is_empty() || header.crit {
+        if header.alg.is_empty() {
             return Ok(unverified());
         }
         if c.alg.as_deref().is_some_and(|a| a != header.alg) {
             return Ok(unverified());
         }
         let sig = token.signature_bytes(args)?;
+        // An algorithm OPA does not know (`none` included) does not verify.
         let Ok(alg) = Algorithm::from_name(&header.alg) else {
-            return Err(args.error(format!("unknown JWS algorithm: {}", header.alg)));
+            return Ok(unverified());
         };
         let msg = token.signing_input();
         let ok = match (&c.keys, &c.secret) {
             (Some(keys), _) => verified(keys, &header.kid, alg, msg.as_bytes(), &sig, true),
+            // A secret with an RSA or ECDSA header does not verify.
             (None, Some(secret)) => {
-                if !matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
-                    // OPA hands the secret to the RSA/ECDSA verifier, which refuses it.
-                    return Err(args.error("incorrect public key type"));
-                }
                 let key = VerificationKey::Hmac(secret.as_bytes().to_vec());
                 verify_signature(&key, alg, msg.as_bytes(), &sig)
             }
@@ -398,6 +403,23 @@ fn decode_verify(args: &Args<'_>) -> CallResult {
         let payload = json_object(&payload).map_err(|e| args.error(e))?;
         break (header_json, payload);
     };
+    // OPA checks the issuer and audience before the times.
+    if let Some(iss) = &c.iss
+        && payload.get("iss").and_then(Json::as_str) != Some(iss.as_str())
+    {
+        return Ok(unverified());
+    }
+    let audience_ok = match payload.get("aud") {
+        None => c.aud.is_none(),
+        Some(Json::String(a)) => c.aud.as_deref() == Some(a.as_str()),
+        Some(Json::Array(items)) => items
+            .iter()
+            .any(|a| a.as_str().is_some_and(|a| c.aud.as_deref() == Some(a))),
+        Some(_) => false,
+    };
+    if !audience_ok {
+        return Ok(unverified());
+    }
     let now_s = c.time_ns / 1e9;
     if let Some(exp) = payload.get("exp") {
         let Some(exp) = exp.as_f64() else {
@@ -414,22 +436,6 @@ fn decode_verify(args: &Args<'_>) -> CallResult {
         if now_s < nbf {
             return Ok(unverified());
         }
-    }
-    if let Some(iss) = &c.iss
-        && payload.get("iss").and_then(Json::as_str) != Some(iss.as_str())
-    {
-        return Ok(unverified());
-    }
-    let audience_ok = match payload.get("aud") {
-        None => c.aud.is_none(),
-        Some(Json::String(a)) => c.aud.as_deref() == Some(a.as_str()),
-        Some(Json::Array(items)) => items
-            .iter()
-            .any(|a| a.as_str().is_some_and(|a| c.aud.as_deref() == Some(a))),
-        Some(_) => false,
-    };
-    if !audience_ok {
-        return Ok(unverified());
     }
     Ok(Value::from(vec![
         Value::Bool(true),

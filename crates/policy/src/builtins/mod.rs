@@ -67,7 +67,6 @@ pub(crate) const PROVIDED: &[Provided] = &[
         pure: false,
     },
     pure("net.cidr_intersects", 2),
-    pure("net.cidr_overlap", 2),
     pure("net.cidr_merge", 1),
 ];
 
