@@ -102,6 +102,20 @@ pub(crate) struct ModuleInfo {
     pub calls: Vec<CallInfo>,
     /// Whether any statement uses `with`.
     pub has_with: bool,
+    /// The target and the replacement of every `with`, where each is a plain
+    /// reference (`io.jwt.decode`, `data.lib.f`, `input.a`).
+    pub with_refs: Vec<WithRef>,
+}
+
+/// One side of a `with` modifier.
+#[derive(Debug, Clone)]
+pub(crate) struct WithRef {
+    pub name: Vec<String>,
+    /// The `as` side.
+    pub replacement: bool,
+    /// Byte range of the reference in the module's source.
+    pub start: usize,
+    pub end: usize,
 }
 
 /// regorus's AST export of an engine, parsed once for everything that reads it (the
@@ -176,9 +190,9 @@ fn read_module(m: &Json, file: String, package: Vec<String>) -> ModuleInfo {
         })
         .unwrap_or_default();
     let mut calls = Vec::new();
-    let mut has_with = false;
+    let mut with_refs = Vec::new();
     if let Some(rules) = ast.get("rules") {
-        collect_calls(rules, &file, contents, &mut calls, &mut has_with);
+        collect_calls(rules, &file, contents, &mut calls, &mut with_refs);
     }
     ModuleInfo {
         file,
@@ -186,7 +200,8 @@ fn read_module(m: &Json, file: String, package: Vec<String>) -> ModuleInfo {
         imports,
         rules,
         calls,
-        has_with,
+        has_with: !with_refs.is_empty(),
+        with_refs,
     }
 }
 
@@ -519,22 +534,43 @@ pub(crate) fn opa_column(line: &str, regorus_col: u32) -> u32 {
     col
 }
 
-/// Every `Call` node below `node`, and whether any statement has `with`.
+/// Every `Call` node below `node`, and both sides of every `with`.
 fn collect_calls(
     node: &Json,
     file: &str,
     contents: &str,
     out: &mut Vec<CallInfo>,
-    has_with: &mut bool,
+    with_refs: &mut Vec<WithRef>,
 ) {
     match node {
         Json::Object(map) => {
-            if map
+            for w in map
                 .get("with_mods")
                 .and_then(Json::as_array)
-                .is_some_and(|w| !w.is_empty())
+                .into_iter()
+                .flatten()
             {
-                *has_with = true;
+                for side in ["refr", "as"] {
+                    let Some(r) = w.get(side) else { continue };
+                    // A side that is not a plain reference (a value) still marks the
+                    // statement as using `with`.
+                    let name = ref_names(r).filter(|n| !n.is_empty());
+                    let span = refr_span(r).and_then(span_of);
+                    with_refs.push(match (name, span) {
+                        (Some(name), Some(s)) => WithRef {
+                            name,
+                            replacement: side == "as",
+                            start: s.start,
+                            end: s.end,
+                        },
+                        _ => WithRef {
+                            name: Vec::new(),
+                            replacement: side == "as",
+                            start: 0,
+                            end: 0,
+                        },
+                    });
+                }
             }
             if let Some(call) = map.get("Call")
                 && let Some(fcn) = call.get("fcn")
@@ -555,12 +591,12 @@ fn collect_calls(
                 });
             }
             for v in map.values() {
-                collect_calls(v, file, contents, out, has_with);
+                collect_calls(v, file, contents, out, with_refs);
             }
         }
         Json::Array(items) => {
             for v in items {
-                collect_calls(v, file, contents, out, has_with);
+                collect_calls(v, file, contents, out, with_refs);
             }
         }
         _ => {}

@@ -384,19 +384,29 @@ fn load_modules(
     };
 
     let mut edits = extras.edits.clone();
+    let mut wrappers = None;
     if infos.iter().any(|m| m.has_with) {
         edits.extend(qualify_local_calls(&infos));
+        // `with` naming a builtin lockstep provides: calls go through mockable wrappers.
+        if let Some((mock_edits, module)) = crate::builtins::mocks::rewrite(&infos, modules) {
+            edits.extend(mock_edits);
+            wrappers = Some(module);
+        }
     }
+    let with_wrappers = |mut edited: Vec<Module>| {
+        edited.extend(wrappers.iter().cloned());
+        edited
+    };
     let rvm = rvm_assignment_edits(&infos);
     let rvm = (!rvm.is_empty()).then(|| RvmSources {
-        modules: apply_edits(modules, &[edits.clone(), rvm].concat()),
+        modules: with_wrappers(apply_edits(modules, &[edits.clone(), rvm].concat())),
         opts: opts.clone(),
         rego_v0,
     });
     let sources = if edits.is_empty() || !call_diags.is_empty() {
         sources
     } else {
-        let edited = apply_edits(modules, &edits);
+        let edited = with_wrappers(apply_edits(modules, &edits));
         let sources = Sources::new(&edited);
         engine = load(&edited, opts, rego_v0, extras, &sources)?;
         sources

@@ -17,6 +17,7 @@
 mod cidr;
 mod crypto;
 mod jwt;
+pub(crate) mod mocks;
 
 use regorus::{Engine, Value};
 
