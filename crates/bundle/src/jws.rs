@@ -119,6 +119,16 @@ pub fn verify(token: &DecodedToken<'_>, key: &VerificationKey, alg: Algorithm) -
     ))
 }
 
+/// Whether `sig` is an Ed25519 signature (RFC 8032) of `msg` by `key`; `false` for any
+/// other kind of key.
+pub fn verify_ed25519(key: &VerificationKey, msg: &[u8], sig: &[u8]) -> bool {
+    use ed25519_dalek::ed25519::signature::Verifier as _;
+    let VerificationKey::Ed25519(k) = key else {
+        return false;
+    };
+    ed25519_dalek::Signature::from_slice(sig).is_ok_and(|s| k.verify(msg, &s).is_ok())
+}
+
 /// Whether `sig` (raw bytes: an HMAC, an RSA signature, or JOSE's `r || s`) signs `msg`
 /// under `key` with `alg`. A key of another family, or another curve, is `false`.
 pub fn verify_signature(key: &VerificationKey, alg: Algorithm, msg: &[u8], sig: &[u8]) -> bool {

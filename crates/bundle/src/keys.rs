@@ -116,6 +116,9 @@ pub enum VerificationKey {
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
     P521(p521::ecdsa::VerifyingKey),
+    /// Only from a JWK or a `PUBLIC KEY` block, for the `io.jwt` builtins: bundle
+    /// signatures have no EdDSA algorithm.
+    Ed25519(ed25519_dalek::VerifyingKey),
 }
 
 impl std::fmt::Debug for VerificationKey {
@@ -126,6 +129,7 @@ impl std::fmt::Debug for VerificationKey {
             VerificationKey::P256(_) => "P256",
             VerificationKey::P384(_) => "P384",
             VerificationKey::P521(_) => "P521",
+            VerificationKey::Ed25519(_) => "Ed25519",
         };
         write!(f, "VerificationKey::{kind}(..)")
     }
@@ -335,16 +339,19 @@ pub fn parse_public_key_pem(text: &str) -> Result<VerificationKey> {
             "extra data after a PEM certificate block",
         ));
     }
-    let public = match block.label.as_str() {
-        "PUBLIC KEY" => parse_spki(&block.der)?,
-        "CERTIFICATE" => parse_spki(certificate_spki(&block.der)?)?,
+    let spki = match block.label.as_str() {
+        "PUBLIC KEY" => &block.der[..],
+        "CERTIFICATE" => certificate_spki(&block.der)?,
         other => return Err(BundleError::UnsupportedPemBlock(other.to_string())),
     };
-    any_verifier(public)
+    if let Some(key) = ed25519_spki(spki) {
+        return key;
+    }
+    any_verifier(parse_spki(spki)?)
 }
 
 /// A verification key from a JSON Web Key (RFC 7517): `RSA` (`n`, `e`), `EC` (`crv`
-/// P-256/P-384/P-521, `x`, `y`) or `oct` (`k`), members base64url without padding.
+/// P-256/P-384/P-521, `x`, `y`), `OKP` (`crv` Ed25519, `x`) or `oct` (`k`), members base64url without padding.
 pub fn verification_key_from_jwk(
     jwk: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<VerificationKey> {
@@ -395,8 +402,30 @@ pub fn verification_key_from_jwk(
             }
         }
         "oct" => Ok(VerificationKey::Hmac(member("k")?)),
+        "OKP" => match jwk.get("crv").and_then(serde_json::Value::as_str) {
+            Some("Ed25519") => ed25519_key(&member("x")?),
+            other => Err(parse_err("OKP JWK", format!("unsupported curve {other:?}"))),
+        },
         other => Err(parse_err("JWK", format!("unsupported key type {other:?}"))),
     }
+}
+
+/// An Ed25519 `SubjectPublicKeyInfo` (RFC 8410: a fixed 12-byte prefix, then the key).
+fn ed25519_spki(der: &[u8]) -> Option<Result<VerificationKey>> {
+    const PREFIX: [u8; 12] = [
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    let key = der.strip_prefix(&PREFIX[..])?;
+    Some(ed25519_key(key))
+}
+
+fn ed25519_key(bytes: &[u8]) -> Result<VerificationKey> {
+    let bytes: &[u8; 32] = bytes
+        .try_into()
+        .map_err(|_| parse_err("Ed25519 public key", "not 32 bytes"))?;
+    ed25519_dalek::VerifyingKey::from_bytes(bytes)
+        .map(VerificationKey::Ed25519)
+        .map_err(|e| parse_err("Ed25519 public key", e))
 }
 
 fn any_verifier(key: PublicKey) -> Result<VerificationKey> {

@@ -105,6 +105,19 @@ pub(crate) struct ModuleInfo {
     /// The target and the replacement of every `with`, where each is a plain
     /// reference (`io.jwt.decode`, `data.lib.f`, `input.a`).
     pub with_refs: Vec<WithRef>,
+    /// Calls that are whole statements (`io.jwt.decode(t, [h, p, s])`), where OPA
+    /// allows an extra, output argument.
+    pub statement_calls: Vec<StatementCall>,
+}
+
+/// A call written as a statement of a rule body.
+#[derive(Debug, Clone)]
+pub(crate) struct StatementCall {
+    pub name: Vec<String>,
+    /// The call's byte range, and each argument's.
+    pub start: usize,
+    pub end: usize,
+    pub args: Vec<(usize, usize)>,
 }
 
 /// One side of a `with` modifier.
@@ -191,8 +204,10 @@ fn read_module(m: &Json, file: String, package: Vec<String>) -> ModuleInfo {
         .unwrap_or_default();
     let mut calls = Vec::new();
     let mut with_refs = Vec::new();
+    let mut statement_calls = Vec::new();
     if let Some(rules) = ast.get("rules") {
         collect_calls(rules, &file, contents, &mut calls, &mut with_refs);
+        collect_statement_calls(rules, &mut statement_calls);
     }
     ModuleInfo {
         file,
@@ -202,6 +217,7 @@ fn read_module(m: &Json, file: String, package: Vec<String>) -> ModuleInfo {
         calls,
         has_with: !with_refs.is_empty(),
         with_refs,
+        statement_calls,
     }
 }
 
@@ -597,6 +613,55 @@ fn collect_calls(
         Json::Array(items) => {
             for v in items {
                 collect_calls(v, file, contents, out, with_refs);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every call that is a statement by itself (`literal.Expr.expr.Call`).
+fn collect_statement_calls(node: &Json, out: &mut Vec<StatementCall>) {
+    match node {
+        Json::Object(map) => {
+            if let Some(call) = map
+                .get("literal")
+                .and_then(|l| l.get("Expr"))
+                .and_then(|e| e.get("expr"))
+                .and_then(|e| e.get("Call"))
+                && let Some(name) = call.get("fcn").and_then(ref_names)
+                && let Some(span) = call.get("span").and_then(span_of)
+            {
+                let args: Option<Vec<(usize, usize)>> = call
+                    .get("params")
+                    .and_then(Json::as_array)
+                    .map(|ps| {
+                        ps.iter()
+                            .map(|p| refr_span(p).and_then(span_of).map(|s| (s.start, s.end)))
+                            .collect()
+                    })
+                    .flatten();
+                // The call's own span starts at its `(`; the name's root starts it.
+                let start = call
+                    .get("fcn")
+                    .and_then(root_var_span)
+                    .and_then(span_of)
+                    .map_or(span.start, |s| s.start);
+                if let Some(args) = args {
+                    out.push(StatementCall {
+                        name,
+                        start,
+                        end: span.end,
+                        args,
+                    });
+                }
+            }
+            for v in map.values() {
+                collect_statement_calls(v, out);
+            }
+        }
+        Json::Array(items) => {
+            for v in items {
+                collect_statement_calls(v, out);
             }
         }
         _ => {}

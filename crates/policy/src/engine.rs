@@ -374,9 +374,22 @@ fn load_modules(
     key: LoadKey,
 ) -> Result<Loaded, CompileError> {
     let rego_v0 = single_rego_version(modules)?;
-    let sources = Sources::new(modules);
+    let mut sources = Sources::new(modules);
     let mut engine = load(modules, opts, rego_v0, extras, &sources)?;
-    let infos = read_modules(&engine)?;
+    let mut infos = read_modules(&engine)?;
+    // OPA's output-argument calls of provided builtins become `=` statements; parsed
+    // again (only bundles that write them pay for it).
+    let rewritten;
+    let outputs = crate::builtins::output_args::edits(&infos, modules);
+    let modules = if outputs.is_empty() {
+        modules
+    } else {
+        rewritten = apply_edits(modules, &outputs);
+        sources = Sources::new(&rewritten);
+        engine = load(&rewritten, opts, rego_v0, extras, &sources)?;
+        infos = read_modules(&engine)?;
+        &rewritten[..]
+    };
     let call_diags = if opts.check_calls {
         check_calls(&infos)
     } else {

@@ -49,6 +49,7 @@ const FUNCTIONS: &[(&str, usize)] = &[
     ("io.jwt.verify_hs256", 2),
     ("io.jwt.verify_hs384", 2),
     ("io.jwt.verify_hs512", 2),
+    ("io.jwt.verify_eddsa", 2),
     ("net.cidr_intersects", 2),
     ("net.cidr_merge", 1),
 ];
@@ -203,6 +204,23 @@ fn jwt_cases() -> Vec<Value> {
             ));
         }
     }
+    // EdDSA: tokens signed by openssl (tests/data/jwt/README.md).
+    let ed_tokens: Vec<String> = serde_json::from_str(&key_file("eddsa-tokens.json")).unwrap();
+    let ed_public = key_file("ed25519-public.pem");
+    for t in ed_tokens.iter().cloned().chain([tampered(&ed_tokens[0])]) {
+        for k in [&ed_public, &jwks, &rsa_other_public, &cert] {
+            out.push(case("io.jwt.verify_eddsa", vec![json!(t), json!(k)]));
+        }
+        out.push(case("io.jwt.verify_rs256", vec![json!(t), json!(jwks)]));
+        for c in [
+            json!({"cert": ed_public, "aud": "api", "time": T0 * 1_000_000_000}),
+            json!({"cert": jwks, "aud": "api", "time": T0 * 1_000_000_000}),
+            json!({"cert": jwks, "aud": "api", "alg": "EdDSA", "time": T0 * 1_000_000_000}),
+            json!({"secret": SECRET, "aud": "api", "time": T0 * 1_000_000_000}),
+        ] {
+            out.push(case("io.jwt.decode_verify", vec![json!(t), c]));
+        }
+    }
     // Constraint errors.
     let hs = hs_token(&json!({"alg": "HS256", "typ": "JWT"}), &claims, SECRET);
     for c in [
@@ -221,6 +239,13 @@ fn jwt_cases() -> Vec<Value> {
         hs_token(&json!({"alg": "HS256", "enc": "A128GCM"}), &claims, SECRET),
         hs_token(&json!({"alg": "HS256", "kid": 7}), &claims, SECRET),
         hs_token(&json!({"alg": "HS256", "crit": ["exp"]}), &claims, SECRET),
+        hs_token(
+            &json!({"alg": "HS256", "crit": ["junk"], "junk": 1}),
+            &claims,
+            SECRET,
+        ),
+        hs_token(&json!({"alg": "HS256", "crit": []}), &claims, SECRET),
+        hs_token(&json!({"alg": "HS256", "crit": "exp"}), &claims, SECRET),
         hs_token(&json!({"alg": "none"}), &claims, SECRET),
         hs_token(&json!({"alg": "HS256", "cty": "JWT"}), &hs, SECRET),
         hs_token(&json!({"alg": "HS256"}), "[1,2]", SECRET),
@@ -254,6 +279,13 @@ fn jwt_cases() -> Vec<Value> {
             vec![
                 json!(t),
                 json!({"secret": SECRET, "aud": "api", "time": T0 * 1_000_000_000}),
+            ],
+        ));
+        out.push(case(
+            "io.jwt.decode_verify",
+            vec![
+                json!(t),
+                json!({"secret": SECRET, "iss": "lockstep", "time": T0 * 1_000_000_000}),
             ],
         ));
     }

@@ -1,4 +1,4 @@
-//! `io.jwt.decode`, `io.jwt.verify_{rs,ps,es,hs}{256,384,512}` and
+//! `io.jwt.decode`, `io.jwt.verify_{rs,ps,es,hs}{256,384,512}`, `io.jwt.verify_eddsa` and
 //! `io.jwt.decode_verify`, after OPA's `v1/topdown/tokens.go`:
 //! - a token is three `.`-separated base64url segments (padding optional, as OPA
 //!   pads them itself); a JWE header (`enc`) is refused; `cty: JWT` nests;
@@ -14,7 +14,7 @@
 use base64::Engine;
 use base64::alphabet::URL_SAFE;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use lockstep_bundle::jws::verify_signature;
+use lockstep_bundle::jws::{verify_ed25519, verify_signature};
 use lockstep_bundle::keys::{
     Algorithm, VerificationKey, parse_public_key_pem, verification_key_from_jwk,
 };
@@ -32,6 +32,45 @@ const B64: GeneralPurpose = GeneralPurpose::new(
         .with_decode_allow_trailing_bits(true),
 );
 
+/// A signature algorithm of a token: a JWS algorithm bundle signatures also use, or
+/// EdDSA (Ed25519), which only tokens do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Alg {
+    Jws(Algorithm),
+    EdDsa,
+}
+
+impl Alg {
+    fn from_name(name: &str) -> Option<Alg> {
+        if name == "EdDSA" {
+            return Some(Alg::EdDsa);
+        }
+        Algorithm::from_name(name).ok().map(Alg::Jws)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Alg::Jws(a) => a.name(),
+            Alg::EdDsa => "EdDSA",
+        }
+    }
+
+    fn is_hmac(self) -> bool {
+        matches!(
+            self,
+            Alg::Jws(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+        )
+    }
+
+    /// Whether `sig` signs `msg` under `key`; a key of another kind does not.
+    fn check(self, key: &VerificationKey, msg: &[u8], sig: &[u8]) -> bool {
+        match self {
+            Alg::Jws(a) => verify_signature(key, a, msg, sig),
+            Alg::EdDsa => verify_ed25519(key, msg, sig),
+        }
+    }
+}
+
 /// OPA's `base64url.decode`, as tokens.go uses it.
 fn b64url(s: &str) -> Result<Vec<u8>, String> {
     let mut padded = s.to_string();
@@ -45,7 +84,16 @@ fn b64url(s: &str) -> Result<Vec<u8>, String> {
     }
     // Go's decoder skips line breaks.
     padded.retain(|c| c != '\r' && c != '\n');
-    B64.decode(padded.as_bytes()).map_err(|e| e.to_string())
+    B64.decode(padded.as_bytes()).map_err(|e| {
+        // Go's `base64.CorruptInputError` text, which OPA's messages carry.
+        let at = match e {
+            base64::DecodeError::InvalidByte(at, _)
+            | base64::DecodeError::InvalidLastSymbol(at, _) => at,
+            base64::DecodeError::InvalidLength(len) => len,
+            base64::DecodeError::InvalidPadding => padded.find('=').unwrap_or(padded.len()),
+        };
+        format!("illegal base64 data at input byte {at}")
+    })
 }
 
 /// The three segments of a compact token, still encoded.
@@ -79,7 +127,8 @@ impl<'a> Token<'a> {
     }
 
     fn signature_bytes(&self, args: &Args<'_>) -> Result<Vec<u8>, CallError> {
-        b64url(self.signature).map_err(|e| args.error(e))
+        b64url(self.signature)
+            .map_err(|e| args.error(format!("JWT signature had invalid encoding: {e}")))
     }
 
     /// The header as a JSON object; a JWE is refused.
@@ -117,12 +166,12 @@ pub(super) fn call(args: &Args<'_>) -> CallResult {
     match args.name {
         "io.jwt.decode" => decode(args, args.string(0)?.to_string()),
         "io.jwt.decode_verify" => decode_verify(args),
-        name => match name.strip_prefix("io.jwt.verify_") {
-            Some(alg) => {
-                let alg = Algorithm::from_name(&alg.to_ascii_uppercase())
-                    .map_err(|e| args.error(e.to_string()))?;
-                verify(args, alg)
-            }
+        "io.jwt.verify_eddsa" => verify(args, Alg::EdDsa),
+        name => match name
+            .strip_prefix("io.jwt.verify_")
+            .and_then(|a| Alg::from_name(&a.to_ascii_uppercase()))
+        {
+            Some(alg) => verify(args, alg),
             None => Err(args.error("not provided by lockstep")),
         },
     }
@@ -163,10 +212,18 @@ struct Candidate {
 /// OPA's `getKeysFromCertOrJWK`: a PEM block, else a JWK or JWK set.
 fn keys_of(args: &Args<'_>, text: &str) -> Result<Vec<Candidate>, CallError> {
     if text.contains("-----BEGIN ") {
+        // OPA's texts: by the block's type, as Go's `x509` parsers are chosen.
+        let label = text
+            .split("-----BEGIN ")
+            .nth(1)
+            .and_then(|r| r.split("-----").next())
+            .unwrap_or("");
         let key = parse_public_key_pem(text).map_err(|e| {
-            args.error(format!(
-                "failed to extract a Key from the PEM certificate: {e}"
-            ))
+            args.error(match label {
+                "CERTIFICATE" => format!("failed to parse a PEM certificate: {e}"),
+                "PUBLIC KEY" => format!("failed to parse a PEM public key: {e}"),
+                _ => format!("failed to extract a Key from the PEM certificate: {e}"),
+            })
         })?;
         return Ok(vec![Candidate {
             key,
@@ -210,15 +267,19 @@ struct Header {
     alg: String,
     kid: String,
     cty: String,
+    /// A parameter named in `crit` that is not one of those above.
+    critical_unknown: bool,
 }
 
 fn parse_header(args: &Args<'_>, h: &Map<String, Json>) -> Result<Header, CallError> {
     let mut out = Header::default();
+    let mut crit: Vec<&str> = Vec::new();
+    let mut unknown: Vec<&str> = Vec::new();
     for (k, v) in h {
         let text = || {
             v.as_str()
                 .map(str::to_string)
-                .ok_or_else(|| args.error(format!("invalid JWT header: {k} must be a string")))
+                .ok_or_else(|| args.error(format!("{k}: must be a string")))
         };
         match k.as_str() {
             "alg" => out.alg = text()?,
@@ -227,12 +288,26 @@ fn parse_header(args: &Args<'_>, h: &Map<String, Json>) -> Result<Header, CallEr
             "typ" => {
                 text()?;
             }
-            // OPA does not refuse a token for its `crit` header (tested: `crit: ["exp"]`
-            // verifies).
-            "crit" => {}
-            _ => {}
+            "crit" => {
+                let Some(items) = v.as_array() else {
+                    return Err(args.error("crit: must be a list"));
+                };
+                for i in items {
+                    crit.push(
+                        i.as_str()
+                            .ok_or_else(|| args.error("crit: must be a list of strings"))?,
+                    );
+                }
+                if crit.is_empty() {
+                    return Err(args.error("crit: must be a nonempty list"));
+                }
+            }
+            other => unknown.push(other),
         }
     }
+    // RFC 7515 4.1.11: a critical parameter this verifier does not know invalidates the
+    // token (OPA knows `alg`, `kid`, `typ`, `cty` and `crit`).
+    out.critical_unknown = unknown.iter().any(|u| crit.contains(u));
     Ok(out)
 }
 
@@ -241,7 +316,7 @@ fn parse_header(args: &Args<'_>, h: &Map<String, Json>) -> Result<Header, CallEr
 fn verified(
     keys: &[Candidate],
     kid: &str,
-    alg: Algorithm,
+    alg: Alg,
     msg: &[u8],
     sig: &[u8],
     check_key_alg: bool,
@@ -249,29 +324,24 @@ fn verified(
     if !kid.is_empty()
         && let Some(k) = keys.iter().find(|k| k.kid.as_deref() == Some(kid))
     {
-        return verify_signature(&k.key, alg, msg, sig);
+        return alg.check(&k.key, msg, sig);
     }
     keys.iter().any(|k| {
         (!check_key_alg || k.alg.as_deref().is_none_or(|a| a == alg.name()))
-            && verify_signature(&k.key, alg, msg, sig)
+            && alg.check(&k.key, msg, sig)
     })
 }
 
-fn verify(args: &Args<'_>, alg: Algorithm) -> CallResult {
+fn verify(args: &Args<'_>, alg: Alg) -> CallResult {
     let token = Token::split(args, args.string(0)?)?;
     let key = args.string(1)?;
     let msg = token.signing_input();
-    if let Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 = alg {
+    if alg.is_hmac() {
         // OPA's HMAC check reads neither the header nor a key format: the string is
         // the secret.
         let sig = token.signature_bytes(args)?;
         let secret = VerificationKey::Hmac(key.as_bytes().to_vec());
-        return Ok(Value::Bool(verify_signature(
-            &secret,
-            alg,
-            msg.as_bytes(),
-            &sig,
-        )));
+        return Ok(Value::Bool(alg.check(&secret, msg.as_bytes(), &sig)));
     }
     let keys = keys_of(args, key)?;
     let sig = token.signature_bytes(args)?;
@@ -371,7 +441,7 @@ fn decode_verify(args: &Args<'_>) -> CallResult {
         let token = Token::split(args, &encoded)?;
         let header_json = token.decode_header(args)?;
         let header = parse_header(args, &header_json)?;
-        if header.alg.is_empty() {
+        if header.alg.is_empty() || header.critical_unknown {
             return Ok(unverified());
         }
         if c.alg.as_deref().is_some_and(|a| a != header.alg) {
@@ -379,7 +449,7 @@ fn decode_verify(args: &Args<'_>) -> CallResult {
         }
         let sig = token.signature_bytes(args)?;
         // An algorithm OPA does not know (`none` included) does not verify.
-        let Ok(alg) = Algorithm::from_name(&header.alg) else {
+        let Some(alg) = Alg::from_name(&header.alg) else {
             return Ok(unverified());
         };
         let msg = token.signing_input();
@@ -388,7 +458,7 @@ fn decode_verify(args: &Args<'_>) -> CallResult {
             // A secret with an RSA or ECDSA header does not verify.
             (None, Some(secret)) => {
                 let key = VerificationKey::Hmac(secret.as_bytes().to_vec());
-                verify_signature(&key, alg, msg.as_bytes(), &sig)
+                alg.check(&key, msg.as_bytes(), &sig)
             }
             (None, None) => false,
         };

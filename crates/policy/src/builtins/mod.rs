@@ -18,6 +18,7 @@ mod cidr;
 mod crypto;
 mod jwt;
 pub(crate) mod mocks;
+pub(crate) mod output_args;
 
 use regorus::{Engine, Value};
 
@@ -61,6 +62,7 @@ pub(crate) const PROVIDED: &[Provided] = &[
     pure("io.jwt.verify_hs256", 2),
     pure("io.jwt.verify_hs384", 2),
     pure("io.jwt.verify_hs512", 2),
+    pure("io.jwt.verify_eddsa", 2),
     // Reads the clock when the constraints carry no `time`.
     Provided {
         name: "io.jwt.decode_verify",
