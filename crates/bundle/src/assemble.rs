@@ -85,6 +85,9 @@ pub(crate) fn assemble(entries: Vec<RawEntry>, opts: &ReadOptions) -> Result<Bun
     let mut manifest_value: Option<Map<String, Value>> = None;
     let mut modules: Vec<(String, String, PackagePath)> = Vec::new();
     let mut wasm_paths: Vec<String> = Vec::new();
+    // Data files seen, parsed or not (lazily read data leaves `data_tree` empty, and a
+    // delta bundle must still be refused for carrying them).
+    let mut data_files = 0usize;
     let mut files: Vec<BundleFile> = Vec::with_capacity(entries.len());
     for e in entries {
         if is_signatures_file(&e.path) {
@@ -94,6 +97,9 @@ pub(crate) fn assemble(entries: Vec<RawEntry>, opts: &ReadOptions) -> Result<Bun
             c.check(&e.path, &e.bytes)?;
         }
         let base = base_name(&e.path);
+        if matches!(base, "data.json" | "data.yaml" | "data.yml") {
+            data_files += 1;
+        }
         if e.path.ends_with(".rego") {
             let source =
                 String::from_utf8(e.bytes.clone()).map_err(|_| BundleError::ModulePackage {
@@ -162,7 +168,7 @@ pub(crate) fn assemble(entries: Vec<RawEntry>, opts: &ReadOptions) -> Result<Bun
     let modules = resolve_modules(&manifest, modules)?;
 
     if is_delta {
-        if !data_tree.is_empty() {
+        if !data_tree.is_empty() || data_files > 0 {
             return Err(BundleError::DeltaWithFiles("data".into()));
         }
         if !modules.is_empty() {

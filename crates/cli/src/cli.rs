@@ -136,9 +136,17 @@ pub struct VerifyArgs {
     pub signing_alg: Option<String>,
     #[arg(long)]
     pub scope: Option<String>,
-    /// Files (globs) not covered by the signature.
-    #[arg(long = "exclude-files", alias = "exclude-files-verify")]
+    /// Files (globs) not covered by the signature; repeat the flag or separate with
+    /// commas, as OPA's `--exclude-files-verify`.
+    #[arg(
+        long = "exclude-files",
+        alias = "exclude-files-verify",
+        value_delimiter = ','
+    )]
     pub exclude_files: Vec<String>,
+    /// The largest file the bundle may hold, in bytes (OPA's `size_limit_bytes`).
+    #[arg(long, default_value_t = DEFAULT_SIZE_LIMIT_BYTES)]
+    pub size_limit_bytes: u64,
     #[arg(long, value_enum, default_value = "pretty")]
     pub format: Format,
     /// After verifying, also compile the policy as an agent would on activation.
@@ -146,9 +154,15 @@ pub struct VerifyArgs {
     pub load: bool,
 }
 
+/// OPA's default `size_limit_bytes` (1 GiB), lockstep's reader's too.
+pub const DEFAULT_SIZE_LIMIT_BYTES: u64 = 1024 * 1024 * 1024;
+
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     pub path: PathBuf,
+    /// The largest file the bundle may hold, in bytes (OPA's `size_limit_bytes`).
+    #[arg(long, default_value_t = DEFAULT_SIZE_LIMIT_BYTES)]
+    pub size_limit_bytes: u64,
     #[arg(long, value_enum, default_value = "pretty")]
     pub format: Format,
 }

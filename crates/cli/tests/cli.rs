@@ -543,3 +543,92 @@ fn finding8_missing_key_file_on_the_command_line_is_an_error() {
     assert_ne!(o.status.code(), Some(0));
     assert!(stderr(&o).contains("--signing-key"), "{}", stderr(&o));
 }
+
+/// OPA's bundle-reader behaviours on `verify` and `inspect` (issue 15): comma lists in
+/// `--exclude-files-verify`, `--size-limit-bytes` with OPA's text, and a delta bundle
+/// that also carries data refused with OPA's text even though data is read lazily.
+#[test]
+fn reader_parity_with_opa_flags_and_texts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let ex = examples();
+    lockstep(&["keygen", "--alg", "ES256", "-o", "k.pem"], d);
+    let o = lockstep(
+        &[
+            "build",
+            ex.to_str().unwrap(),
+            "--signing-key",
+            "k.pem",
+            "--signing-alg",
+            "ES256",
+            "-o",
+            "b.tar.gz",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let unpacked = d.join("u");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    let st = std::process::Command::new("tar")
+        .current_dir(&unpacked)
+        .args(["xzf", "../b.tar.gz"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    write(&unpacked, "notes/a.txt.json", "{}");
+    write(&unpacked, "extra/b.json", "{}");
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["verify", "u", "--verification-key", "k-pub.pem"];
+        args.extend_from_slice(extra);
+        lockstep(&args, d)
+    };
+    // Two unsigned files: one excluded is not enough, a comma list of both is.
+    let o = verify(&["--exclude-files-verify", "notes/*"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let o = verify(&["--exclude-files-verify", "notes/*,extra/*"]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+
+    // The per-file limit, with OPA's text.
+    let o = lockstep(&["inspect", "b.tar.gz", "--size-limit-bytes", "64"], d);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("exceeded max size (64 bytes)"),
+        "{}",
+        stderr(&o)
+    );
+    let o = verify(&[
+        "--exclude-files-verify",
+        "notes/*,extra/*",
+        "--size-limit-bytes",
+        "64",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("exceeded max size (64 bytes)"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A delta bundle with a data file.
+    let delta = d.join("delta");
+    write(&delta, ".manifest", r#"{"roots": ["x"]}"#);
+    write(
+        &delta,
+        "patch.json",
+        r#"{"data": [{"op": "upsert", "path": "/x/a", "value": 1}]}"#,
+    );
+    write(&delta, "x/data.json", r#"{"y": 1}"#);
+    for args in [
+        vec!["inspect", "delta"],
+        vec!["verify", "delta", "--verification-key", "k-pub.pem"],
+    ] {
+        let o = lockstep(&args, d);
+        assert!(!o.status.success(), "{args:?}: {}", stdout(&o));
+        assert!(
+            stderr(&o)
+                .contains("delta bundle expected to contain only patch file but data files found"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+}

@@ -134,6 +134,9 @@ pub struct BundleSource {
     pub verification: Verification,
     /// `persist: true`: keep the last activated bundle on disk and load it at start.
     pub persist: bool,
+    /// OPA's `size_limit_bytes`: the largest file this bundle may hold (default: the
+    /// engine's `limits.max_file_bytes`, 1 GiB as in OPA).
+    pub size_limit_bytes: Option<u64>,
 }
 
 impl BundleSource {
@@ -301,6 +304,7 @@ mod tests {
                 polling: Polling::default(),
                 verification: Verification::Skip,
                 persist: false,
+                size_limit_bytes: None,
             }],
             PathBuf::from("/tmp"),
         );

@@ -301,3 +301,23 @@ fn cutover_settings_are_on_by_default_and_configurable() {
     let e = read("cutover: {max_hold: soon}").unwrap_err().to_string();
     assert!(e.contains("lockstep.cutover.max_hold"), "{e}");
 }
+
+#[test]
+fn size_limit_bytes_is_read_per_bundle() {
+    let p = |b: &str| {
+        parse(
+            &format!(
+                "services: {{s: {{url: \"http://127.0.0.1:1/\"}}}}\nbundles: {{a: {{service: s{b}}}}}\nlockstep: {{skip_verification: true}}\n"
+            ),
+            &|_| None,
+            &Overrides::default(),
+            OwnSections::default(),
+        )
+    };
+    let c = p(", size_limit_bytes: 2048").unwrap();
+    assert_eq!(c.sync.bundles[0].size_limit_bytes, Some(2048));
+    assert!(c.ignored.is_empty(), "{:?}", c.ignored);
+    assert_eq!(p("").unwrap().sync.bundles[0].size_limit_bytes, None);
+    let e = p(", size_limit_bytes: -1").unwrap_err().to_string();
+    assert!(e.contains("non-negative"), "{e}");
+}

@@ -58,6 +58,7 @@ pub fn sync_config(
             },
             verification,
             persist: true,
+            size_limit_bytes: None,
         }],
         persist_dir.to_path_buf(),
     );

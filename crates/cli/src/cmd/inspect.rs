@@ -15,6 +15,10 @@ pub fn run(args: &InspectArgs) -> Result<ExitCode> {
     let opts = ReadOptions {
         skip_verify: true,
         lazy_data: true,
+        limits: lockstep_bundle::Limits {
+            max_file_bytes: args.size_limit_bytes,
+            ..lockstep_bundle::Limits::default()
+        },
         ..ReadOptions::default()
     };
     let bundle = if args.path.is_dir() {

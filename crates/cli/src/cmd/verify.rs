@@ -47,6 +47,10 @@ pub fn run(args: &VerifyArgs) -> Result<ExitCode> {
         // With --load the data files are parsed once, straight into the engine
         // (no serde_json tree of the data, which costs ~8x the JSON's size).
         lazy_data: true,
+        limits: lockstep_bundle::Limits {
+            max_file_bytes: args.size_limit_bytes,
+            ..lockstep_bundle::Limits::default()
+        },
         ..ReadOptions::default()
     };
     let bundle = match read(args, &opts) {

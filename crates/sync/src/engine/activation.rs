@@ -250,8 +250,12 @@ impl Inner {
         };
         let name = src.name.as_str();
         let arrival = self.arrivals.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut limits = self.cfg.limits;
+        if let Some(per_file) = src.size_limit_bytes {
+            limits.max_file_bytes = per_file;
+        }
         let opts = ReadOptions {
-            limits: self.cfg.limits,
+            limits,
             verification: match &src.verification {
                 Verification::Required(v) => Some(v.clone()),
                 Verification::Skip => None,
@@ -275,7 +279,11 @@ impl Inner {
             return Err(ActivationError::Unsigned);
         }
         if bundle.is_delta() {
-            return Err(ActivationError::Delta);
+            return Err(if src.persist {
+                ActivationError::DeltaPersist
+            } else {
+                ActivationError::Delta
+            });
         }
         let t1 = Instant::now();
         let data = DataDocument::from_bundle(&bundle)?;

@@ -138,6 +138,11 @@ pub(crate) enum ActivationError {
     },
     #[error("delta bundles are not supported by lockstep")]
     Delta,
+    /// OPA's refusal, first: with `persist` a delta bundle is refused by OPA too.
+    #[error(
+        "'persist' property is true in config. persisting delta bundle to disk is not supported"
+    )]
+    DeltaPersist,
     #[error("detected overlapping roots in bundle manifests: {0}")]
     Roots(String),
     #[error("error(s) occurred while compiling module(s): {0}")]

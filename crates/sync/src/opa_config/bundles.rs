@@ -29,7 +29,14 @@ pub(super) fn parse_bundles(
         w.check(
             &p,
             &b,
-            &["service", "resource", "polling", "signing", "persist"],
+            &[
+                "service",
+                "resource",
+                "polling",
+                "signing",
+                "persist",
+                "size_limit_bytes",
+            ],
         );
         let service = pick_service(services, string(b.get("service"), &p)?, &p)?;
         let resource = string(b.get("resource"), &format!("{p}.resource"))?
@@ -55,6 +62,7 @@ pub(super) fn parse_bundles(
             polling,
             verification,
             persist: boolean(b.get("persist"), &format!("{p}.persist"))?.unwrap_or(false),
+            size_limit_bytes: whole_number(b.get("size_limit_bytes"), &p)?,
         });
     }
     Ok(bundles)
