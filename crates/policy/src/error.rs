@@ -242,6 +242,13 @@ impl EvalError {
                 diag.code.as_str()
             };
             Self::Query(Diagnostic::new(code, diag.message.clone(), diag.location))
+        } else if diag.code == "eval_error" && crate::builtins::is_builtin_error(&diag.message) {
+            // A provided builtin failed: OPA's code for that.
+            Self::Eval(Diagnostic::new(
+                "eval_builtin_error",
+                diag.message.clone(),
+                diag.location,
+            ))
         } else {
             Self::Eval(diag)
         }

@@ -103,8 +103,12 @@ fn run_case(case: &Value) -> Result<(), Option<String>> {
         }
         Err(e) => {
             let text = e.to_string();
+            let code_ok = case["want_error_code"]
+                .as_str()
+                .is_none_or(|c| e.diagnostic().is_some_and(|d| d.code == c));
             match want_error {
-                Some(w) if text.contains(w) => Ok(()),
+                Some(w) if text.contains(w) && code_ok => Ok(()),
+                None if case.get("want_error_code").is_some() && code_ok => Ok(()),
                 _ => Err(Some(format!("error: {text}"))),
             }
         }

@@ -83,6 +83,14 @@ pub(crate) fn is_pure(name: &str) -> bool {
     PROVIDED.iter().any(|p| p.name == name && p.pure)
 }
 
+/// Whether an evaluation error's message is a [`CallError`] of a provided builtin
+/// (`net.cidr_merge: ...`).
+pub(crate) fn is_builtin_error(message: &str) -> bool {
+    message
+        .split_once(": ")
+        .is_some_and(|(name, _)| provides(name))
+}
+
 /// Why a call failed. Every failure here is a builtin error: undefined unless
 /// builtin errors are strict (OPA's `topdown.Error` with code `eval_builtin_error`
 /// or `eval_type_error`).
