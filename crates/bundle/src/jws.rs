@@ -133,19 +133,19 @@ pub fn verify_ed25519(key: &VerificationKey, msg: &[u8], sig: &[u8]) -> bool {
 /// under `key` with `alg`. A key of another family, or another curve, is `false`.
 pub fn verify_signature(key: &VerificationKey, alg: Algorithm, msg: &[u8], sig: &[u8]) -> bool {
     match (key, alg) {
-        (VerificationKey::Hmac(k), Algorithm::HS256) => hmac_verify::<Hmac<Sha256>>(k, msg, &sig),
-        (VerificationKey::Hmac(k), Algorithm::HS384) => hmac_verify::<Hmac<Sha384>>(k, msg, &sig),
-        (VerificationKey::Hmac(k), Algorithm::HS512) => hmac_verify::<Hmac<Sha512>>(k, msg, &sig),
+        (VerificationKey::Hmac(k), Algorithm::HS256) => hmac_verify::<Hmac<Sha256>>(k, msg, sig),
+        (VerificationKey::Hmac(k), Algorithm::HS384) => hmac_verify::<Hmac<Sha384>>(k, msg, sig),
+        (VerificationKey::Hmac(k), Algorithm::HS512) => hmac_verify::<Hmac<Sha512>>(k, msg, sig),
         (VerificationKey::Hmac(_), _) => false,
-        (VerificationKey::Rsa(k), a) => rsa_verify(k, a, msg, &sig),
+        (VerificationKey::Rsa(k), a) => rsa_verify(k, a, msg, sig),
         (VerificationKey::P256(k), Algorithm::ES256) => {
-            p256::ecdsa::Signature::from_slice(&sig).is_ok_and(|s| k.verify(msg, &s).is_ok())
+            p256::ecdsa::Signature::from_slice(sig).is_ok_and(|s| k.verify(msg, &s).is_ok())
         }
         (VerificationKey::P384(k), Algorithm::ES384) => {
-            p384::ecdsa::Signature::from_slice(&sig).is_ok_and(|s| k.verify(msg, &s).is_ok())
+            p384::ecdsa::Signature::from_slice(sig).is_ok_and(|s| k.verify(msg, &s).is_ok())
         }
         (VerificationKey::P521(k), Algorithm::ES512) => {
-            p521::ecdsa::Signature::from_slice(&sig).is_ok_and(|s| k.verify(msg, &s).is_ok())
+            p521::ecdsa::Signature::from_slice(sig).is_ok_and(|s| k.verify(msg, &s).is_ok())
         }
         _ => false,
     }

@@ -631,15 +631,12 @@ fn collect_statement_calls(node: &Json, out: &mut Vec<StatementCall>) {
                 && let Some(name) = call.get("fcn").and_then(ref_names)
                 && let Some(span) = call.get("span").and_then(span_of)
             {
-                let args: Option<Vec<(usize, usize)>> = call
-                    .get("params")
-                    .and_then(Json::as_array)
-                    .map(|ps| {
+                let args: Option<Vec<(usize, usize)>> =
+                    call.get("params").and_then(Json::as_array).and_then(|ps| {
                         ps.iter()
                             .map(|p| refr_span(p).and_then(span_of).map(|s| (s.start, s.end)))
                             .collect()
-                    })
-                    .flatten();
+                    });
                 // The call's own span starts at its `(`; the name's root starts it.
                 let start = call
                     .get("fcn")
