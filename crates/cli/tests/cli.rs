@@ -301,10 +301,9 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-#[test]
-fn a_tampered_bundle_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path();
+/// The example policies built into `d/b.tar.gz`, signed with a new ES256 key
+/// (`d/k.pem`, `d/k-pub.pem`), and unpacked into `d/u`, which it returns.
+fn signed_and_unpacked(d: &Path) -> PathBuf {
     let ex = examples();
     lockstep(&["keygen", "--alg", "ES256", "-o", "k.pem"], d);
     let o = lockstep(
@@ -321,8 +320,6 @@ fn a_tampered_bundle_is_refused() {
         d,
     );
     assert!(o.status.success(), "{}", stderr(&o));
-
-    // Unpack, grant analyst write access, repack with the old signature.
     let unpacked = d.join("u");
     std::fs::create_dir_all(&unpacked).unwrap();
     let st = std::process::Command::new("tar")
@@ -331,6 +328,16 @@ fn a_tampered_bundle_is_refused() {
         .status()
         .unwrap();
     assert!(st.success());
+    unpacked
+}
+
+#[test]
+fn a_tampered_bundle_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let ex = examples();
+    // Unpacked; then grant analyst write access, keeping the old signature.
+    let unpacked = signed_and_unpacked(d);
     let roles = unpacked.join("mcp/roles/data.json");
     let text = std::fs::read_to_string(&roles)
         .unwrap()
@@ -551,30 +558,7 @@ fn finding8_missing_key_file_on_the_command_line_is_an_error() {
 fn reader_parity_with_opa_flags_and_texts() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    let ex = examples();
-    lockstep(&["keygen", "--alg", "ES256", "-o", "k.pem"], d);
-    let o = lockstep(
-        &[
-            "build",
-            ex.to_str().unwrap(),
-            "--signing-key",
-            "k.pem",
-            "--signing-alg",
-            "ES256",
-            "-o",
-            "b.tar.gz",
-        ],
-        d,
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let unpacked = d.join("u");
-    std::fs::create_dir_all(&unpacked).unwrap();
-    let st = std::process::Command::new("tar")
-        .current_dir(&unpacked)
-        .args(["xzf", "../b.tar.gz"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let unpacked = signed_and_unpacked(d);
     write(&unpacked, "notes/a.txt.json", "{}");
     write(&unpacked, "extra/b.json", "{}");
     let verify = |extra: &[&str]| {

@@ -376,16 +376,6 @@ fn cidr_cases() -> Vec<Value> {
 /// fails, and the documentation must follow.
 const KNOWN: &[(&str, &str)] = &[];
 
-fn kind(v: &Value) -> String {
-    if v.get("error").is_some() {
-        "error".to_string()
-    } else if v.get("undefined").is_some() {
-        "undefined".to_string()
-    } else {
-        opa::normalise(&v["value"]).to_string()
-    }
-}
-
 #[test]
 fn provided_builtins_decide_like_opa() {
     let module = Module {
@@ -412,7 +402,7 @@ fn provided_builtins_decide_like_opa() {
             },
             Err(e) => json!({"error": e.to_string()}),
         };
-        let (o, t) = (kind(&ours), kind(&theirs[0]));
+        let (o, t) = (opa::kind(&ours), opa::kind(&theirs[0]));
         covered.insert(input["f"].as_str().unwrap().to_string());
         if o != t {
             differ.push(format!(

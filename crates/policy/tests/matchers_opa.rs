@@ -54,16 +54,6 @@ const KNOWN: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
-fn kind(v: &Value) -> String {
-    if v.get("error").is_some() {
-        "error".to_string()
-    } else if v.get("undefined").is_some() {
-        "undefined".to_string()
-    } else {
-        opa::normalise(&v["value"]).to_string()
-    }
-}
-
 #[test]
 fn shared_matchers_decide_like_opa() {
     let cases: Vec<Value> = serde_json::from_str(include_str!("data/matcher_cases.json")).unwrap();
@@ -95,7 +85,7 @@ fn shared_matchers_decide_like_opa() {
             Ok(None) => json!({ "undefined": true }),
             Err(e) => json!({ "error": e.to_string() }),
         };
-        let (want, got) = (kind(want), kind(&got));
+        let (want, got) = (opa::kind(want), opa::kind(&got));
         if want != got {
             differences.push((
                 case["f"].as_str().unwrap().to_string(),

@@ -79,3 +79,15 @@ pub fn eval(
 pub fn normalise(v: &Value) -> Value {
     serde_json::from_str::<Value>(&v.to_string()).unwrap()
 }
+
+/// An outcome as the differential tests compare it: `error`, `undefined`, or the value
+/// (numbers normalised).
+pub fn kind(v: &Value) -> String {
+    if v.get("error").is_some() {
+        "error".to_string()
+    } else if v.get("undefined").is_some() {
+        "undefined".to_string()
+    } else {
+        normalise(&v["value"]).to_string()
+    }
+}
