@@ -107,6 +107,43 @@ fn venv_or_skip() -> Option<std::path::PathBuf> {
     }
 }
 
+/// The Python MCP server on `port`, logging its tool runs to `effects`.
+fn start_mcp_server(venv: &Path, dir: &Path, port: u16, effects: &Path) -> Proc {
+    let script = dir.join("server.py");
+    std::fs::write(&script, MCP_SERVER).unwrap();
+    spawn(
+        "mcp server",
+        Command::new(venv.join("bin/python"))
+            .arg(&script)
+            .arg(port.to_string())
+            .env("SIDE_EFFECTS", effects),
+        &dir.join("mcp.log"),
+    )
+}
+
+/// Envoy on fresh ports in front of `upstream`, calling the agent at `authz`:
+/// the process and its (listener, admin) ports.
+fn start_envoy(
+    venv: &Path,
+    dir: &Path,
+    mode: Mode,
+    upstream: u16,
+    authz: std::net::SocketAddr,
+) -> (Proc, u16, u16) {
+    let (listen, admin) = (free_port(), free_port());
+    let yaml = dir.join("envoy.yaml");
+    std::fs::write(&yaml, envoy_yaml(mode, listen, admin, upstream, authz)).unwrap();
+    let envoy = spawn(
+        "envoy",
+        Command::new(venv.join("bin/envoy"))
+            .arg("-c")
+            .arg(&yaml)
+            .args(["--use-dynamic-base-id", "-l", "warn"]),
+        &dir.join("envoy.log"),
+    );
+    (envoy, listen, admin)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Grpc,
@@ -338,30 +375,11 @@ async fn gates_mcp_tools_call(mode: Mode) {
 
     // The MCP server.
     let effects = dir.path().join("side-effects.txt");
-    let script = dir.path().join("server.py");
-    std::fs::write(&script, MCP_SERVER).unwrap();
     let mcp_port = free_port();
-    let _mcp = spawn(
-        "mcp server",
-        Command::new(venv.join("bin/python"))
-            .arg(&script)
-            .arg(mcp_port.to_string())
-            .env("SIDE_EFFECTS", &effects),
-        &dir.path().join("mcp.log"),
-    );
+    let _mcp = start_mcp_server(&venv, dir.path(), mcp_port, &effects);
 
     // Envoy.
-    let (listen, admin) = (free_port(), free_port());
-    let yaml = dir.path().join("envoy.yaml");
-    std::fs::write(&yaml, envoy_yaml(mode, listen, admin, mcp_port, authz)).unwrap();
-    let _envoy = spawn(
-        "envoy",
-        Command::new(venv.join("bin/envoy"))
-            .arg("-c")
-            .arg(&yaml)
-            .args(["--use-dynamic-base-id", "-l", "warn"]),
-        &dir.path().join("envoy.log"),
-    );
+    let (_envoy, listen, admin) = start_envoy(&venv, dir.path(), mode, mcp_port, authz);
 
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
@@ -543,19 +561,14 @@ async fn envoy_jwt_policy_allows_a_valid_token_and_denies_a_tampered_one() {
     let Some(venv) = venv_or_skip() else { return };
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let sync = sync_config(
-        server.service(),
-        server.verification(),
-        dir.path(),
-        Some(20),
-    );
-    let mut cfg = agent_config(sync, None);
-    cfg.envoy = Some(EnvoyConfig {
-        addr: "127.0.0.1:0".into(),
-        path: "mcp/envoy/authz/allow".into(),
-        ..EnvoyConfig::default()
-    });
-    let agent = lockstep_agent::start(cfg).await.unwrap();
+    let agent = start_agent_with(&server, dir.path(), Some(20), |cfg| {
+        cfg.envoy = Some(EnvoyConfig {
+            addr: "127.0.0.1:0".into(),
+            path: "mcp/envoy/authz/allow".into(),
+            ..EnvoyConfig::default()
+        });
+    })
+    .await;
     let authz = agent.envoy_addr.expect("envoy listener");
     server
         .publish_ok(
@@ -565,32 +578,10 @@ async fn envoy_jwt_policy_allows_a_valid_token_and_denies_a_tampered_one() {
         .await;
 
     // Any upstream will do: a request Envoy lets through gets the MCP server's 404.
-    let script = dir.path().join("server.py");
-    std::fs::write(&script, MCP_SERVER).unwrap();
     let upstream = free_port();
-    let _upstream = spawn(
-        "mcp server",
-        Command::new(venv.join("bin/python"))
-            .arg(&script)
-            .arg(upstream.to_string())
-            .env("SIDE_EFFECTS", dir.path().join("side-effects.txt")),
-        &dir.path().join("mcp.log"),
-    );
-    let (listen, admin) = (free_port(), free_port());
-    let yaml = dir.path().join("envoy.yaml");
-    std::fs::write(
-        &yaml,
-        envoy_yaml(Mode::Grpc, listen, admin, upstream, authz),
-    )
-    .unwrap();
-    let _envoy = spawn(
-        "envoy",
-        Command::new(venv.join("bin/envoy"))
-            .arg("-c")
-            .arg(&yaml)
-            .args(["--use-dynamic-base-id", "-l", "warn"]),
-        &dir.path().join("envoy.log"),
-    );
+    let effects = dir.path().join("side-effects.txt");
+    let _upstream = start_mcp_server(&venv, dir.path(), upstream, &effects);
+    let (_envoy, listen, admin) = start_envoy(&venv, dir.path(), Mode::Grpc, upstream, authz);
 
     let key = SigningKey::Hmac(b"B41BD5F462719C6D6118E673A2389".to_vec());
     let sign = |claims: Value| {
